@@ -1,0 +1,452 @@
+"""Layers shared by the multidiff backbones (DiT, U-Net).
+
+Everything here is stateless apart from learned parameters: positional tables (sin-cos, rotary) are
+computed in ``forward`` from the grid shape, so a backbone accepts any input size and nothing is cached
+at module level.
+
+Axis letters in shape comments: B batch, L tokens, D width, nH heads, Dh head width, A position axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "RMSNorm",
+    "Attention",
+    "Mlp",
+    "NoiseEmbedding",
+    "LabelEmbedding",
+    "AdaLNModulation",
+    "RotaryEmbedding",
+    "modulate",
+    "layer_norm",
+    "sinusoidal_embedding",
+    "sincos_embedding",
+    "grid_positions",
+    "axis_split",
+    "rotary_tables",
+    "apply_rotary",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation and modulation
+# --------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned gain (Zhang and Sennrich 2019).
+
+    Args:
+        dim: Size of the normalised (last) axis.
+        eps: Added to the mean square before the square root.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f"RMSNorm dim must be positive, got {dim}")
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` (..., dim) over its last axis."""
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # (..., dim)
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm over the last axis without an affine transform (the adaLN blocks supply one)."""
+    return F.layer_norm(x, (x.shape[-1],), eps=eps)  # (..., D)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Adaptive affine transform ``x * (1 + scale) + shift`` (DiT, Peebles and Xie 2023, Sec. 3.2).
+
+    Args:
+        x: Tokens (B, L, D).
+        shift: (B, 1, D), broadcast over tokens.
+        scale: (B, 1, D), broadcast over tokens.
+    """
+    return torch.addcmul(shift, x, 1 + scale)  # (B, L, D)
+
+
+class AdaLNModulation(nn.Module):
+    """SiLU + one zero-initialised linear that yields ``chunks`` modulation vectors of width ``dim``.
+
+    adaLN-Zero (Peebles and Xie 2023, Sec. 3.2): the linear starts at zero so every gate is zero and
+    each residual block starts as the identity.
+
+    Args:
+        dim: Width of each modulation vector.
+        cond_dim: Width of the conditioning vector.
+        chunks: How many vectors (6 for a DiT block: shift, scale, gate for attention and MLP).
+    """
+
+    def __init__(self, dim: int, cond_dim: int, chunks: int) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.proj = nn.Linear(cond_dim, chunks * dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Map ``cond`` (B, Dc) to ``chunks`` tensors of shape (B, 1, D)."""
+        out = self.proj(F.silu(cond))  # (B, chunks*D)
+        return out.unsqueeze(1).chunk(self.chunks, dim=-1)  # chunks x (B, 1, D)
+
+
+# --------------------------------------------------------------------------------------------------
+# Embeddings of scalars, labels and positions
+# --------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_embedding(
+    values: torch.Tensor,
+    dim: int,
+    *,
+    max_period: float = 10000.0,
+    freq_shift: float = 0.0,
+) -> torch.Tensor:
+    """Sinusoidal features ``[cos(v·ω_k), sin(v·ω_k)]`` of real values (Vaswani et al. 2017, Sec. 3.5).
+
+    ``ω_k = max_period^(-k / (dim/2 - freq_shift))`` for ``k = 0..dim/2-1``; ``freq_shift=0`` is the
+    DiT/ADM convention, ``freq_shift=1`` the one diffusers' ``Timesteps(downscale_freq_shift=1)`` uses.
+    Computed in float32 whatever the autocast state.
+
+    Args:
+        values: (B,) real values (a timestep, 1000·t, or ln(σ)/4: any real number).
+        dim: Even number of features.
+        max_period: Longest period.
+        freq_shift: Shift of the frequency denominator.
+
+    Returns:
+        (B, dim) float32 features, cosines first.
+    """
+    if dim % 2 != 0:
+        raise ValueError(f"sinusoidal_embedding needs an even dim, got {dim}")
+    half = dim // 2
+    k = torch.arange(half, device=values.device, dtype=torch.float32)  # (dim/2,)
+    freqs = torch.exp(-math.log(max_period) * k / (half - freq_shift))  # (dim/2,)
+    args = values.float()[:, None] * freqs[None]  # (B, dim/2)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+
+
+class NoiseEmbedding(nn.Module):
+    """Embed the noise-level input ``c_noise`` (B,): sinusoidal features then a two-layer SiLU MLP.
+
+    As DiT's timestep embedder (Peebles and Xie 2023; features as in Ho et al. 2020), but for any real
+    ``c_noise`` (the multidiff backbone contract).
+
+    Args:
+        dim: Output width.
+        freq_dim: Number of sinusoidal features.
+        max_period: Longest period of the features.
+        freq_shift: See :func:`sinusoidal_embedding`.
+    """
+
+    def __init__(
+        self, dim: int, freq_dim: int = 256, max_period: float = 10000.0, freq_shift: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.max_period = max_period
+        self.freq_shift = freq_shift
+        self.fc1 = nn.Linear(freq_dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+        nn.init.normal_(self.fc1.weight, std=0.02)
+        nn.init.normal_(self.fc2.weight, std=0.02)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """Map ``c_noise`` (B,) to (B, D)."""
+        feats = sinusoidal_embedding(
+            c_noise, self.freq_dim, max_period=self.max_period, freq_shift=self.freq_shift
+        )  # (B, freq_dim) float32
+        h = self.fc1(feats.to(self.fc1.weight.dtype))  # (B, D)
+        return self.fc2(F.silu(h))  # (B, D)
+
+
+class LabelEmbedding(nn.Module):
+    """Class-label table with one extra row, index ``num_classes``, for the null label.
+
+    The null label is what classifier-free guidance (Ho and Salimans 2022) feeds for the unconditional
+    branch; training drops labels to it. The model itself never drops labels.
+
+    Args:
+        num_classes: Number of real classes.
+        dim: Embedding width.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    @property
+    def null_label(self) -> int:
+        """Index of the null (unconditional) label."""
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        """Map ``labels`` (B,) int64 in [0, num_classes] to (B, D)."""
+        return self.table(labels)  # (B, D)
+
+
+def grid_positions(grid: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
+    """Integer coordinates of every cell of a grid, row-major (last axis fastest).
+
+    Args:
+        grid: Size of each axis, e.g. (H, W) or (F, H, W).
+        device: Where to build the table.
+
+    Returns:
+        (L, A) float32 positions with L = prod(grid), A = len(grid).
+    """
+    axes = [torch.arange(n, device=device, dtype=torch.float32) for n in grid]
+    mesh = torch.meshgrid(*axes, indexing="ij")  # A x grid
+    return torch.stack([m.reshape(-1) for m in mesh], dim=-1)  # (L, A)
+
+
+def axis_split(width: int, num_axes: int) -> tuple[int, ...]:
+    """Split an even ``width`` into ``num_axes`` even parts, the larger parts last.
+
+    Used to share a head (rotary) or an embedding (sin-cos) between position axes; e.g. 64 over 3 axes
+    gives (20, 22, 22), so the spatial axes of (F, H, W) get the extra pairs.
+    """
+    if width % 2 != 0 or width < 2 * num_axes:
+        raise ValueError(f"cannot split width {width} into {num_axes} even parts")
+    pairs = width // 2
+    base, rem = divmod(pairs, num_axes)
+    counts = [base + (1 if a >= num_axes - rem else 0) for a in range(num_axes)]
+    return tuple(2 * c for c in counts)
+
+
+def sincos_embedding(
+    grid: Sequence[int], dim: int, *, max_period: float = 10000.0, device: torch.device | None = None
+) -> torch.Tensor:
+    """Fixed sin-cos position embedding for a 1-, 2- or 3-D grid (Vaswani et al. 2017; MAE/DiT layout).
+
+    The width is split over the axes (:func:`axis_split`); the chunks are laid out from the last axis
+    to the first, each ``[sin(p·ω), cos(p·ω)]`` with ``ω_k = max_period^(-k/(d/2))``. For 2-D grids this
+    is exactly the embedding of MAE (He et al. 2022) and DiT: the first half encodes the column (W),
+    the second half the row (H).
+
+    Args:
+        grid: Size of each axis, e.g. (H, W).
+        dim: Embedding width (even).
+        max_period: Longest period.
+        device: Where to build the table.
+
+    Returns:
+        (L, dim) float32 table, tokens in row-major order.
+    """
+    pos = grid_positions(grid, device)  # (L, A)
+    widths = axis_split(dim, len(grid))
+    chunks = []
+    for axis in reversed(range(len(grid))):
+        half = widths[axis] // 2
+        k = torch.arange(half, device=device, dtype=torch.float64)  # (d/2,)
+        omega = (1.0 / max_period ** (k / half)).float()  # (d/2,)
+        args = pos[:, axis, None] * omega[None]  # (L, d/2)
+        chunks += [torch.sin(args), torch.cos(args)]
+    return torch.cat(chunks, dim=-1)  # (L, dim)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotary position embeddings
+# --------------------------------------------------------------------------------------------------
+
+
+def rotary_tables(
+    grid: Sequence[int],
+    head_dim: int,
+    *,
+    theta: float = 10000.0,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables of axial rotary embeddings (RoPE, Su et al. 2021) for an N-D grid.
+
+    The ``head_dim/2`` rotation pairs are shared among the axes (:func:`axis_split`); pair k of axis a
+    turns by ``p_a · θ^(-k/n_a)`` where ``n_a`` is that axis' pair count (axial RoPE as in Heo et al.
+    2024, "Rotary Position Embedding for Vision Transformer"). Compute once per forward and pass to
+    every attention layer.
+
+    Args:
+        grid: Size of each position axis, e.g. (T,), (H, W) or (F, H, W).
+        head_dim: Width of one attention head (even).
+        theta: Base of the frequencies.
+        device: Where to build the tables.
+
+    Returns:
+        ``(cos, sin)``, each (L, head_dim/2) float32 with L = prod(grid).
+    """
+    pos = grid_positions(grid, device)  # (L, A)
+    angles = []
+    for axis, width in enumerate(axis_split(head_dim, len(grid))):
+        n = width // 2
+        k = torch.arange(n, device=device, dtype=torch.float64)  # (n,)
+        inv_freq = (theta ** (-k / n)).float()  # (n,)
+        angles.append(pos[:, axis, None] * inv_freq[None])  # (L, n)
+    ang = torch.cat(angles, dim=-1)  # (L, Dh/2)
+    return torch.cos(ang), torch.sin(ang)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs ``(x_i, x_{i+Dh/2})`` of ``x`` (B, nH, L, Dh) by the tables (L, Dh/2), in float32."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, nH, L, Dh/2)
+    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)  # (B, nH, L, Dh)
+    return out.to(x.dtype)  # (B, nH, L, Dh)
+
+
+class RotaryEmbedding(nn.Module):
+    """Parameter-free module form of :func:`rotary_tables` (holds ``head_dim`` and ``theta``)."""
+
+    def __init__(self, head_dim: int, num_axes: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        axis_split(head_dim, num_axes)  # validates
+        self.head_dim = head_dim
+        self.num_axes = num_axes
+        self.theta = theta
+
+    def forward(
+        self, grid: Sequence[int], device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables ``(cos, sin)``, each (prod(grid), head_dim/2)."""
+        if len(grid) != self.num_axes:
+            raise ValueError(f"RotaryEmbedding built for {self.num_axes} axes, got grid {tuple(grid)}")
+        return rotary_tables(grid, self.head_dim, theta=self.theta, device=device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention and MLP
+# --------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head self- or cross-attention through ``F.scaled_dot_product_attention``.
+
+    Self-attention uses one fused QKV projection; cross-attention (``context_dim`` set) a query
+    projection and one fused KV projection of the context. Optional QK-norm (RMSNorm over each head,
+    Dehghani et al. 2023) and rotary embeddings (queries and keys; self-attention only).
+
+    Args:
+        dim: Token width D (a multiple of ``heads``).
+        heads: Number of heads.
+        context_dim: Width of the context tokens for cross-attention; None for self-attention.
+        qk_norm: Normalise queries and keys with RMSNorm.
+        bias: Biases on the projections.
+        eps: RMSNorm epsilon.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        context_dim: int | None = None,
+        qk_norm: bool = False,
+        bias: bool = True,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"attention width {dim} is not a multiple of heads={heads}")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.is_cross = context_dim is not None
+        if context_dim is None:
+            self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        else:
+            self.to_q = nn.Linear(dim, dim, bias=bias)
+            self.to_kv = nn.Linear(context_dim, 2 * dim, bias=bias)
+        self.q_norm: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attend.
+
+        Args:
+            x: Query tokens (B, L, D).
+            context: Key/value tokens (B, Lc, Dc) for cross-attention; must be None for self-attention.
+            mask: Boolean key mask (B, Lk), True = attend. A row with no True key gives a zero output.
+            rope: ``(cos, sin)`` tables (L, Dh/2) from :func:`rotary_tables` (self-attention only).
+
+        Returns:
+            (B, L, D).
+        """
+        B, L, D = x.shape
+        nH, Dh = self.heads, self.head_dim
+        if self.is_cross:
+            if context is None:
+                raise ValueError("cross-attention layer called without context")
+            Lk = context.shape[1]
+            q = self.to_q(x).view(B, L, nH, Dh).transpose(1, 2)  # (B, nH, L, Dh)
+            kv = self.to_kv(context).view(B, Lk, 2, nH, Dh).permute(2, 0, 3, 1, 4)  # (2, B, nH, Lk, Dh)
+            k, v = kv.unbind(0)  # 2 x (B, nH, Lk, Dh)
+        else:
+            if context is not None:
+                raise ValueError("self-attention layer got a context; build it with context_dim")
+            qkv = self.to_qkv(x).view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, B, nH, L, Dh)
+            q, k, v = qkv.unbind(0)  # 3 x (B, nH, L, Dh)
+        q = self.q_norm(q)  # (B, nH, L, Dh)
+        k = self.k_norm(k)  # (B, nH, Lk, Dh)
+        if rope is not None:
+            q = apply_rotary(q, *rope)  # (B, nH, L, Dh)
+            k = apply_rotary(k, *rope)  # (B, nH, L, Dh)
+        attn_mask = None
+        keep = None
+        if mask is not None:
+            keep = mask.any(dim=-1)  # (B,)
+            # A row with nothing to attend would give NaN; attend everywhere, then zero it below.
+            safe = mask | ~keep[:, None]  # (B, Lk)
+            attn_mask = safe[:, None, None, :]  # (B, 1, 1, Lk)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
+        out = out.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        out = self.proj(out)  # (B, L, D)
+        if keep is not None:
+            out = out * keep[:, None, None].to(out.dtype)  # (B, L, D)
+        return out
+
+
+class Mlp(nn.Module):
+    """Two-layer perceptron with GELU (tanh approximation by default, as DiT).
+
+    Args:
+        dim: Input width.
+        hidden: Hidden width.
+        out_dim: Output width (default ``dim``).
+        approximate: ``"tanh"`` or ``"none"`` (exact erf GELU).
+        bias: Biases on both layers.
+    """
+
+    def __init__(
+        self, dim: int, hidden: int, out_dim: int | None = None, approximate: str = "tanh", bias: bool = True
+    ) -> None:
+        super().__init__()
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
+        self.approximate = approximate
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim if out_dim is None else out_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (..., dim) to (..., out_dim)."""
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))  # (..., out_dim)
