@@ -1,0 +1,271 @@
+"""Interoperation with diffusers: their models as multidiff Denoisers, their schedulers driven by ours.
+
+* :func:`schedule_from_config` / :func:`prediction_from_config` read a diffusers scheduler config.
+* :func:`from_diffusers` wraps a diffusers model (UNet2DModel, UNet2DConditionModel, DiTTransformer2DModel,
+  SD3Transformer2DModel, ...) and its scheduler config into a :class:`~multidiff.core.Denoiser`, so every
+  multidiff sampler runs a diffusers checkpoint.
+* :func:`sample_with_scheduler` runs a diffusers scheduler's own loop with any multidiff denoiser, and
+  :func:`sigmas_from_scheduler` gives the σ grid that loop integrates over, so the two can be compared
+  step for step.
+
+diffusers is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from multidiff.core.denoiser import Denoiser
+from multidiff.core.schedules import SIGMA_CAP, EDMSchedule, FlowSchedule, Schedule, VPSchedule
+
+__all__ = [
+    "SUPPORTED_SCHEDULERS",
+    "DiffusersBackbone",
+    "from_diffusers",
+    "prediction_from_config",
+    "sample_with_scheduler",
+    "schedule_from_config",
+    "sigmas_from_scheduler",
+]
+
+# How each scheduler's `sample` relates to unscaled x, and where its σ comes from:
+#   vp_table:  sample = x_t (VP state), σ from alphas_cumprod at the integer timestep
+#   vp_sigmas: sample = x_t (VP state), σ = scheduler.sigmas[i]
+#   unscaled:  sample = x (unscaled), σ = scheduler.sigmas[step_index]
+#   edm:       as unscaled, the model output is EDM's F
+#   flow:      sample = (1 - t)·x0 + t·n, t = scheduler.sigmas[i]
+SUPPORTED_SCHEDULERS: dict[str, str] = {
+    "DDIMScheduler": "vp_table",
+    "DDPMScheduler": "vp_table",
+    "DPMSolverMultistepScheduler": "vp_sigmas",
+    "UniPCMultistepScheduler": "vp_sigmas",
+    "EulerDiscreteScheduler": "unscaled",
+    "EulerAncestralDiscreteScheduler": "unscaled",
+    "HeunDiscreteScheduler": "unscaled",
+    "EDMEulerScheduler": "edm",
+    "FlowMatchEulerDiscreteScheduler": "flow",
+}
+
+_BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
+
+
+def _kind(scheduler: Any) -> str:
+    name = type(scheduler).__name__
+    if name not in SUPPORTED_SCHEDULERS:
+        raise ValueError(
+            f"diffusers scheduler {name} is not supported; supported: {', '.join(SUPPORTED_SCHEDULERS)}"
+        )
+    return SUPPORTED_SCHEDULERS[name]
+
+
+def schedule_from_config(config: Mapping[str, Any], class_name: str | None = None) -> Schedule:
+    """The multidiff schedule for a diffusers scheduler config (``scheduler.config`` or its JSON dict).
+
+    Args:
+        config: the scheduler's config.
+        class_name: the scheduler class, if ``config`` lacks ``_class_name``.
+    """
+    name = class_name or config.get("_class_name", "")
+    if name == "EDMEulerScheduler" or name.startswith("EDM"):
+        return EDMSchedule(sigma_min=float(config["sigma_min"]), sigma_max=float(config["sigma_max"]))
+    if name.startswith("FlowMatch") or config.get("use_flow_sigmas", False):
+        return FlowSchedule(
+            shift=float(config.get("shift", 1.0)), timestep_scale=float(config["num_train_timesteps"])
+        )
+    if config.get("trained_betas") is not None:
+        raise ValueError("schedulers with explicit trained_betas are not supported")
+    beta = config.get("beta_schedule", "linear")
+    if beta not in _BETA_SCHEDULES:
+        raise ValueError(f"beta_schedule {beta!r} is not supported; supported: {', '.join(_BETA_SCHEDULES)}")
+    return VPSchedule(
+        num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
+        beta_start=float(config.get("beta_start", 0.0001)),
+        beta_end=float(config.get("beta_end", 0.02)),
+        beta_schedule=_BETA_SCHEDULES[beta],  # type: ignore[arg-type]
+        zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
+    )
+
+
+def prediction_from_config(config: Mapping[str, Any], class_name: str | None = None) -> str:
+    """multidiff's prediction name for a diffusers scheduler config."""
+    name = class_name or config.get("_class_name", "")
+    if name.startswith("FlowMatch") or config.get("use_flow_sigmas", False):
+        return "flow"
+    pred = config.get("prediction_type", "epsilon")
+    if name.startswith("EDM"):
+        if pred != "epsilon":
+            raise ValueError(f"EDM models with prediction_type {pred!r} are not supported (only 'epsilon')")
+        return "edm"
+    table = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "flow"}
+    if pred not in table:
+        raise ValueError(f"prediction_type {pred!r} is not supported; supported: {', '.join(table)}")
+    return table[pred]
+
+
+class DiffusersBackbone(nn.Module):
+    """Presents a diffusers model with multidiff's backbone signature.
+
+    ``forward(x, c_noise, *, labels=None, context=None, context_mask=None, **kw)`` calls
+    ``model(x, c_noise, class_labels=labels, encoder_hidden_states=context, ...)`` with only the keywords the
+    model's forward accepts, and returns its ``.sample``. ``context_mask`` goes to
+    ``encoder_attention_mask``; other keywords pass through unchanged.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._accepts = set(inspect.signature(model.forward).parameters)
+
+    def forward(
+        self, x: Tensor, c_noise: Tensor, *, labels=None, context=None, context_mask=None, **kw
+    ) -> Tensor:
+        named = {
+            "class_labels": labels,
+            "encoder_hidden_states": context,
+            "encoder_attention_mask": context_mask,
+        }
+        for key, value in named.items():
+            if value is None:
+                continue
+            if key not in self._accepts:
+                raise ValueError(f"{type(self.model).__name__} takes no {key} (got a value for it)")
+            kw[key] = value
+        out = self.model(x, c_noise, return_dict=False, **kw)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def from_diffusers(
+    model: nn.Module, scheduler_config: Mapping[str, Any] | Any, sigma_data: float = 0.5
+) -> Denoiser:
+    """Wrap a diffusers model and its scheduler (or the scheduler's config) as a Denoiser.
+
+    Args:
+        model: a diffusers model taking ``(sample, timestep, ...)`` and returning ``.sample``.
+        scheduler_config: the scheduler it was trained with, or its config dict.
+        sigma_data: σ_d, used only for EDM models.
+    """
+    config = getattr(scheduler_config, "config", scheduler_config)
+    name = type(scheduler_config).__name__ if hasattr(scheduler_config, "config") else None
+    if isinstance(config, Mapping) and config.get("sigma_data") is not None:
+        sigma_data = float(config["sigma_data"])
+    return Denoiser(
+        DiffusersBackbone(model),
+        prediction=prediction_from_config(config, name),  # type: ignore[arg-type]
+        schedule=schedule_from_config(config, name),
+        sigma_data=sigma_data,
+    )
+
+
+def _vp_sigma(scheduler: Any, t: Tensor | int) -> float:
+    abar = float(scheduler.alphas_cumprod[int(t)])
+    return math.sqrt((1 - abar) / abar)
+
+
+def sigmas_from_scheduler(scheduler: Any, steps: int) -> Tensor:
+    """The σ grid (float64 [steps + 1]) that ``scheduler``'s loop with ``steps`` steps integrates over.
+
+    Calls ``scheduler.set_timesteps(steps)``. For DDIM the last value is the σ of its final ᾱ (0 when
+    ``set_alpha_to_one``). Heun-type schedulers repeat σ values internally; the grid lists each once.
+    """
+    kind = _kind(scheduler)
+    scheduler.set_timesteps(steps)
+    if kind == "vp_table":
+        sig = [_vp_sigma(scheduler, t) for t in scheduler.timesteps]
+        if type(scheduler).__name__ == "DDIMScheduler":
+            final = float(scheduler.final_alpha_cumprod)
+            sig.append(math.sqrt((1 - final) / final))
+        else:
+            sig.append(0.0)
+        return torch.tensor(sig, dtype=torch.float64)
+    s = scheduler.sigmas.to(torch.float64)
+    s = torch.unique_consecutive(s)
+    if kind == "flow":
+        t = s.clamp(max=SIGMA_CAP / (1 + SIGMA_CAP))
+        s = t / (1 - t)
+    return s
+
+
+@torch.no_grad()
+def sample_with_scheduler(
+    denoiser: Callable[..., Tensor],
+    scheduler: Any,
+    noise: Tensor,
+    steps: int,
+    cond: dict | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> Tensor:
+    """Run a diffusers scheduler's loop with a multidiff denoiser ``D(x, σ, **cond) -> x0_hat``.
+
+    Each model call is answered by converting D's x0_hat into what the scheduler expects (ε, v, x0,
+    EDM's F or a flow velocity, from ``scheduler.config.prediction_type``).
+
+    Args:
+        denoiser: a multidiff denoiser.
+        scheduler: a diffusers scheduler of a class in :data:`SUPPORTED_SCHEDULERS`; it is reset here.
+        noise: standard normal noise [B, ...]; it is scaled by ``scheduler.init_noise_sigma``.
+        steps: number of inference steps.
+        cond: conditioning keywords for the denoiser.
+        generator: passed to the scheduler's step (ancestral schedulers).
+        callback: called with ``{"i", "x", "sigma"}`` after each scheduler step.
+
+    Returns:
+        the scheduler's final sample.
+    """
+    kind = _kind(scheduler)
+    pred = getattr(scheduler.config, "prediction_type", "epsilon")
+    scheduler.set_timesteps(steps, device=noise.device)
+    x = noise * scheduler.init_noise_sigma
+    step_kw = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    for i, t in enumerate(scheduler.timesteps):
+        x_in = scheduler.scale_model_input(x, t)
+        if kind == "vp_table":
+            sigma = _vp_sigma(scheduler, t)
+        elif kind == "vp_sigmas":
+            sigma = float(scheduler.sigmas[i])
+        elif kind == "flow":
+            sigma = float(scheduler.sigmas[i if scheduler.step_index is None else scheduler.step_index])
+        else:
+            sigma = float(scheduler.sigmas[scheduler.step_index])
+        out = _model_output(denoiser, kind, pred, x, x_in, sigma, scheduler, cond)
+        x = scheduler.step(out, t, x, return_dict=False, **step_kw)[0]
+        if callback is not None:
+            callback({"i": i, "x": x, "sigma": sigma})
+    return x
+
+
+def _model_output(denoiser, kind, pred, x, x_in, sigma, scheduler, cond) -> Tensor:
+    """What the scheduler expects from its model, given D's x0_hat at σ."""
+    b = x.shape[0]
+    if kind == "flow":
+        t = sigma
+        t_eff = min(t, SIGMA_CAP / (1 + SIGMA_CAP))
+        s_ours = t_eff / (1 - t_eff)
+        x0 = denoiser(
+            x_in / (1 - t_eff), torch.full((b,), s_ours, device=x.device, dtype=torch.float32), **(cond or {})
+        )
+        return (x_in - x0) / t  # velocity u = n - x0 = (x_t - x0)/t
+    if kind == "edm":
+        x0 = denoiser(x, torch.full((b,), sigma, device=x.device, dtype=torch.float32), **(cond or {}))
+        sd = float(scheduler.config.sigma_data)
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / math.sqrt(sigma**2 + sd**2) * (-1 if pred == "v_prediction" else 1)
+        return (x0 - c_skip * x) / c_out
+    a = 1 / math.sqrt(1 + sigma**2)  # sqrt(ᾱ)
+    bb = sigma * a  # sqrt(1 - ᾱ)
+    x_t = x_in if kind != "unscaled" else x * a
+    x0 = denoiser(x_t / a, torch.full((b,), sigma, device=x.device, dtype=torch.float32), **(cond or {}))
+    if pred == "sample":
+        return x0
+    eps = (x_t - a * x0) / bb
+    if pred == "epsilon":
+        return eps
+    if pred == "v_prediction":
+        return a * eps - bb * x0
+    raise ValueError(f"prediction_type {pred!r} is not supported by sample_with_scheduler")
