@@ -12,7 +12,7 @@ eps        n                         1                               -σ
 x0         x0                        0                               1
 v          a·n - b·x0 (Salimans &    a²/(a² + b²)                    -b/(a² + b²)
            Ho 2022)
-flow       n - x0 (velocity)         a²/(a + b)                      -b/(a + b)
+flow       n - x0 (velocity)         a/(a + b)                       -b/(a + b)
 edm        EDM Table 1 with σ_data   σ_d²/(σ² + σ_d²)                σ·σ_d/sqrt(σ² + σ_d²)
 =========  ========================  ==============================  ===============================
 
@@ -63,7 +63,7 @@ def scalings(
         return a**2 / norm, -b / norm, a, c_noise
     if prediction == "flow":
         norm = a + b
-        return a**2 / norm, -b / norm, a, c_noise
+        return a / norm, -b / norm, a, c_noise
     raise ValueError(f"unknown prediction {prediction!r}; expected one of {PREDICTIONS}")
 
 

@@ -102,11 +102,11 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
     return append_zero((ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)).exp())
 
 
-def flow_shift(n: int, shift: float = 1.0, sigma_max: float = SIGMA_CAP) -> Tensor:
-    """Rectified-flow grid: t uniform on [1, 0], shifted as in SD3 (Esser et al. 2024, Sec. 5.3.2).
+def flow_shift(n: int, shift: float = 1.0, t_min: float = 1e-3, sigma_max: float = SIGMA_CAP) -> Tensor:
+    """Rectified-flow grid: t uniform on [1, t_min], shifted as in SD3 (Esser et al. 2024, Sec. 5.3.2), then 0.
 
     t' = shift·t / (1 + (shift - 1)·t), and σ = t'/(1 - t'). The first point (t = 1, σ = ∞) is capped at
-    ``sigma_max``.
+    ``sigma_max``. With t_min = 1/1000 this is diffusers' FlowMatchEulerDiscreteScheduler grid.
 
     Returns:
         float64 tensor [n + 1], ending in 0.
@@ -114,7 +114,9 @@ def flow_shift(n: int, shift: float = 1.0, sigma_max: float = SIGMA_CAP) -> Tens
     _check_n(n)
     if shift <= 0:
         raise ValueError(f"shift must be positive, got {shift}")
-    t = torch.linspace(1, 0, n + 1, dtype=torch.float64)[:-1]
+    if not 0 < t_min < 1:
+        raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
+    t = torch.linspace(1, t_min, n, dtype=torch.float64)
     t = shift * t / (1 + (shift - 1) * t)
     sigmas = (t / (1 - t).clamp_min(1.0 / (1.0 + sigma_max))).clamp_max(sigma_max)
     return append_zero(sigmas)
@@ -319,7 +321,7 @@ class FlowSchedule(Schedule):
         return self.timestep_scale * sigma / (1 + sigma)  # timestep_scale · t
 
     def default_grid(self, n: int) -> Tensor:
-        return flow_shift(n, self.shift, self.sigma_max)
+        return flow_shift(n, self.shift, self.sigma_min / (1 + self.sigma_min), self.sigma_max)
 
 
 # ---------------------------------------------------------------------------------------------------

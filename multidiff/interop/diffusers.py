@@ -64,6 +64,17 @@ def _kind(scheduler: Any) -> str:
     return SUPPORTED_SCHEDULERS[name]
 
 
+def _guess_class(config: Mapping[str, Any]) -> str:
+    """The scheduler family of a config that does not name its class (``scheduler.config`` omits it)."""
+    if config.get("_class_name"):
+        return str(config["_class_name"])
+    if "beta_start" not in config and "sigma_data" in config:
+        return "EDMEulerScheduler"
+    if "beta_start" not in config and "shift" in config:
+        return "FlowMatchEulerDiscreteScheduler"
+    return ""
+
+
 def schedule_from_config(config: Mapping[str, Any], class_name: str | None = None) -> Schedule:
     """The multidiff schedule for a diffusers scheduler config (``scheduler.config`` or its JSON dict).
 
@@ -71,8 +82,8 @@ def schedule_from_config(config: Mapping[str, Any], class_name: str | None = Non
         config: the scheduler's config.
         class_name: the scheduler class, if ``config`` lacks ``_class_name``.
     """
-    name = class_name or config.get("_class_name", "")
-    if name == "EDMEulerScheduler" or name.startswith("EDM"):
+    name = class_name or _guess_class(config)
+    if name.startswith("EDM"):
         return EDMSchedule(sigma_min=float(config["sigma_min"]), sigma_max=float(config["sigma_max"]))
     if name.startswith("FlowMatch") or config.get("use_flow_sigmas", False):
         return FlowSchedule(
@@ -94,7 +105,7 @@ def schedule_from_config(config: Mapping[str, Any], class_name: str | None = Non
 
 def prediction_from_config(config: Mapping[str, Any], class_name: str | None = None) -> str:
     """multidiff's prediction name for a diffusers scheduler config."""
-    name = class_name or config.get("_class_name", "")
+    name = class_name or _guess_class(config)
     if name.startswith("FlowMatch") or config.get("use_flow_sigmas", False):
         return "flow"
     pred = config.get("prediction_type", "epsilon")
@@ -221,10 +232,11 @@ def sample_with_scheduler(
     kind = _kind(scheduler)
     pred = getattr(scheduler.config, "prediction_type", "epsilon")
     scheduler.set_timesteps(steps, device=noise.device)
-    x = noise * scheduler.init_noise_sigma
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
     step_kw = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    scale_input = getattr(scheduler, "scale_model_input", lambda sample, t: sample)
     for i, t in enumerate(scheduler.timesteps):
-        x_in = scheduler.scale_model_input(x, t)
+        x_in = scale_input(x, t)
         if kind == "vp_table":
             sigma = _vp_sigma(scheduler, t)
         elif kind == "vp_sigmas":
