@@ -66,8 +66,11 @@ class DiTConfig:
         noise_freq_dim: Sinusoidal features of ``c_noise``.
         noise_freq_shift: Frequency shift of those features (0 as in DiT, 1 as diffusers' DiT).
         rope_theta: Base of the rotary frequencies.
-        fp32_residual: Keep the residual stream in float32 under autocast (as DiT and diffusers do);
-            False lets it follow the autocast dtype (less memory traffic, slightly coarser sums).
+        fp32_residual: Keep the residual stream in float32 under autocast. False (default, as
+            diffusers' DiT under autocast) lets it follow the dtype of the patch embedding, i.e. bf16
+            under bf16 autocast: less memory traffic and memory, slightly coarser sums.
+        attention_backends: SDPA kernels to prefer, in order (``"cudnn"``, ``"flash"``,
+            ``"efficient"``, ``"math"``); empty leaves the choice to PyTorch.
     """
 
     in_channels: int = 4
@@ -88,10 +91,15 @@ class DiTConfig:
     noise_freq_dim: int = 256
     noise_freq_shift: float = 0.0
     rope_theta: float = 10000.0
-    fp32_residual: bool = True
+    fp32_residual: bool = False
+    attention_backends: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch", tuple(int(p) for p in self.patch))
+        object.__setattr__(self, "attention_backends", tuple(self.attention_backends))
+        bad = [b for b in self.attention_backends if b not in ("cudnn", "flash", "efficient", "math")]
+        if bad:
+            raise ValueError(f"DiTConfig.attention_backends has unknown entries {bad}")
         if self.in_channels <= 0:
             raise ValueError(f"DiTConfig.in_channels must be positive, got {self.in_channels}")
         if self.out_channels is not None and self.out_channels <= 0:
@@ -162,6 +170,7 @@ class DiTBlock(nn.Module):
         qk_norm: RMSNorm on queries and keys.
         context_dim: Width of context tokens (adds a cross-attention sub-layer), or None.
         eps: LayerNorm epsilon.
+        backends: Preferred SDPA kernels (see :class:`~multidiff.nn.layers.Attention`).
     """
 
     def __init__(
@@ -174,6 +183,7 @@ class DiTBlock(nn.Module):
         qk_norm: bool = False,
         context_dim: int | None = None,
         eps: float = 1e-6,
+        backends: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         if layout not in ("joint", "spatial", "temporal"):
@@ -181,12 +191,12 @@ class DiTBlock(nn.Module):
         self.layout = layout
         self.eps = eps
         self.ada = AdaLNModulation(dim, dim, 6)
-        self.attn = Attention(dim, heads, qk_norm=qk_norm)
+        self.attn = Attention(dim, heads, qk_norm=qk_norm, backends=backends)
         self.cross: Attention | None = None
         self.cross_norm: nn.LayerNorm | None = None
         if context_dim is not None:
             self.cross_norm = nn.LayerNorm(dim, eps=eps)
-            self.cross = Attention(dim, heads, context_dim=context_dim, qk_norm=qk_norm)
+            self.cross = Attention(dim, heads, context_dim=context_dim, qk_norm=qk_norm, backends=backends)
         self.mlp = Mlp(dim, int(round(dim * mlp_ratio)), approximate="tanh")
 
     def forward(
@@ -266,6 +276,7 @@ class DiT(PretrainedMixin, nn.Module):
                 qk_norm=c.qk_norm,
                 context_dim=c.context_dim,
                 eps=c.norm_eps,
+                backends=c.attention_backends,
             )
             for lay in layouts
         )

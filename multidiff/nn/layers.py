@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = [
     "RMSNorm",
@@ -57,7 +58,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` (..., dim) over its last axis."""
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # (..., dim)
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)  # (..., dim)
 
 
 def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -332,6 +333,14 @@ class RotaryEmbedding(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+_SDPA_BACKENDS: dict[str, SDPBackend] = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
 class Attention(nn.Module):
     """Multi-head self- or cross-attention through ``F.scaled_dot_product_attention``.
 
@@ -346,6 +355,9 @@ class Attention(nn.Module):
         qk_norm: Normalise queries and keys with RMSNorm.
         bias: Biases on the projections.
         eps: RMSNorm epsilon.
+        backends: SDPA kernels to prefer, in order, from ``"cudnn"``, ``"flash"``, ``"efficient"``,
+            ``"math"`` (scoped to this layer's call through ``torch.nn.attention.sdpa_kernel``); empty
+            leaves PyTorch's own choice.
     """
 
     def __init__(
@@ -357,10 +369,15 @@ class Attention(nn.Module):
         qk_norm: bool = False,
         bias: bool = True,
         eps: float = 1e-6,
+        backends: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if dim % heads != 0:
             raise ValueError(f"attention width {dim} is not a multiple of heads={heads}")
+        unknown = [b for b in backends if b not in _SDPA_BACKENDS]
+        if unknown:
+            raise ValueError(f"unknown attention backends {unknown}; choose from {sorted(_SDPA_BACKENDS)}")
+        self.backends = tuple(backends)
         self.heads = heads
         self.head_dim = dim // heads
         self.is_cross = context_dim is not None
@@ -418,7 +435,11 @@ class Attention(nn.Module):
             # A row with nothing to attend would give NaN; attend everywhere, then zero it below.
             safe = mask | ~keep[:, None]  # (B, Lk)
             attn_mask = safe[:, None, None, :]  # (B, 1, 1, Lk)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
+        if self.backends:
+            with sdpa_kernel([_SDPA_BACKENDS[b] for b in self.backends], set_priority=True):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
         out = out.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         out = self.proj(out)  # (B, L, D)
         if keep is not None:

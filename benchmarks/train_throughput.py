@@ -1,0 +1,408 @@
+"""Training-step throughput of multidiff backbones against their diffusers counterparts.
+
+One training step = forward under bf16 autocast on pre-made random tensors, MSE loss to a random
+target, backward, AdamW step (fused on CUDA). For every case both models run in the same process,
+eager and ``torch.compile``d; the table gives samples/s (median over the timed steps), achieved
+TFLOP/s (FLOPs of one forward+backward counted once with ``torch.utils.flop_counter.FlopCounterMode``),
+peak memory and the speed ratio ours/diffusers.
+
+A case is a function ``case(device) -> dict(name, batch, ours, ref, step_ours, step_ref)``; cases that
+also take ``tiny`` get ``tiny=True`` under ``--tiny`` (a CPU smoke test). U-Net cases come from
+``benchmarks/unet_cases.py`` (``UNET_CASES``) when that file exists.
+
+    python benchmarks/train_throughput.py --out results/           # all cases, CUDA
+    python benchmarks/train_throughput.py --only DiT-B/2 --no-compile
+    python benchmarks/train_throughput.py --device cpu --tiny --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import inspect
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from multidiff.nn.dit import DIT_PRESETS, DiT, DiTConfig  # noqa: E402
+
+Case = Callable[..., dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------------------------
+# DiT cases
+# --------------------------------------------------------------------------------------------------
+
+
+def _image_dit_case(
+    name: str, preset: str, heads: int, head_dim: int, depth: int, batch: int, device: str, tiny: bool
+) -> dict[str, Any]:
+    from diffusers import DiTTransformer2DModel
+
+    size, classes = 32, 1000
+    cfg = DIT_PRESETS[preset]
+    if tiny:
+        heads, head_dim, depth, batch, size, classes = 2, 16, 2, 2, 8, 10
+        cfg = DiTConfig(
+            in_channels=4,
+            out_channels=8,
+            patch=(2, 2),
+            width=32,
+            depth=2,
+            heads=2,
+            num_classes=10,
+            pos_embed="sincos",
+        )
+    ours = DiT(cfg).to(device)
+    ref = DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=4,
+        out_channels=8,
+        num_layers=depth,
+        sample_size=size,
+        patch_size=2,
+        num_embeds_ada_norm=classes,
+    ).to(device)
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.randn(batch, 4, size, size, device=device, generator=g)
+    target = torch.randn(batch, 8, size, size, device=device, generator=g)
+    t = torch.randint(0, 1000, (batch,), device=device, generator=g)
+    y = torch.randint(0, classes, (batch,), device=device, generator=g)
+    c_noise = t.float()
+
+    def step_ours(model: nn.Module) -> torch.Tensor:
+        return F.mse_loss(model(x, c_noise, labels=y).float(), target)
+
+    def step_ref(model: nn.Module) -> torch.Tensor:
+        return F.mse_loss(model(x, t, class_labels=y).sample.float(), target)
+
+    # Alternatives timed with --variants (DiT-B/2 only, to keep the run short).
+    variants = {}
+    if preset == "DiT-B/2":
+        cudnn = ("cudnn", "flash", "efficient", "math")
+        variants["cudnn_attention"] = DiT(dataclasses.replace(cfg, attention_backends=cudnn))
+    return dict(
+        name=name, batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref, variants=variants
+    )
+
+
+def case_dit_b2(device: str, tiny: bool = False) -> dict[str, Any]:
+    """DiT-B/2 on 4x32x32 latents, batch 256, vs diffusers DiTTransformer2DModel."""
+    return _image_dit_case("DiT-B/2", "DiT-B/2", 12, 64, 12, 256, device, tiny)
+
+
+def case_dit_xl2(device: str, tiny: bool = False) -> dict[str, Any]:
+    """DiT-XL/2 on 4x32x32 latents, batch 128, vs diffusers DiTTransformer2DModel."""
+    return _image_dit_case("DiT-XL/2", "DiT-XL/2", 16, 72, 28, 128, device, tiny)
+
+
+def case_video_dit_b2(device: str, tiny: bool = False) -> dict[str, Any]:
+    """Video DiT-B/2 (factorised, 12 spatial + 12 temporal blocks) on 4x16x32x32, batch 16, vs Latte."""
+    from diffusers import LatteTransformer3DModel
+
+    heads, head_dim, layers, batch, frames, size = 12, 64, 12, 16, 16, 32
+    if tiny:
+        heads, head_dim, layers, batch, frames, size = 2, 16, 1, 2, 4, 8
+    width = heads * head_dim
+    cfg = DiTConfig(
+        in_channels=4,
+        out_channels=4,
+        patch=(1, 2, 2),
+        width=width,
+        depth=2 * layers,
+        heads=heads,
+        attention="factorised",
+        pos_embed="sincos",
+    )
+    ours = DiT(cfg).to(device)
+    # Same work as ours: tanh-GELU MLP (ratio 4), no cross-attention, timestep conditioning only.
+    # Latte's forward needs caption tokens; one 8-wide token feeds its (otherwise unused) projection.
+    ref = LatteTransformer3DModel(
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=4,
+        out_channels=4,
+        num_layers=layers,
+        attention_bias=True,
+        sample_size=size,
+        patch_size=2,
+        activation_fn="gelu-approximate",
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        caption_channels=8,
+        video_length=frames,
+    ).to(device)
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.randn(batch, 4, frames, size, size, device=device, generator=g)
+    target = torch.randn(batch, 4, frames, size, size, device=device, generator=g)
+    t = torch.randint(0, 1000, (batch,), device=device, generator=g)
+    caption = torch.randn(batch, 1, 8, device=device, generator=g)
+    c_noise = t.float()
+
+    def step_ours(model: nn.Module) -> torch.Tensor:
+        return F.mse_loss(model(x, c_noise).float(), target)
+
+    def step_ref(model: nn.Module) -> torch.Tensor:
+        return F.mse_loss(model(x, t, encoder_hidden_states=caption).sample.float(), target)
+
+    return dict(name="VideoDiT-B/2", batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref)
+
+
+case_dit_b2.case_name = "DiT-B/2"  # type: ignore[attr-defined]
+case_dit_xl2.case_name = "DiT-XL/2"  # type: ignore[attr-defined]
+case_video_dit_b2.case_name = "VideoDiT-B/2"  # type: ignore[attr-defined]
+DIT_CASES: list[Case] = [case_dit_b2, case_dit_xl2, case_video_dit_b2]
+
+
+def case_name(case: Case) -> str:
+    """The name ``--only`` matches: the function's ``case_name`` attribute, else its ``__name__``."""
+    return str(getattr(case, "case_name", case.__name__))
+
+
+def all_cases() -> list[Case]:
+    """DiT cases, then the U-Net cases of ``benchmarks/unet_cases.py`` if that file exists."""
+    cases = list(DIT_CASES)
+    if (Path(__file__).resolve().parent / "unet_cases.py").is_file():
+        from unet_cases import UNET_CASES  # type: ignore[import-not-found]
+
+        cases += list(UNET_CASES)
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def count_flops(model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str) -> int:
+    """FLOPs of one forward + backward (2 per multiply-add) under bf16 autocast, eager."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.zero_grad(set_to_none=True)
+    counter = FlopCounterMode(display=False)
+    with counter:  # one context: re-entering it would reset the counts
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            loss = step(model)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def time_training(
+    model: nn.Module,
+    step: Callable[[nn.Module], torch.Tensor],
+    device: str,
+    *,
+    compile: bool,
+    steps: int,
+    warmup: int,
+) -> dict[str, float]:
+    """Median seconds per training step, peak memory and first-step (compile) time."""
+    fused = device.startswith("cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+    run_model = torch.compile(model) if compile else model
+    dev_type = device.split(":")[0]
+
+    def train_step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev_type, dtype=torch.bfloat16):
+            loss = step(run_model)
+        loss.backward()
+        opt.step()
+        return loss
+
+    gc.collect()
+    if fused:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    loss = train_step()
+    _sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        loss = train_step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        if fused:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            loss = train_step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            loss = train_step()
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() if fused else 0
+    if not torch.isfinite(loss.detach()).item():
+        raise RuntimeError("training loss is not finite")
+    model.zero_grad(set_to_none=True)
+    return {"step_s": statistics.median(times), "peak_bytes": float(peak), "first_step_s": first}
+
+
+def run_case(
+    case: Case,
+    device: str,
+    *,
+    tiny: bool,
+    compile_modes: list[bool],
+    steps: int,
+    warmup: int,
+    variants: bool = False,
+) -> list[dict]:
+    """Run one case: both models (and, with ``variants``, the case's alternative multidiff models,
+    key ``variants``: name -> module run by ``step_ours``), each mode; idle models wait on the CPU."""
+    kwargs = {"tiny": True} if tiny and "tiny" in inspect.signature(case).parameters else {}
+    spec = case(device, **kwargs)
+    rows = []
+    models = {"ours": spec["ours"], "ref": spec["ref"]}
+    steps_fn = {"ours": spec["step_ours"], "ref": spec["step_ref"]}
+    if variants:
+        for vname, vmodel in spec.get("variants", {}).items():
+            models[f"ours:{vname}"] = vmodel
+            steps_fn[f"ours:{vname}"] = spec["step_ours"]
+    flops = {}
+    for side in models:
+        for m in models.values():
+            m.to("cpu")
+        model = models[side].to(device).train()
+        flops[side] = count_flops(model, steps_fn[side], device)
+        params = sum(p.numel() for p in model.parameters())
+        for compiled in compile_modes:
+            torch._dynamo.reset()
+            r = time_training(model, steps_fn[side], device, compile=compiled, steps=steps, warmup=warmup)
+            rows.append(
+                dict(
+                    case=spec["name"],
+                    side=side,
+                    model=type(model).__name__,
+                    params=params,
+                    mode="compile" if compiled else "eager",
+                    batch=spec["batch"],
+                    step_ms=1000 * r["step_s"],
+                    samples_per_s=spec["batch"] / r["step_s"],
+                    tflops=flops[side] / r["step_s"] / 1e12,
+                    gflop_per_step=flops[side] / 1e9,
+                    peak_gib=r["peak_bytes"] / 2**30,
+                    first_step_s=r["first_step_s"],
+                )
+            )
+            print(
+                f"  {spec['name']:<16} {side:<10} {rows[-1]['mode']:<7} {rows[-1]['samples_per_s']:9.1f}/s "
+                f"{rows[-1]['tflops']:7.1f} TFLOP/s  peak {rows[-1]['peak_gib']:6.2f} GiB  "
+                f"first step {r['first_step_s']:.1f}s",
+                flush=True,
+            )
+        models[side].to("cpu")
+    del spec, models, steps_fn
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table with the ours/diffusers speed and memory ratios per case and mode."""
+    lines = [
+        "| case | mode | batch | multidiff samples/s | diffusers samples/s | speed ratio | "
+        "multidiff TFLOP/s | diffusers TFLOP/s | multidiff peak GiB | diffusers peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    refs = {(r["case"], r["mode"]): r for r in rows if r["side"] == "ref"}
+    for o in rows:
+        d = refs.get((o["case"], o["mode"]))
+        if o["side"] == "ref" or d is None:
+            continue
+        label = o["case"] if o["side"] == "ours" else f"{o['case']} [{o['side'][5:]}]"
+        lines.append(
+            f"| {label} | {o['mode']} | {o['batch']} | {o['samples_per_s']:.1f} | {d['samples_per_s']:.1f} | "
+            f"{o['samples_per_s'] / d['samples_per_s']:.2f}x | {o['tflops']:.0f} | {d['tflops']:.0f} | "
+            f"{o['peak_gib']:.2f} | {d['peak_gib']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--only", nargs="+", help="cases to run, by name (DiT-B/2, VideoDiT-B/2) or function name"
+    )
+    ap.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--no-compile", action="store_true", help="eager only")
+    ap.add_argument("--compile-only", action="store_true", help="torch.compile only")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true", help="shrink every case (CPU smoke test)")
+    ap.add_argument(
+        "--variants", action="store_true", help="also time the cases' alternative multidiff models"
+    )
+    ap.add_argument("--out", type=Path, help="write results.json and results.md here")
+    args = ap.parse_args(argv)
+
+    # Benchmark-level backend settings (the library never sets these).
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+    modes = [False] if args.no_compile else [True] if args.compile_only else [False, True]
+    cases = [c for c in all_cases() if not args.only or set(args.only) & {c.__name__, case_name(c)}]
+    env = {
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else platform.processor() or "cpu",
+        "python": platform.python_version(),
+    }
+    try:
+        import diffusers
+
+        env["diffusers"] = diffusers.__version__
+    except ImportError:
+        env["diffusers"] = "missing"
+    print(json.dumps(env), flush=True)
+    rows: list[dict] = []
+    for case in cases:
+        print(f"case {case_name(case)}", flush=True)
+        rows += run_case(
+            case,
+            args.device,
+            tiny=args.tiny,
+            compile_modes=modes,
+            steps=args.steps,
+            warmup=args.warmup,
+            variants=args.variants,
+        )
+    md = table(rows)
+    print()
+    print(md)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+        (args.out / "results.md").write_text(f"{json.dumps(env)}\n\n{md}\n")
+
+
+if __name__ == "__main__":
+    main()
