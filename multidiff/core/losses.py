@@ -190,6 +190,8 @@ def denoising_loss(
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
     cond: dict | None = None,
+    sigma: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """Weighted denoising loss per sample (Karras et al. 2022, Eq. 8), in x0 space.
 
@@ -205,13 +207,18 @@ def denoising_loss(
         mask: optional [B, ...] weights broadcastable to x0 (e.g. a padding mask); the error is averaged over
             the masked elements only.
         cond: conditioning keywords for the denoiser.
+        sigma: optional σ [B] to use instead of drawing from ``sigma_dist`` (e.g. drawn per sample
+            from per-sample seeds, so the loss does not depend on how a batch is split).
+        noise: optional standard normal noise shaped like x0, used instead of drawing it.
 
     Returns:
         loss [B], float32.
     """
     b = x0.shape[0]
-    sigma = sigma_dist.sample(b, device=x0.device, generator=generator)  # (B,)
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    if sigma is None:
+        sigma = sigma_dist.sample(b, device=x0.device, generator=generator)  # (B,)
+    if noise is None:
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     x = x0 + append_dims(sigma, x0.ndim).to(x0.dtype) * noise
     err = (denoiser(x, sigma, **(cond or {})).float() - x0.float()) ** 2  # (B, ...)
     if mask is None:
