@@ -1,13 +1,23 @@
-"""Reading and writing media files.
+"""Reading and writing media files: audio, video and images.
 
-Audio goes through soundfile (libsndfile), imported inside the functions. Every write is atomic: the
-data goes to a temporary file in the destination folder, which then replaces the destination with
-``os.replace``, so an interrupted run never leaves a half-written file under the final name.
+Audio goes through soundfile (libsndfile); video through imageio's ffmpeg plugin (imageio-ffmpeg ships
+the ffmpeg binary), GIF and still images through imageio's pillow plugin. Each is imported inside the
+functions that need it. Every write is atomic: the data goes to a temporary file in the destination
+folder, which then replaces the destination with ``os.replace``, so an interrupted run never leaves a
+half-written file under the final name.
+
+Media arrays are channels-last and uint8: a video is ``[F, H, W, C]``, an image ``[H, W, C]``.
+
+Every error about a file that exists but cannot be used is a :class:`MediaFileError` (a ValueError)
+whose message starts with the path and says what is wrong; a missing file is a
+:class:`MediaNotFoundError`, both a ValueError and a FileNotFoundError.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +26,30 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["AUDIO_FORMATS", "AudioFileError", "AudioInfo", "probe_audio", "read_audio", "write_audio"]
+__all__ = [
+    "AUDIO_FORMATS",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "AudioFileError",
+    "AudioInfo",
+    "ImageFileError",
+    "ImageInfo",
+    "MediaFileError",
+    "MediaNotFoundError",
+    "VideoFileError",
+    "VideoInfo",
+    "num_resampled_frames",
+    "probe_audio",
+    "probe_image",
+    "probe_video",
+    "read_audio",
+    "read_image",
+    "read_video",
+    "source_frame_index",
+    "write_audio",
+    "write_image",
+    "write_video",
+]
 
 # extension -> (libsndfile format, default subtype)
 AUDIO_FORMATS: dict[str, tuple[str, str]] = {
@@ -26,13 +59,29 @@ AUDIO_FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
-class AudioFileError(ValueError):
-    """An audio file exists but cannot be read (empty, truncated, not audio, unsupported format)."""
+class MediaFileError(ValueError):
+    """A media file cannot be used; ``path`` names it and ``reason`` says why."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class MediaNotFoundError(MediaFileError, FileNotFoundError):
+    """A media file does not exist (a ValueError and a FileNotFoundError)."""
+
+
+class AudioFileError(MediaFileError):
+    """An audio file exists but cannot be read (empty, truncated, not audio, unsupported format)."""
+
+
+class VideoFileError(MediaFileError):
+    """A video file cannot be read: empty, truncated, not a video, no video stream, unknown frame rate."""
+
+
+class ImageFileError(MediaFileError):
+    """An image file cannot be read: empty, truncated or not an image."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +243,535 @@ def write_audio(
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         sf.write(str(tmp), arr.T, sample_rate, subtype=subtype, format=fmt)  # soundfile wants (N, C)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ============================================================================================ video
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+# extension -> (ffmpeg encoder, output pixel format, extra ffmpeg output arguments)
+_VIDEO_WRITERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    ".mp4": ("libx264", "yuv420p", ("-movflags", "+faststart")),
+    ".m4v": ("libx264", "yuv420p", ("-movflags", "+faststart")),
+    ".mov": ("libx264", "yuv420p", ("-movflags", "+faststart")),
+    ".mkv": ("libx264", "yuv420p", ()),
+    ".webm": ("libvpx-vp9", "yuv420p", ("-b:v", "0")),
+    ".avi": ("mpeg4", "yuv420p", ("-q:v", "2")),
+    # one palette for the whole clip (palettegen), no dithering: exact for clips of <= 256 colours
+    ".gif": (
+        "gif",
+        "pal8",
+        (
+            "-vf",
+            "split[a][b];[a]palettegen=stats_mode=full:reserve_transparent=0[p];[b][p]paletteuse=dither=none",
+            "-loop",
+            "0",
+        ),
+    ),
+}
+_CHROMA_SUBSAMPLED = {"yuv420p"}
+# Browsers show GIF frames announcing <= 10 ms for 100 ms; we read them the same way.
+_GIF_MIN_DELAY_MS = 10
+_GIF_DEFAULT_DELAY_MS = 100
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds.
+
+    Attributes:
+        fps: Frame rate in frames per second (for a GIF with uneven delays: the rate of its shortest delay).
+        frames: Frames that decode, counted by decoding (at ``fps``).
+        height: Frame height in pixels.
+        width: Frame width in pixels.
+        duration: Length in seconds announced by the container (0 when it announces none).
+        codec: The codec name ffmpeg reports (``"gif"`` for GIFs).
+    """
+
+    fps: float
+    frames: int
+    height: int
+    width: int
+    duration: float
+    codec: str
+
+    @property
+    def announced_frames(self) -> int | None:
+        """Frames the container's duration announces, ``round(duration * fps)``; None if unknown."""
+        if self.duration <= 0:
+            return None
+        return int(round(self.duration * self.fps))
+
+
+def source_frame_index(j: int, src_fps: float, *, fps: float | None = None, stride: int | None = None) -> int:
+    """The source frame shown as output frame ``j`` when a clip is read at ``fps`` or every ``stride`` frames.
+
+    At a target rate the output frame ``j`` is taken at time ``j / fps`` and shows the source frame
+    on screen at that moment, ``floor(j * src_fps / fps)`` (frames are dropped or repeated as needed);
+    with a stride it is ``j * stride``; with neither, ``j``.
+    """
+    if fps is not None and stride is not None:
+        raise ValueError(f"pass fps or stride, not both (got fps={fps!r}, stride={stride!r})")
+    if stride is not None:
+        return j * stride
+    if fps is None:
+        return j
+    return int(math.floor(j * src_fps / fps + _EPS))
+
+
+def num_resampled_frames(
+    num_frames: int, src_fps: float, *, fps: float | None = None, stride: int | None = None
+) -> int:
+    """How many output frames :func:`source_frame_index` maps into ``num_frames`` source frames."""
+    if num_frames <= 0:
+        return 0
+    if stride is not None and fps is None:
+        return (num_frames - 1) // stride + 1
+    n = num_frames if fps is None else max(1, math.ceil(num_frames * fps / src_fps))
+    while n > 0 and source_frame_index(n - 1, src_fps, fps=fps, stride=stride) >= num_frames:
+        n -= 1
+    while source_frame_index(n, src_fps, fps=fps, stride=stride) < num_frames:
+        n += 1
+    return n
+
+
+def _check_media_file(path: Path, error: type[MediaFileError]) -> None:
+    if not path.exists():
+        raise MediaNotFoundError(path, "file not found")
+    if not path.is_file():
+        raise error(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise error(path, "empty file (0 bytes)")
+
+
+def _check_resample_args(fps: float | None, stride: int | None) -> None:
+    if fps is not None and stride is not None:
+        raise ValueError(f"pass fps or stride, not both (got fps={fps!r}, stride={stride!r})")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int) or stride < 1):
+        raise ValueError(f"stride must be a positive int, got {stride!r}")
+
+
+def _ffmpeg_reason(err: BaseException) -> str:
+    """The informative line of an ffmpeg failure (ffmpeg prints its whole banner before the error)."""
+    # drop ffmpeg's "[in#0 @ 0x55d0...]" context prefixes
+    lines = [re.sub(r"^(\[[^\]]*\]\s*)+", "", ln.strip()) for ln in str(err).splitlines() if ln.strip()]
+    keys = ("moov atom not found", "does not contain any stream", "Invalid data", "Error", "error")
+    for key in keys:
+        for ln in lines:
+            if key in ln:
+                return ln
+    return lines[-1] if lines else type(err).__name__
+
+
+def _open_ffmpeg(path: Path) -> tuple[Any, dict[str, Any]]:
+    import imageio
+
+    try:
+        reader = imageio.get_reader(str(path), format="FFMPEG")
+    except (OSError, RuntimeError, ValueError, IndexError, StopIteration) as err:
+        raise VideoFileError(path, f"not a readable video ({_ffmpeg_reason(err)})") from err
+    meta = dict(reader.get_meta_data())
+    fps = meta.get("fps")
+    if not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+        reader.close()
+        raise VideoFileError(path, f"unknown frame rate (ffmpeg reports fps={fps!r})")
+    return reader, meta
+
+
+def _iter_ffmpeg(path: Path, reader: Any) -> Any:
+    """Frames ``(H, W, C)`` uint8 of an open reader; a decoding failure names the frame and the file."""
+    k = 0
+    try:
+        for frame in reader:
+            yield np.asarray(frame)
+            k += 1
+    except (OSError, RuntimeError, ValueError) as err:
+        raise VideoFileError(path, f"corrupt or truncated after {k} frames ({_ffmpeg_reason(err)})") from err
+
+
+def _read_gif(path: Path) -> tuple[np.ndarray, float]:
+    """All frames of a GIF at a constant rate ``(F, H, W, 3)``, and that rate.
+
+    GIF delays are per frame, in centiseconds. When they are even (within one centisecond, the rounding
+    of a rate like 30 fps) the frames are returned as stored at ``F / total`` fps; otherwise they are
+    resampled to the rate of the shortest delay, each frame repeated for as long as it is shown.
+    """
+    import imageio.v3 as iio
+
+    frames: list[np.ndarray] = []
+    delays: list[float] = []
+    try:
+        with iio.imopen(str(path), "r", plugin="pillow") as f:
+            for k, im in enumerate(f.iter(mode="RGB")):
+                frames.append(np.asarray(im, dtype=np.uint8))
+                d = float(f.metadata(index=k).get("duration", 0) or 0)
+                delays.append(d if d > _GIF_MIN_DELAY_MS else float(_GIF_DEFAULT_DELAY_MS))
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as err:
+        if frames:
+            raise VideoFileError(
+                path, f"corrupt or truncated GIF after {len(frames)} frames ({err})"
+            ) from err
+        raise VideoFileError(path, f"not a readable GIF ({err})") from err
+    if not frames:
+        raise VideoFileError(path, "the GIF holds no frames")
+    total = sum(delays)
+    if max(delays) - min(delays) <= _GIF_MIN_DELAY_MS:
+        return np.stack(frames), 1000.0 * len(frames) / total
+    fps = 1000.0 / min(delays)
+    starts = np.cumsum([0.0, *delays[:-1]])
+    n_out = max(1, int(math.floor(total * fps / 1000.0 + _EPS)))
+    times = np.arange(n_out) * (1000.0 / fps)
+    idx = np.searchsorted(starts, times + _EPS, side="right") - 1
+    return np.stack(frames)[idx], fps
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Frame rate, decodable frame count, size, announced duration and codec of a video or GIF.
+
+    The frames are counted by decoding (ffmpeg without colour conversion; fast), so a truncated file
+    reports fewer ``frames`` than ``announced_frames``.
+
+    Raises:
+        MediaNotFoundError: If the file does not exist.
+        VideoFileError: If it is empty, not a video, has no video stream or no decodable frame.
+    """
+    path = Path(path)
+    _check_media_file(path, VideoFileError)
+    if path.suffix.lower() == ".gif":
+        frames, fps = _read_gif(path)
+        f, h, w, _ = frames.shape
+        return VideoInfo(fps=fps, frames=f, height=h, width=w, duration=f / fps, codec="gif")
+    reader, meta = _open_ffmpeg(path)
+    try:
+        try:
+            n = int(reader.count_frames())
+        except (OSError, RuntimeError, ValueError) as err:
+            raise VideoFileError(path, f"could not count the frames ({_ffmpeg_reason(err)})") from err
+    finally:
+        reader.close()
+    if n <= 0:
+        raise VideoFileError(path, "no decodable video frame")
+    w, h = meta["size"]
+    duration = meta.get("duration") or 0.0
+    codec = str(meta.get("codec", "")).rstrip(",")
+    return VideoInfo(
+        fps=float(meta["fps"]), frames=n, height=int(h), width=int(w), duration=float(duration), codec=codec
+    )
+
+
+def read_video(
+    path: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    stride: int | None = None,
+    start: int = 0,
+) -> tuple[torch.Tensor, float]:
+    """Decode a video (mp4, webm, mov, avi, mkv through ffmpeg; GIF through pillow) to uint8 RGB frames.
+
+    Output frame ``j`` shows source frame :func:`source_frame_index` ``(start + j)``: at a target
+    ``fps`` frames are dropped or repeated by time, with ``stride`` every ``stride``-th frame is kept.
+    Decoding stops as soon as ``max_frames`` frames are collected.
+
+    Args:
+        path: The file.
+        fps: Resample to this frame rate (None: the file's own).
+        max_frames: Read at most this many output frames (None: to the end).
+        stride: Keep every ``stride``-th frame instead (exclusive with ``fps``).
+        start: First output frame (in output frames, after resampling).
+
+    Returns:
+        ``(frames [F, H, W, 3] uint8, fps)``: ``fps`` is the rate of the returned frames.
+
+    Raises:
+        MediaNotFoundError: If the file does not exist.
+        VideoFileError: If it is empty, not a video, truncated before ``start``, or fails to decode.
+        ValueError: For bad arguments.
+    """
+    _check_resample_args(fps, stride)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames!r}")
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start!r}")
+    path = Path(path)
+    _check_media_file(path, VideoFileError)
+    stop = math.inf if max_frames is None else start + max_frames
+
+    if path.suffix.lower() == ".gif":
+        all_frames, src_fps = _read_gif(path)
+        n_out = num_resampled_frames(len(all_frames), src_fps, fps=fps, stride=stride)
+        js = range(start, int(min(n_out, stop)))
+        idx = [source_frame_index(j, src_fps, fps=fps, stride=stride) for j in js]
+        out = [all_frames[i] for i in idx]
+    else:
+        reader, meta = _open_ffmpeg(path)
+        src_fps = float(meta["fps"])
+        out = []
+        j = start
+        want = source_frame_index(j, src_fps, fps=fps, stride=stride)
+        try:
+            for i, frame in enumerate(_iter_ffmpeg(path, reader)):
+                while i == want and j < stop:  # a frame may be repeated when fps > src_fps
+                    out.append(frame)
+                    j += 1
+                    want = source_frame_index(j, src_fps, fps=fps, stride=stride)
+                if j >= stop:
+                    break
+        finally:
+            reader.close()
+    if not out:
+        raise VideoFileError(path, f"no frame at or after output frame {start} (the video is shorter)")
+    if fps is not None:
+        out_fps = float(fps)
+    elif stride is not None:
+        out_fps = src_fps / stride
+    else:
+        out_fps = src_fps
+    return torch.from_numpy(np.stack(out)), out_fps
+
+
+def _frames_array(frames: Any, path: Path) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8:
+        raise ValueError(
+            f"cannot write {path}: frames must be uint8 (got {arr.dtype}); "
+            "convert model outputs with multidiff.modalities.image.to_uint8"
+        )
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[0] == 0 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"cannot write {path}: expected frames [F, H, W, C] with F >= 1 and C in (1, 3, 4), got {arr.shape}"
+        )
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    elif arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr)
+
+
+def _temp_path(path: Path) -> Path:
+    # keep the extension last: ffmpeg and pillow pick the container from it
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: torch.Tensor | np.ndarray,
+    fps: float,
+    *,
+    crf: int = 18,
+    pad_odd: bool = True,
+) -> Path:
+    """Write uint8 frames as a video, atomically; the format follows the extension.
+
+    mp4 / m4v / mov / mkv: H.264 (libx264, yuv420p, ``+faststart``); webm: VP9; avi: MPEG-4 part 2;
+    gif: one palette for the whole clip without dithering (exact for clips of at most 256 colours; GIF
+    stores delays in centiseconds, so rates like 30 fps come back as about 30 fps).
+
+    yuv420p halves the chroma resolution, so its frames need an even height and width: odd sizes are
+    padded by repeating the last row or column (``pad_odd``), or refused.
+
+    Args:
+        path: Destination; its folder must exist.
+        frames: ``[F, H, W, C]`` uint8 (C = 1, 3 or 4; alpha is dropped) or ``[F, H, W]``.
+        fps: Frame rate.
+        crf: Constant rate factor for H.264 and VP9 (lower is better; 18 is visually near-lossless).
+        pad_odd: Pad odd sizes to even for chroma-subsampled codecs; False raises instead.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: For an unsupported extension, a bad frame array, rate or odd size (the file is named).
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in _VIDEO_WRITERS:
+        raise ValueError(
+            f"cannot write {path}: unsupported extension {ext!r}; use one of {sorted(_VIDEO_WRITERS)}"
+        )
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"cannot write {path}: fps must be a positive number, got {fps!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    arr = _frames_array(frames, path)  # (F, H, W, 3)
+    codec, pix_fmt, extra = _VIDEO_WRITERS[ext]
+    _, h, w, _ = arr.shape
+    if pix_fmt in _CHROMA_SUBSAMPLED and (h % 2 or w % 2):
+        if not pad_odd:
+            raise ValueError(
+                f"cannot write {path}: {codec} with {pix_fmt} needs an even height and width, got {h}x{w} "
+                "(pass pad_odd=True to pad)"
+            )
+        arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    params = list(extra)
+    if codec in ("libx264", "libvpx-vp9"):
+        params += ["-crf", str(int(crf))]
+    tmp = _temp_path(path)
+    try:
+        # imageio's ffmpeg writer plugin refuses .gif names, so the frames go to its engine directly
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp),
+            (arr.shape[2], arr.shape[1]),  # (W, H) after padding
+            fps=float(fps),
+            codec=codec,
+            pix_fmt_in="rgb24",
+            pix_fmt_out=pix_fmt,
+            quality=None,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            output_params=params,
+        )
+        writer.send(None)  # starts ffmpeg
+        try:
+            for frame in arr:
+                writer.send(frame)
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ============================================================================================ images
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file's header says.
+
+    Attributes:
+        height: Height in pixels.
+        width: Width in pixels.
+        mode: Pillow mode (``"RGB"``, ``"L"``, ``"P"``, ...).
+        format: Pillow format name (``"PNG"``, ``"JPEG"``, ...).
+    """
+
+    height: int
+    width: int
+    mode: str
+    format: str
+
+
+def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
+    """Read an image's header (size, mode, format) without decoding its pixels.
+
+    Raises:
+        MediaNotFoundError: If the file does not exist.
+        ImageFileError: If it is empty or not an image.
+    """
+    from PIL import Image  # pillow: imageio's image backend
+
+    path = Path(path)
+    _check_media_file(path, ImageFileError)
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            mode, fmt = str(im.mode), str(im.format)
+    except (OSError, ValueError, SyntaxError, EOFError) as err:  # UnidentifiedImageError is an OSError
+        raise ImageFileError(path, f"not a readable image ({err})") from err
+    if width <= 0 or height <= 0:
+        raise ImageFileError(path, f"invalid size {width}x{height}")
+    return ImageInfo(int(height), int(width), mode, fmt)
+
+
+def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
+    """Decode an image (png, jpg, bmp, webp, ...) through pillow.
+
+    Args:
+        path: The file.
+        mode: Pillow mode to convert to: ``"RGB"`` (default), ``"RGBA"`` or ``"L"``.
+
+    Returns:
+        ``[H, W, C]`` uint8 (C = 3, 4 or 1).
+
+    Raises:
+        MediaNotFoundError: If the file does not exist.
+        ImageFileError: If it is empty, truncated or not an image.
+    """
+    import imageio.v3 as iio
+
+    if mode not in ("RGB", "RGBA", "L"):
+        raise ValueError(f"mode must be 'RGB', 'RGBA' or 'L', got {mode!r}")
+    path = Path(path)
+    _check_media_file(path, ImageFileError)
+    try:
+        arr = iio.imread(str(path), plugin="pillow", mode=mode)
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        IndexError,
+    ) as err:  # UnidentifiedImageError is an OSError
+        raise ImageFileError(path, f"not a readable image ({err})") from err
+    arr = np.asarray(arr)
+    if arr.ndim == 4:  # an animated file: its first frame
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageFileError(path, f"unexpected decoded image {arr.dtype} {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def write_image(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, *, quality: int = 95) -> Path:
+    """Write a uint8 image atomically; the format follows the extension (png, jpg/jpeg, bmp, webp).
+
+    Args:
+        path: Destination; its folder must exist.
+        image: ``[H, W, C]`` uint8 (C = 1, 3 or 4; alpha is dropped for jpg) or ``[H, W]``.
+        quality: JPEG / WebP quality (1-100).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        ValueError: For an unsupported extension or a bad array (the file is named).
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTENSIONS:
+        raise ValueError(
+            f"cannot write {path}: unsupported extension {ext!r}; use one of {list(IMAGE_EXTENSIONS)}"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"cannot write {path}: the image must be uint8, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))) or 0 in arr.shape:
+        raise ValueError(
+            f"cannot write {path}: expected an image [H, W, C] with C in (1, 3, 4), got {arr.shape}"
+        )
+    if ext in (".jpg", ".jpeg", ".bmp") and arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    kwargs: dict[str, Any] = {"quality": int(quality)} if ext in (".jpg", ".jpeg", ".webp") else {}
+    tmp = _temp_path(path)
+    try:
+        iio.imwrite(str(tmp), np.ascontiguousarray(arr), plugin="pillow", extension=ext, **kwargs)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,13 +9,11 @@ warning gives the count, and ``dataset.skipped`` keeps every ``(path, reason)``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,20 +22,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from multidiff.data.common import LABEL_MODES as _LABEL_MODES
+from multidiff.data.common import SkippedFileWarning, select_files, warn_skipped
 from multidiff.io import AudioFileError, AudioInfo, probe_audio, read_audio
 from multidiff.modalities.audio import LogMel, MelSpec
 
 __all__ = ["AudioFolder", "AudioFolderConfig", "SkippedFileWarning"]
 
-_LABEL_MODES = ("auto", "folders", "metadata", "none")
 _LOUDNESS = ("rms", "peak", None)
 # libsndfile logs "data : <announced> (should be <present>)" for a WAV whose data chunk is cut short.
 _TRUNCATED_WAV = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _BLOCK = 1 << 18
-
-
-class SkippedFileWarning(UserWarning):
-    """A file of an audio folder was left out; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -206,55 +201,7 @@ class AudioFolder(Dataset):
 
     # ----------------------------------------------------------------------------------- scanning
     def _select_files(self) -> tuple[list[tuple[Path, str]], dict[str, str], dict[str, str]]:
-        cfg = self.config
-        metadata = self.root / "metadata.csv"
-        mode = cfg.labels
-        if mode == "metadata" and not metadata.is_file():
-            raise ValueError(f"labels='metadata' but {metadata} does not exist")
-        if mode == "auto" and metadata.is_file():
-            mode = "metadata"
-        if mode == "metadata":
-            return self._read_metadata(metadata)
-        files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in cfg.extensions)
-        pairs = [(p, p.relative_to(self.root).as_posix()) for p in files]
-        if mode == "auto":
-            mode = "folders" if pairs and all("/" in rel for _, rel in pairs) else "none"
-        labels: dict[str, str] = {}
-        if mode == "folders":
-            kept = []
-            for p, rel in pairs:
-                if "/" in rel:
-                    labels[rel] = rel.split("/", 1)[0]
-                    kept.append((p, rel))
-                else:
-                    self.skipped.append((str(p), "not inside a label subfolder"))
-            pairs = kept
-        return pairs, labels, {}
-
-    def _read_metadata(self, metadata: Path) -> tuple[list[tuple[Path, str]], dict[str, str], dict[str, str]]:
-        with open(metadata, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            if "path" not in columns or not ({"label", "caption"} & set(columns)):
-                raise ValueError(
-                    f"{metadata} needs a 'path' column and a 'label' and/or 'caption' column, found {columns}"
-                )
-            rows = list(reader)
-        pairs: list[tuple[Path, str]] = []
-        labels: dict[str, str] = {}
-        captions: dict[str, str] = {}
-        for row in rows:
-            rel = Path(row["path"]).as_posix()
-            path = self.root / rel
-            if not path.is_file():
-                self.skipped.append((str(path), "listed in metadata.csv but not found"))
-                continue
-            pairs.append((path, rel))
-            if "label" in row and row["label"] not in (None, ""):
-                labels[rel] = row["label"]
-            if "caption" in row and row["caption"] is not None:
-                captions[rel] = row["caption"]
-        return pairs, labels, captions
+        return select_files(self.root, self.config.labels, self.config.extensions, self.skipped)
 
     def _probe(self, path: Path, rel: str, label: str | None, caption: str | None) -> _Entry:
         import soundfile as sf
@@ -305,15 +252,7 @@ class AudioFolder(Dataset):
         return min(target / max(rms, 1e-12), 1.0 / peak)  # RMS target, but never clip
 
     def _warn_skipped(self, n_files: int, max_warnings: int) -> None:
-        for path, reason in self.skipped[:max_warnings]:
-            warnings.warn(f"skipping {path}: {reason}", SkippedFileWarning, stacklevel=3)
-        if self.skipped:
-            warnings.warn(
-                f"audio folder {self.root}: skipped {len(self.skipped)} of {n_files} files "
-                "(see dataset.skipped for every path and reason)",
-                SkippedFileWarning,
-                stacklevel=3,
-            )
+        warn_skipped("audio", self.root, self.skipped, n_files, max_warnings)
 
     # ----------------------------------------------------------------------------------- items
     def __len__(self) -> int:

@@ -1,0 +1,324 @@
+"""Helpers shared by the folder datasets: file selection and labels, skip reports, resizing and cropping.
+
+Labels come from ``root/metadata.csv`` (columns ``path`` and ``label`` and/or ``caption``) or from the
+first subfolder below ``root``. Files that cannot be used are collected as ``(path, reason)`` pairs and
+reported with :class:`SkippedFileWarning`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from multidiff.io import MediaFileError
+
+__all__ = [
+    "LABEL_MODES",
+    "FileEntry",
+    "MediaFolder",
+    "file_key",
+    "load_or_build",
+    "SkippedFileWarning",
+    "crop_offsets",
+    "resize_and_crop",
+    "resized_size",
+    "select_files",
+    "warn_skipped",
+]
+
+LABEL_MODES = ("auto", "folders", "metadata", "none")
+
+
+class SkippedFileWarning(UserWarning):
+    """A file of a dataset folder was left out; the message names it and says why."""
+
+
+def select_files(
+    root: Path,
+    labels: str,
+    extensions: tuple[str, ...],
+    skipped: list[tuple[str, str]],
+) -> tuple[list[tuple[Path, str]], dict[str, str], dict[str, str]]:
+    """The candidate files of a folder with their labels and captions.
+
+    Args:
+        root: The dataset folder.
+        labels: ``"auto"`` (metadata.csv if present, else subfolder names if every file is in one, else
+            none), ``"folders"``, ``"metadata"`` or ``"none"``.
+        extensions: Lower-case suffixes to consider (ignored for files listed in metadata.csv).
+        skipped: Receives ``(path, reason)`` of files left out here (missing from disk, not in a label
+            subfolder).
+
+    Returns:
+        ``(pairs, labels, captions)``: ``(path, path relative to root)`` sorted by path (metadata order for
+        metadata.csv), and label and caption by relative path.
+
+    Raises:
+        ValueError: If ``labels="metadata"`` without metadata.csv, or metadata.csv lacks its columns.
+    """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+    metadata = root / "metadata.csv"
+    mode = labels
+    if mode == "metadata" and not metadata.is_file():
+        raise ValueError(f"labels='metadata' but {metadata} does not exist")
+    if mode == "auto" and metadata.is_file():
+        mode = "metadata"
+    if mode == "metadata":
+        return read_metadata(root, metadata, skipped)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    pairs = [(p, p.relative_to(root).as_posix()) for p in files]
+    if mode == "auto":
+        mode = "folders" if pairs and all("/" in rel for _, rel in pairs) else "none"
+    found: dict[str, str] = {}
+    if mode == "folders":
+        kept = []
+        for p, rel in pairs:
+            if "/" in rel:
+                found[rel] = rel.split("/", 1)[0]
+                kept.append((p, rel))
+            else:
+                skipped.append((str(p), "not inside a label subfolder"))
+        pairs = kept
+    return pairs, found, {}
+
+
+def read_metadata(
+    root: Path, metadata: Path, skipped: list[tuple[str, str]]
+) -> tuple[list[tuple[Path, str]], dict[str, str], dict[str, str]]:
+    """Files, labels and captions listed in a ``metadata.csv`` (columns path, label and/or caption)."""
+    with open(metadata, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        if "path" not in columns or not ({"label", "caption"} & set(columns)):
+            raise ValueError(
+                f"{metadata} needs a 'path' column and a 'label' and/or 'caption' column, found {columns}"
+            )
+        rows = list(reader)
+    pairs: list[tuple[Path, str]] = []
+    labels: dict[str, str] = {}
+    captions: dict[str, str] = {}
+    for row in rows:
+        rel = Path(row["path"]).as_posix()
+        path = root / rel
+        if not path.is_file():
+            skipped.append((str(path), "listed in metadata.csv but not found"))
+            continue
+        pairs.append((path, rel))
+        if "label" in row and row["label"] not in (None, ""):
+            labels[rel] = row["label"]
+        if "caption" in row and row["caption"] is not None:
+            captions[rel] = row["caption"]
+    return pairs, labels, captions
+
+
+def warn_skipped(
+    kind: str,
+    root: Path,
+    skipped: list[tuple[str, str]],
+    n_files: int,
+    max_warnings: int,
+    stacklevel: int = 3,
+) -> None:
+    """One :class:`SkippedFileWarning` per skipped file (the first ``max_warnings``) and a summary."""
+    for path, reason in skipped[:max_warnings]:
+        warnings.warn(f"skipping {path}: {reason}", SkippedFileWarning, stacklevel=stacklevel + 1)
+    if skipped:
+        warnings.warn(
+            f"{kind} folder {root}: skipped {len(skipped)} of {n_files} files "
+            "(see dataset.skipped for every path and reason)",
+            SkippedFileWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+def resized_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The size ``(H', W')`` a frame of ``height x width`` is scaled to before cropping to ``size``.
+
+    The smallest uniform scale that covers ``size`` (aspect ratio kept), so the crop loses as little as
+    possible; frames already of the target size are kept as they are.
+    """
+    th, tw = size
+    if (height, width) == (th, tw):
+        return th, tw
+    scale = max(th / height, tw / width)
+    return max(th, math.ceil(height * scale - 1e-6)), max(tw, math.ceil(width * scale - 1e-6))
+
+
+def crop_offsets(
+    height: int, width: int, size: tuple[int, int], rng: np.random.Generator | None
+) -> tuple[int, int]:
+    """Top-left corner of a ``size`` crop from a resized ``height x width`` frame: centred, or drawn with ``rng``."""
+    th, tw = size
+    dh, dw = height - th, width - tw
+    if rng is None:
+        return dh // 2, dw // 2
+    return int(rng.integers(0, dh + 1)), int(rng.integers(0, dw + 1))
+
+
+def resize_and_crop(
+    frames: torch.Tensor, size: tuple[int, int], offsets: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Scale uint8 frames ``[F, H, W, C]`` to cover ``size`` and crop ``[F, size[0], size[1], C]``.
+
+    Resizing is bilinear with antialiasing (for downscaling), rounded back to uint8; frames already of the
+    target size pass unchanged.
+
+    Args:
+        frames: uint8 frames.
+        size: ``(height, width)`` of the output.
+        offsets: Crop corner in the resized frame (default: centred; see :func:`crop_offsets`).
+    """
+    if frames.ndim != 4:
+        raise ValueError(f"expected frames [F, H, W, C], got shape {tuple(frames.shape)}")
+    _, h, w, _ = frames.shape
+    rh, rw = resized_size(h, w, size)
+    if (rh, rw) != (h, w):
+        x = frames.permute(0, 3, 1, 2).float()  # (F, C, H, W)
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+        frames = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (F, H', W', C)
+    oy, ox = crop_offsets(rh, rw, size, None) if offsets is None else offsets
+    th, tw = size
+    if not (0 <= oy <= rh - th and 0 <= ox <= rw - tw):
+        raise ValueError(f"crop offsets {(oy, ox)} do not fit a {th}x{tw} crop in {rh}x{rw}")
+    return frames[:, oy : oy + th, ox : ox + tw].contiguous()
+
+
+# --------------------------------------------------------------------------------------------- base class
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A usable file of a folder dataset.
+
+    Attributes:
+        path: Absolute (or root-joined) path.
+        rel: Path relative to the root, with forward slashes.
+        info: What the dataset's probe found (frame count, size, ...).
+        label: Class name, if labelled.
+        caption: Caption text, if the metadata has one.
+    """
+
+    path: Path
+    rel: str
+    info: Any
+    label: str | None
+    caption: str | None
+
+
+class MediaFolder(Dataset):
+    """Base of the image and video folder datasets: scanning, skipping, labels, epochs and the latent cache.
+
+    A subclass sets ``kind`` (used in messages), implements ``_probe(path) -> info`` (raising a
+    :class:`~multidiff.io.MediaFileError` for a file that cannot be used) and ``get(index, epoch)``.
+    """
+
+    kind = "media"
+
+    def _scan(
+        self,
+        root: str | os.PathLike[str],
+        labels: str,
+        extensions: tuple[str, ...],
+        max_warnings: int,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"{self.kind} folder {self.root} does not exist or is not a folder")
+        self.epoch = 0
+        self.skipped: list[tuple[str, str]] = []
+        candidates, found_labels, captions = select_files(self.root, labels, extensions, self.skipped)
+        n_files = len(candidates) + len(self.skipped)
+        entries = []
+        for path, rel in candidates:
+            try:
+                info = self._probe(path)
+            except MediaFileError as err:
+                self.skipped.append((str(path), err.reason))
+                continue
+            entries.append(FileEntry(path, rel, info, found_labels.get(rel), captions.get(rel)))
+        self.entries: list[FileEntry] = entries
+        warn_skipped(self.kind, self.root, self.skipped, n_files, max_warnings)
+        if not entries:
+            raise ValueError(
+                f"{self.kind} folder {self.root} has no usable {self.kind} file "
+                f"({len(candidates)} candidates with extensions {list(extensions)}, {len(self.skipped)} skipped)"
+            )
+        self.classes: list[str] = sorted({e.label for e in entries if e.label is not None})
+        self._class_index = {name: i for i, name in enumerate(self.classes)}
+
+    def _probe(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def get(self, index: int, epoch: int = 0) -> dict[str, Any]:
+        """Item ``index`` as drawn in ``epoch`` (deterministic)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random choices of an epoch (call before iterating, as with DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.get(index, self.epoch)
+
+    def _check_index(self, index: int) -> FileEntry:
+        if not 0 <= index < len(self.entries):
+            raise IndexError(f"index {index} out of range for {len(self.entries)} files")
+        return self.entries[index]
+
+    def _rng(self, seed: int, epoch: int, index: int, stream: int) -> np.random.Generator:
+        """The generator of one random choice (``stream``) of item ``index`` in ``epoch``."""
+        return np.random.default_rng([seed, epoch, index, stream])
+
+    def _base_item(self, index: int) -> dict[str, Any]:
+        entry = self.entries[index]
+        item: dict[str, Any] = {"index": index, "path": entry.rel}
+        if entry.label is not None:
+            item["label"] = self._class_index[entry.label]
+        if entry.caption is not None:
+            item["caption"] = entry.caption
+        return item
+
+
+def file_key(path: Path, rel: str, *settings: Any) -> str:
+    """A cache key for a file: its relative path, size and modification time, and the decoding settings."""
+    st = path.stat()
+    text = "|".join([rel, str(st.st_size), str(st.st_mtime_ns), *map(str, settings)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def load_or_build(path: Path, build: Callable[[], torch.Tensor], metadata: dict[str, str]) -> torch.Tensor:
+    """The tensor cached at ``path`` (safetensors, key ``"latents"``), built and written atomically if missing."""
+    from safetensors.torch import load_file, save_file
+
+    if path.is_file():
+        return load_file(str(path))["latents"]
+    value = build().detach().cpu().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_file({"latents": value}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return value
