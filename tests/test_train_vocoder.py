@@ -252,3 +252,52 @@ def test_recipe_fine_tunes_from_init(tmp_path: Path) -> None:
     assert (load_hifigan(fresh)(mel) - load_hifigan(base)(mel)).abs().max() > 1e-4
     with pytest.raises(ValueError, match="audioldm-16k"):
         _run(data, tmp_path / "bad", 1, "--init", str(base), "--preset", "audioldm-16k")
+
+
+def test_recipe_on_a_centred_16k_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """audioldm-16k (hop 160, 64 mels, centred frames): T = 1 + N / hop, so the output is trimmed to N."""
+    data = _tones(tmp_path / "data", sr=16000)
+    run = _run(
+        data, tmp_path / "run", 1, "--preset", "audioldm-16k", "--segment", "1600", "--save-every", "1"
+    )
+    assert "cannot express this MelSpec" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    spec = MelSpec.from_dict(config["multidiff"]["spec"])
+    assert spec == PRESETS["audioldm-16k"]
+    vocoder = load_hifigan(run, spec=spec)
+    assert math.prod(vocoder.config.upsample_rates) == 160 and vocoder.config.n_mels == 64
+    mel = LogMel(spec)(torch.zeros(1, 1600).uniform_(-0.1, 0.1))  # (1, 64, 11)
+    assert mel.shape[-1] == 11 and vocoder(mel).shape == (1, 11 * 160)
+    assert math.isfinite(_log(run)[0]["mel_l1"])
+
+
+def test_segments_depend_on_step_only(tmp_path: Path) -> None:
+    """Loader workers and the resume point do not change which segments a step sees."""
+    from torch.utils.data import DataLoader
+
+    from multidiff.data.audio import AudioFolder
+
+    folder = AudioFolder(
+        _tones(tmp_path / "data"), sample_rate=22050, clip_seconds=1024 / 22050, labels="none"
+    )
+    stream = tv.SegmentStream(folder, batch=2, seed=5)
+
+    def batches(start: int, workers: int) -> list[torch.Tensor]:
+        loader = DataLoader(stream, batch_size=2, sampler=range(2 * start, 2 * 6), num_workers=workers)
+        return list(loader)
+
+    full = batches(0, 0)
+    assert len(full) == 6 and full[0].shape == (2, 1024)
+    assert all(torch.equal(a, b) for a, b in zip(batches(3, 2), full[3:]))
+    assert not torch.equal(full[0], full[1])
+
+
+def test_latest_checkpoint_ignores_incomplete_ones(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    (root / "step_00000004" / "train_state").mkdir(parents=True)
+    (root / "step_00000004" / "train_state" / "state.json").write_text("{}")
+    (root / "step_00000008").mkdir()  # no state: not complete
+    (root / ".tmp_step_00000012_99" / "train_state").mkdir(parents=True)
+    (root / ".tmp_step_00000012_99" / "train_state" / "state.json").write_text("{}")
+    assert tv.latest_checkpoint(tmp_path) == root / "step_00000004"
+    assert tv.latest_checkpoint(tmp_path / "nothing") is None
