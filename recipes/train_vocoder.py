@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -269,8 +270,6 @@ class SegmentStream(Dataset):
         return 2**62
 
     def __getitem__(self, k: int) -> torch.Tensor:
-        import numpy as np
-
         step, j = divmod(int(k), self.batch)
         index = int(np.random.default_rng([self.seed, step, j]).integers(len(self.folder)))
         return self.folder.get(index, epoch=k)["wave"][0]  # (N,)

@@ -11,6 +11,7 @@ import torch
 from multidiff.nn.layers import Attention
 from multidiff.nn.text import (
     NULL_CAPTION,
+    TEXT_ENCODER_PRESETS,
     ByteTextEncoder,
     ByteTextEncoderConfig,
     ByteTokenizer,
@@ -18,6 +19,7 @@ from multidiff.nn.text import (
     TextEncoder,
     drop_captions,
     drop_labels,
+    load_text_encoder,
 )
 
 
@@ -172,6 +174,27 @@ def test_save_load_roundtrip(tmp_path) -> None:
     fresh = _encoder(seed=4)
     c, _ = fresh.encode(["hello", ""])
     assert (c - a).abs().max() > 1e-3  # the weights, not the init, made the match
+
+
+def test_load_text_encoder_dispatches_on_the_folder(tmp_path, monkeypatch) -> None:
+    enc = _encoder(seed=5)
+    enc.save_pretrained(tmp_path / "byte")
+    loaded = load_text_encoder(tmp_path / "byte")
+    assert isinstance(loaded, ByteTextEncoder) and loaded.config == enc.config
+    with pytest.raises(ValueError, match="does not exist"):
+        load_text_encoder(tmp_path / "missing")
+    # Anything else goes to transformers (here: missing, so the install hint).
+    (tmp_path / "other").mkdir()
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match="pip install transformers"):
+        load_text_encoder(tmp_path / "other")
+
+
+def test_presets_build() -> None:
+    for name, cfg in TEXT_ENCODER_PRESETS.items():
+        assert cfg.dim % cfg.heads == 0, name
+    ctx, _ = ByteTextEncoder(TEXT_ENCODER_PRESETS["tiny"]).encode(["x"])
+    assert ctx.shape == (1, 2, 64)
 
 
 # ----------------------------------------------------------------------------------- dropout

@@ -30,6 +30,7 @@ from multidiff.nn.layers import Attention, Mlp, rotary_tables
 
 __all__ = [
     "NULL_CAPTION",
+    "TEXT_ENCODER_PRESETS",
     "ByteTextEncoder",
     "ByteTextEncoderConfig",
     "ByteTokenizer",
@@ -37,6 +38,7 @@ __all__ = [
     "TextEncoder",
     "drop_captions",
     "drop_labels",
+    "load_text_encoder",
 ]
 
 NULL_CAPTION = ""
@@ -208,6 +210,13 @@ class ByteTextEncoderConfig:
             )
         if not self.mlp_ratio > 0:
             raise ValueError(f"ByteTextEncoderConfig.mlp_ratio must be positive, got {self.mlp_ratio!r}")
+
+
+TEXT_ENCODER_PRESETS: dict[str, ByteTextEncoderConfig] = {
+    "tiny": ByteTextEncoderConfig(dim=64, depth=2, heads=2, mlp_ratio=2.0, max_length=64),
+    "small": ByteTextEncoderConfig(dim=256, depth=4, heads=4, max_length=128),
+    "base": ByteTextEncoderConfig(dim=512, depth=6, heads=8, max_length=256),
+}
 
 
 class _Block(nn.Module):
@@ -418,3 +427,25 @@ class HFTextEncoder(nn.Module):
         mask = batch["attention_mask"].to(device).bool()  # (B, L)
         out = self.model(input_ids=ids, attention_mask=mask.long())
         return out.last_hidden_state.float(), mask  # (B, L, D), (B, L)
+
+
+def load_text_encoder(
+    path: str | os.PathLike[str], *, device: torch.device | str | None = None
+) -> ByteTextEncoder | HFTextEncoder:
+    """Load a text encoder folder: a :class:`ByteTextEncoder` written by ``save_pretrained``, else a
+    transformers CLIP/T5 folder through :meth:`HFTextEncoder.from_local`.
+
+    Raises:
+        ValueError: If the folder does not exist.
+    """
+    import json
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"text encoder folder {folder} does not exist")
+    config = folder / "config.json"
+    if config.is_file():
+        payload = json.loads(config.read_text())
+        if isinstance(payload, dict) and payload.get("model") == ByteTextEncoder.__name__:
+            return ByteTextEncoder.from_pretrained(folder, device=device)
+    return HFTextEncoder.from_local(folder, device=device)
