@@ -1,0 +1,73 @@
+"""Training helpers a recipe calls, top to bottom (no Trainer object).
+
+* :mod:`~multidiff.train.distributed`: process group from torchrun / accelerate variables, DDP wrapping.
+* :mod:`~multidiff.train.data`: the deterministic data stream (per-epoch permutations, per-sample seeds).
+* :mod:`~multidiff.train.step`: one optimiser step (accumulation, autocast, clipping, non-finite guard,
+  EMA), warm-up, the per-sample-seeded diffusion loss.
+* :mod:`~multidiff.train.checkpoint`: atomic checkpoints and exact resume.
+* :mod:`~multidiff.train.monitor`: progress bar, ``log.jsonl``, optional TensorBoard.
+* :mod:`~multidiff.train.preview`: preview wavs and mel PNGs.
+"""
+
+from multidiff.train.checkpoint import (
+    Checkpoint,
+    ResumeConfigError,
+    check_resume_config,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_pipeline_dir,
+    restore_training_state,
+    save_checkpoint,
+    save_training_state,
+)
+from multidiff.train.data import DataPosition, StreamLayout, derive_seed, stream_loader
+from multidiff.train.distributed import DistInfo, cleanup_distributed, setup_distributed, unwrap, wrap_ddp
+from multidiff.train.monitor import RunLogger, read_log
+from multidiff.train.preview import save_audio_previews, save_mel_png
+from multidiff.train.step import (
+    NonFiniteGuard,
+    NonFiniteLossError,
+    StepResult,
+    autocast,
+    diffusion_loss,
+    drop_labels,
+    optimizer_step,
+    set_lr,
+    warmup_lr,
+)
+
+__all__ = [
+    "Checkpoint",
+    "DataPosition",
+    "DistInfo",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "ResumeConfigError",
+    "RunLogger",
+    "StepResult",
+    "StreamLayout",
+    "autocast",
+    "check_resume_config",
+    "cleanup_distributed",
+    "derive_seed",
+    "diffusion_loss",
+    "drop_labels",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "optimizer_step",
+    "read_log",
+    "resolve_pipeline_dir",
+    "restore_training_state",
+    "save_audio_previews",
+    "save_checkpoint",
+    "save_mel_png",
+    "save_training_state",
+    "set_lr",
+    "setup_distributed",
+    "stream_loader",
+    "unwrap",
+    "warmup_lr",
+    "wrap_ddp",
+]

@@ -1,0 +1,355 @@
+"""Train a mel-spectrogram diffusion model on a folder of audio files.
+
+    python recipes/train_audio.py --data DIR --out RUN [--preset tiny|small|base] [--steps N] [--labels]
+    torchrun --nproc-per-node 4 recipes/train_audio.py --data DIR --out RUN --preset base
+
+Rerunning the same command continues from the latest checkpoint in RUN (refused, with the differing
+settings listed, if a setting that matters changed). The pipeline ready for ``generate_audio.py`` is
+written to ``RUN/pipeline`` at the end, and into every checkpoint.
+
+Reading order: settings -> data (AudioFolder) -> mel adapter (statistics fitted on the data, Griffin-Lim
+or a HiFi-GAN vocoder) -> backbone -> Denoiser -> objective -> optimiser and EMA -> resume -> the loop
+(one optimiser step, log, preview, checkpoint) -> final pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from multidiff import train  # noqa: E402
+from multidiff.core.denoiser import Denoiser  # noqa: E402
+from multidiff.core.ema import EMA  # noqa: E402
+from multidiff.core.losses import default_objective  # noqa: E402
+from multidiff.core.schedules import EDMSchedule  # noqa: E402
+from multidiff.data.audio import AudioFolder, AudioFolderConfig  # noqa: E402
+from multidiff.modalities.audio import PRESETS as MEL_PRESETS  # noqa: E402
+from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec  # noqa: E402
+from multidiff.nn.io import config_to_dict  # noqa: E402
+from multidiff.nn.unet import UNET_PRESETS, UNet, UNetConfig  # noqa: E402
+from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask  # noqa: E402
+
+
+@dataclass(frozen=True)
+class AudioPreset:
+    """Model size and training defaults (each can be overridden on the command line)."""
+
+    mel: MelSpec
+    unet: UNetConfig
+    seconds: float
+    batch: int
+    lr: float
+    steps: int
+    warmup: int
+    ema_decay: float
+    ckpt_every: int
+    preview_every: int
+    log_every: int
+    sample_steps: int
+
+
+PRESETS: dict[str, AudioPreset] = {
+    # A very small U-Net (~0.8M parameters, attention only in the middle) on 16 kHz / 32-mel clips of one
+    # second: trains on a CPU in a few minutes.
+    "tiny": AudioPreset(
+        mel=MelSpec(
+            sample_rate=16000, n_fft=512, win_length=512, hop_length=128, n_mels=32, fmax=8000.0, edge_pad=192
+        ),
+        unet=UNetConfig(
+            in_channels=1,
+            channels=(16, 32, 64),
+            num_res_blocks=1,
+            attention_levels=(),
+            mid_attention=True,
+            head_dim=32,
+            norm_groups=8,
+            emb_dim=128,
+            noise_freq_dim=64,
+        ),
+        seconds=1.0,
+        batch=8,
+        lr=1e-3,
+        steps=300,
+        warmup=20,
+        ema_decay=0.99,
+        ckpt_every=100,
+        preview_every=0,
+        log_every=10,
+        sample_steps=16,
+    ),  # fmt: skip
+    # ~9M parameters on HiFi-GAN 22.05 kHz / 80-mel clips of 3 s: one GPU, an afternoon.
+    "small": AudioPreset(
+        mel=MEL_PRESETS["hifigan-22k"],
+        unet=UNET_PRESETS["mel-S"],
+        seconds=3.0,
+        batch=32,
+        lr=2e-4,
+        steps=50_000,
+        warmup=1000,
+        ema_decay=0.999,
+        ckpt_every=2000,
+        preview_every=2000,
+        log_every=50,
+        sample_steps=32,
+    ),  # fmt: skip
+    # ~75M parameters: a GPU (or several through torchrun) for a day or more.
+    "base": AudioPreset(
+        mel=MEL_PRESETS["hifigan-22k"],
+        unet=UNET_PRESETS["mel-75M"],
+        seconds=3.0,
+        batch=64,
+        lr=1e-4,
+        steps=200_000,
+        warmup=2000,
+        ema_decay=0.9999,
+        ckpt_every=5000,
+        preview_every=5000,
+        log_every=100,
+        sample_steps=32,
+    ),  # fmt: skip
+}
+
+# Settings that may change between a run and its resumption (everything else must match).
+RESUME_MAY_CHANGE = (
+    "steps", "ckpt_every", "keep", "preview_every", "preview_num", "log_every", "workers",
+    "max_nonfinite", "sample_steps", "sampler", "accum", "threads", "device", "precision",
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line settings; those left unset come from the preset."""
+    p = argparse.ArgumentParser(prog="multidiff train audio", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--data", required=True, help="folder of audio files (wav, flac, ogg, mp3), searched recursively"
+    )
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, previews, pipeline/")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and defaults")
+    p.add_argument("--steps", type=int, help="total optimiser steps")
+    p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--seconds", type=float, help="training clip length")
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
+    p.add_argument("--ema-decay", type=float, help="EMA decay")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument(
+        "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
+    )
+    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="autocast on CUDA")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--ckpt-every", type=int, help="steps between checkpoints")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--preview-every", type=int, help="steps between preview wavs/PNGs (0: off)")
+    p.add_argument("--preview-num", type=int, default=2, help="preview clips")
+    p.add_argument("--log-every", type=int, help="steps between log lines")
+    p.add_argument(
+        "--max-nonfinite", type=int, default=20, help="stop after this many non-finite steps in a row"
+    )
+    p.add_argument("--sample-steps", type=int, help="sampler steps for previews and the saved pipeline")
+    p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
+    args = p.parse_args(argv)
+    preset = PRESETS[args.preset]
+    for name in ("steps", "batch", "seconds", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
+                 "log_every", "sample_steps"):  # fmt: skip
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(preset, name))
+    return args
+
+
+def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]:
+    """Everything that defines the run; stored in every checkpoint and compared on resume."""
+    preset = PRESETS[args.preset]
+    config = {k: v for k, v in vars(args).items() if k not in ("out",)}
+    config["data"] = str(Path(args.data).resolve())
+    config["mel"] = preset.mel.to_dict()
+    config["unet"] = config_to_dict(preset.unet)
+    config["num_files"] = len(dataset)
+    config["classes"] = dataset.classes if args.labels else None
+    return config
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train (or resume); returns the run folder."""
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    spec = preset.mel
+
+    # --- processes and devices (torchrun / accelerate variables, or one process)
+    dist = train.setup_distributed(args.device)
+    device = dist.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    micro = args.batch // (dist.world_size * args.accum)
+    if micro < 1 or micro * dist.world_size * args.accum != args.batch:
+        raise SystemExit(
+            f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
+        )
+    run = Path(args.out)
+
+    # --- data: fixed-length clips; broken files are skipped with a warning naming each one
+    dataset = AudioFolder(
+        args.data,
+        AudioFolderConfig(
+            sample_rate=spec.sample_rate,
+            clip_seconds=args.seconds,
+            channels=1,
+            labels="auto" if args.labels else "none",
+            seed=args.seed,
+        ),
+    )
+    if args.labels and not dataset.classes:
+        raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+    num_classes = len(dataset.classes) if args.labels else None
+
+    # --- resume? (refuse if a setting that matters changed)
+    config = run_config(args, dataset)
+    ckpt = train.latest_checkpoint(run)
+    if ckpt is not None:
+        train.check_resume_config(
+            ckpt.state["config"], config, ignore=RESUME_MAY_CHANGE, where=str(ckpt.path)
+        )
+
+    # --- mel adapter: per-bin statistics measured on (a sample of) the data, so latents have std 0.5
+    vocoder = None
+    if args.vocoder:
+        from multidiff.modalities.vocoders import load_hifigan
+
+        vocoder = load_hifigan(
+            args.vocoder, spec=spec
+        )  # the adapter refuses a vocoder for other mel settings
+    adapter = MelAdapter(MelAdapterConfig(spec=spec, channels=1, sigma_data=0.5), vocoder)
+    if ckpt is not None:
+        stats = ckpt.state["extra"]["adapter"]["stats"]
+        adapter.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+    else:
+        adapter.fit_stats(dataset.get(i, 0)["wave"] for i in range(min(len(dataset), 64)))
+    adapter.to(device)
+
+    # --- backbone and denoiser (EDM preconditioning, Karras et al. 2022) and its objective
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    backbone = UNet(dataclasses.replace(preset.unet, num_classes=num_classes))
+    denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
+    sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+
+    # --- optimiser, EMA, non-finite guard; then restore everything from the checkpoint
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = EMA(denoiser, decay=args.ema_decay)
+    guard = train.NonFiniteGuard(max_consecutive=args.max_nonfinite)
+    step = 0
+    if ckpt is not None:
+        step = train.restore_training_state(ckpt, dist=dist, model=denoiser, optimizer=optimizer, ema=ema)
+        guard.load_state_dict(ckpt.state["extra"]["guard"])
+        if dist.is_main:
+            print(f"resuming from {ckpt.path} (step {step})", flush=True)
+    model = train.wrap_ddp(denoiser, dist)
+
+    # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
+    pipe = AudioPipeline(
+        copy.deepcopy(denoiser),
+        adapter,
+        sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
+        labels=dataset.classes if args.labels else None,
+        window=adapter.latent_shape(args.seconds)[-1],
+    )
+
+    # --- the data stream: position = step x global batch; every sample has its own seed
+    layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
+    if ckpt is not None and layout.position(step).to_dict() != ckpt.state["data"]:
+        raise SystemExit(
+            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
+        )
+    batches = iter(
+        train.stream_loader(dataset, layout, rank=dist.rank, start_step=step, num_workers=args.workers)
+    )
+
+    def prepare(batch: dict[str, Any]) -> dict[str, Any]:
+        """Wave -> normalised mel latents (float32, outside autocast), padding mask, labels with dropout."""
+        with torch.no_grad():
+            x0 = adapter.encode(batch["wave"].to(device, non_blocking=True))  # (b, 1, M, T)
+        out = {"x0": x0, "seeds": batch["sample_seed"], "cond": {}}
+        out["mask"] = mel_frame_mask(batch["mask"].to(device), spec)  # (b, 1, 1, T), real audio only
+        if num_classes is not None:
+            labels = batch["label"].to(device)
+            out["cond"]["labels"] = train.drop_labels(
+                labels, batch["sample_seed"], args.label_dropout, num_classes
+            )
+        return out
+
+    def loss_fn(model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
+        return train.diffusion_loss(
+            model, b["x0"], sigma_dist, seeds=b["seeds"], weighting=weighting, sigma_data=0.5,
+            cond=b["cond"], mask=b["mask"],
+        )  # fmt: skip
+
+    def write_pipeline(folder: Path) -> None:
+        ema.copy_to(pipe.denoiser)
+        pipe.save_pretrained(folder / "pipeline")
+
+    def preview(step: int) -> None:
+        ema.copy_to(pipe.denoiser)
+        label = list(range(args.preview_num)) if num_classes else None
+        if label is not None:
+            label = [k % num_classes for k in label]
+        latents = pipe.sample(
+            args.preview_num, adapter.latent_shape(args.seconds), label=label, seed=0, progress=False
+        )
+        waves = adapter.decode(latents, length=pipe.num_samples(args.seconds))
+        train.save_audio_previews(
+            run / "previews" / f"step-{step:08d}", waves, spec.sample_rate, adapter.denormalise(latents)
+        )
+
+    # --- the loop
+    logger = train.RunLogger(run, args.steps, step, enabled=dist.is_main)
+    try:
+        while step < args.steps:
+            lr = train.warmup_lr(step, args.lr, args.warmup)
+            train.set_lr(optimizer, lr)
+            result = train.optimizer_step(
+                model, optimizer, [prepare(next(batches)) for _ in range(args.accum)], loss_fn,
+                step=step, device=device, precision=args.precision, grad_clip=args.grad_clip or None,
+                ema=ema, guard=guard,
+            )  # fmt: skip
+            step += 1
+            logger.count(result.samples * dist.world_size)
+            if step % args.log_every == 0 or step == args.steps or not result.applied:
+                logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped)
+            if dist.is_main and args.preview_every and step % args.preview_every == 0:
+                preview(step)
+            if step % args.ckpt_every == 0 or step == args.steps:
+                train.save_training_state(
+                    run, step, dist=dist, model=model, optimizer=optimizer, ema=ema, config=config,
+                    data_position=layout.position(step).to_dict(),
+                    extra_state={"guard": guard.state_dict(), "adapter": adapter.to_dict()},
+                    extra_files=write_pipeline, keep=args.keep,
+                )  # fmt: skip
+    finally:
+        logger.close()
+
+    # --- the final pipeline (EMA weights), ready for generate_audio.py
+    if dist.is_main:
+        ema.copy_to(pipe.denoiser)
+        pipe.save_pretrained(run / "pipeline")
+        print(f"saved {run / 'pipeline'}", flush=True)
+    train.cleanup_distributed()
+    return run
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Pipelines: save/load round trips and their errors, per-sample seeds, guidance with the null label,
+inpainting, SDEdit, MultiDiffusion windows, and the audio pipeline's shapes, masks and continuation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from multidiff.core.denoiser import Denoiser
+from multidiff.core.guidance import ClassifierFreeGuidance, Inpaint
+from multidiff.core.schedules import VPSchedule
+from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec
+from multidiff.modalities.vocoders import HiFiGAN, HiFiGANConfig
+from multidiff.nn.unet import UNet, UNetConfig
+from multidiff.pipeline import (
+    AudioPipeline,
+    Pipeline,
+    SamplingConfig,
+    WindowedDenoiser,
+    load_pipeline,
+    mel_frame_mask,
+    window_starts,
+)
+
+torch.set_num_threads(1)
+
+SPEC = MelSpec(
+    sample_rate=8000, n_fft=256, win_length=256, hop_length=64, n_mels=16, fmax=4000.0, edge_pad=96
+)
+
+
+def tiny_denoiser(
+    num_classes: int | None = None, schedule=None, prediction: str = "edm", seed: int = 0
+) -> Denoiser:
+    torch.manual_seed(seed)
+    cfg = UNetConfig(
+        in_channels=1, channels=(8, 16), num_res_blocks=1, attention_levels=(), mid_attention=False,
+        head_dim=8, norm_groups=4, num_classes=num_classes, noise_freq_dim=16, emb_dim=32,
+    )  # fmt: skip
+    unet = UNet(cfg)
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.05)  # the output layer starts at zero otherwise
+    return Denoiser(unet, prediction, schedule, sigma_data=0.5)
+
+
+def tiny_audio_pipeline(num_classes: int | None = None, vocoder=None, **kwargs) -> AudioPipeline:
+    adapter = MelAdapter(MelAdapterConfig(spec=SPEC), vocoder)
+    t = torch.arange(8000) / 8000
+    adapter.fit_stats([(0.5 * torch.sin(2 * math.pi * 440 * t) + 0.01 * torch.randn(8000))[None, None]])
+    labels = [f"class{k}" for k in range(num_classes)] if num_classes else None
+    sampling = kwargs.pop("sampling", SamplingConfig(sampler="euler", steps=4))
+    return AudioPipeline(tiny_denoiser(num_classes), adapter, sampling=sampling, labels=labels, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Save / load
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_audio_pipeline_round_trip_gives_identical_samples(tmp_path) -> None:
+    pipe = tiny_audio_pipeline(
+        num_classes=2, window=12, sampling=SamplingConfig(sampler="euler_ancestral", steps=3, guidance=2.0)
+    )
+    a = pipe.generate(2, 0.25, seed=5, label="class1", progress=False)
+    pipe.save_pretrained(tmp_path / "p")
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["config.json", "denoiser.safetensors"]
+    loaded = load_pipeline(tmp_path / "p")
+    assert type(loaded) is AudioPipeline
+    assert loaded.sampling == pipe.sampling and loaded.labels == ["class0", "class1"]
+    assert loaded.window == 12 and loaded.overlap == 3 and loaded.sample_rate == 8000
+    assert torch.equal(loaded.adapter.mean, pipe.adapter.mean) and torch.equal(
+        loaded.adapter.std, pipe.adapter.std
+    )
+    b = loaded.generate(2, 0.25, seed=5, label="class1", progress=False)
+    assert a.shape == (2, 1, 2000) and torch.equal(a, b)
+
+
+def test_round_trip_with_a_vp_schedule_and_a_hifigan_vocoder(tmp_path) -> None:
+    torch.manual_seed(1)
+    voc = HiFiGAN(
+        HiFiGANConfig(n_mels=16, upsample_rates=(4, 4, 4), upsample_kernel_sizes=(8, 8, 8), upsample_initial_channel=16,
+                      resblock="2", resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3),)),
+        SPEC,
+    )  # fmt: skip
+    adapter = MelAdapter(MelAdapterConfig(spec=SPEC), voc)
+    adapter.set_stats(torch.zeros(16), torch.ones(16))
+    pipe = AudioPipeline(
+        tiny_denoiser(schedule=VPSchedule(), prediction="v"),
+        adapter,
+        sampling=SamplingConfig(sampler="ddim", steps=3),
+    )
+    pipe.save_pretrained(tmp_path)
+    assert (tmp_path / "vocoder.safetensors").is_file()
+    loaded = AudioPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded.denoiser.schedule, VPSchedule) and loaded.denoiser.prediction == "v"
+    assert isinstance(loaded.adapter.vocoder, HiFiGAN)
+    assert torch.equal(
+        pipe.generate(1, 0.1, seed=0, progress=False), loaded.generate(1, 0.1, seed=0, progress=False)
+    )
+
+
+def test_save_with_ema_weights(tmp_path) -> None:
+    pipe = Pipeline(tiny_denoiser())
+    ema = {k: v + 1 for k, v in pipe.denoiser.state_dict().items()}
+    pipe.save_pretrained(tmp_path, state_dict=ema)
+    loaded = Pipeline.from_pretrained(tmp_path)
+    for k, v in loaded.denoiser.state_dict().items():
+        assert torch.equal(v, ema[k])
+
+
+def test_load_errors_name_the_folder_and_the_problem(tmp_path) -> None:
+    with pytest.raises(ValueError, match="no such pipeline folder"):
+        Pipeline.from_pretrained(tmp_path / "nope")
+    with pytest.raises(ValueError, match=r"missing config.json"):
+        Pipeline.from_pretrained(tmp_path)
+    tiny_audio_pipeline().save_pretrained(tmp_path / "a")
+    broken = tmp_path / "b"
+    shutil.copytree(tmp_path / "a", broken)
+    (broken / "denoiser.safetensors").unlink()
+    with pytest.raises(ValueError, match=rf"{broken}: missing denoiser.safetensors"):
+        Pipeline.from_pretrained(broken)
+    # weights of another size
+    other = tmp_path / "c"
+    shutil.copytree(tmp_path / "a", other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["backbone"]["config"]["channels"] = [8, 24]
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(
+        ValueError, match=r"denoiser.safetensors: the denoiser weights do not match config.json: .*shape"
+    ):
+        Pipeline.from_pretrained(other)
+    # a folder of another pipeline kind
+    plain = tmp_path / "d"
+    Pipeline(tiny_denoiser()).save_pretrained(plain)
+    with pytest.raises(ValueError, match=r"describes a 'Pipeline' pipeline, which AudioPipeline cannot load"):
+        AudioPipeline.from_pretrained(plain)
+    (plain / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="could not read the pipeline config"):
+        Pipeline.from_pretrained(plain)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Seeds, guidance, inpainting, SDEdit
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "euler_ancestral"])
+def test_per_sample_seeds_do_not_depend_on_the_batch(sampler: str) -> None:
+    pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler=sampler, steps=4))
+    batch = pipe.sample(4, (1, 16, 12), seed=10, progress=False)
+    for k in (0, 2):
+        single = pipe.sample(1, (1, 16, 12), seed=10 + k, progress=False)
+        torch.testing.assert_close(batch[k : k + 1], single, rtol=0, atol=1e-5)
+    assert not torch.allclose(batch[0], batch[1], atol=1e-3)  # different seeds, different samples
+
+
+def test_guidance_uses_the_null_label() -> None:
+    pipe = Pipeline(tiny_denoiser(num_classes=3), sampling=SamplingConfig(steps=2))
+    labels = pipe.label_tensor([0, 2], 2)
+    d = pipe.guided_denoiser({"labels": labels}, guidance=3.0)
+    assert isinstance(d, ClassifierFreeGuidance)
+    x, sigma = torch.randn(2, 1, 16, 8), torch.tensor([1.0, 2.0])
+    c = pipe.denoiser(x, sigma, labels=labels)
+    u = pipe.denoiser(x, sigma, labels=torch.full((2,), 3))
+    torch.testing.assert_close(d(x, sigma, labels=labels), u + 3.0 * (c - u), rtol=1e-5, atol=1e-5)
+    assert pipe.guided_denoiser({}, guidance=3.0) is pipe.denoiser  # nothing to guide without labels
+    with pytest.raises(ValueError, match="out of range"):
+        pipe.label_tensor(3, 1)
+    with pytest.raises(ValueError, match="without class labels"):
+        Pipeline(tiny_denoiser()).label_tensor(0, 1)
+
+
+def test_inpainting_keeps_the_known_region() -> None:
+    pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler="heun", steps=4))
+    known = torch.randn(2, 1, 16, 20)
+    mask = torch.zeros(1, 1, 1, 20)
+    mask[..., :8] = 1
+    out = pipe.sample(2, (1, 16, 20), seed=0, known=known, mask=mask, progress=False)
+    torch.testing.assert_close(out[..., :8], known[..., :8], rtol=0, atol=1e-6)
+    assert (out[..., 8:] - known[..., 8:]).abs().mean() > 0.1
+    assert isinstance(pipe.guided_denoiser({}, guidance=1.0, known=known, mask=mask), Inpaint)
+
+
+def test_sdedit_strength_starts_part_way_down_the_grid() -> None:
+    pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler="euler", steps=10))
+    grid = pipe.sigmas(10)
+    known = torch.randn(1, 1, 16, 8)
+    seen = []
+    pipe.sample(
+        1,
+        (1, 16, 8),
+        seed=0,
+        known=known,
+        strength=0.3,
+        progress=False,
+        callback=lambda d: seen.append(d["sigma"]),
+    )
+    assert len(seen) == 3 and seen[0] == pytest.approx(float(grid[7]))
+    # a very small strength changes the input very little; strength 1 starts from sigma_max
+    near = pipe.sample(1, (1, 16, 8), seed=0, known=known, strength=0.1, progress=False)
+    far = pipe.sample(1, (1, 16, 8), seed=0, known=known, strength=1.0, progress=False)
+    assert (near - known).abs().mean() < 0.5 * (far - known).abs().mean()
+    with pytest.raises(ValueError, match="needs known"):
+        pipe.sample(1, (1, 16, 8), strength=0.5, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# MultiDiffusion windows
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_window_starts() -> None:
+    assert window_starts(10, 16, 4) == [0]
+    assert window_starts(28, 16, 4) == [0, 12]
+    assert window_starts(30, 16, 4) == [0, 12, 14]
+    with pytest.raises(ValueError):
+        window_starts(30, 16, 16)
+
+
+def test_windowed_denoiser_averages_x0_over_windows() -> None:
+    # A denoiser whose output is the window's own mean along time: the windowed output at each position
+    # is the average of the means of the windows covering it (MultiDiffusion, Eq. 5).
+    def window_mean(x, sigma, *, extra):
+        assert extra.shape[-1] == x.shape[-1] == 4  # conditioning laid out like x is cut too
+        return x.mean(-1, keepdim=True).expand_as(x) + extra
+
+    x = torch.arange(10.0).reshape(1, 1, 1, 10)
+    extra = torch.zeros(1, 1, 1, 10)
+    d = WindowedDenoiser(window_mean, length=4, overlap=2, windows_per_call=2)
+    out = d(x, torch.ones(1), extra=extra)
+    means = {s: x[..., s : s + 4].mean().item() for s in window_starts(10, 4, 2)}  # starts 0, 2, 4, 6
+    expected = [
+        sum(m for s, m in means.items() if s <= t < s + 4) / sum(1 for s in means if s <= t < s + 4)
+        for t in range(10)
+    ]
+    torch.testing.assert_close(out.flatten(), torch.tensor(expected))
+
+    # a position-wise denoiser is unchanged by windowing; per-sample σ and labels reach every window
+    def pointwise(x, sigma, *, labels):
+        return x * sigma[:, None, None, None] + labels[:, None, None, None]
+
+    x = torch.randn(2, 1, 16, 40)
+    sigma, labels = torch.tensor([0.5, 3.0]), torch.tensor([1, 2])
+    out = WindowedDenoiser(pointwise, 16, 4, windows_per_call=2)(x, sigma, labels=labels)
+    torch.testing.assert_close(out, pointwise(x, sigma, labels=labels))
+
+
+def test_long_audio_uses_windows() -> None:
+    pipe = tiny_audio_pipeline(window=16)
+    assert isinstance(pipe.guided_denoiser({}, guidance=1.0, length=40), WindowedDenoiser)
+    assert pipe.guided_denoiser({}, guidance=1.0, length=16) is pipe.denoiser
+    wave = pipe.generate(1, 0.5, seed=0, progress=False)  # 62 frames > 16
+    assert wave.shape == (1, 1, 4000) and torch.isfinite(wave).all()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Audio specifics
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_mel_frame_mask_marks_frames_whose_window_is_known() -> None:
+    n = 1280
+    mask = torch.zeros(n)
+    mask[:640] = 1
+    frames = mel_frame_mask(mask, SPEC).flatten()
+    assert frames.shape == (SPEC.num_frames(n),)
+    # frame t spans samples [64 t - 96, 64 t + 160): known iff 64 t + 160 <= 640 (the left edge is padded)
+    expected = torch.tensor([float(64 * t + 160 <= 640) for t in range(frames.numel())])
+    assert torch.equal(frames, expected)
+
+
+def test_continuation_keeps_the_clip_frames() -> None:
+    pipe = tiny_audio_pipeline()
+    t = torch.arange(2000) / 8000
+    clip = (0.3 * torch.sin(2 * math.pi * 300 * t))[None]  # (1, N') = 0.25 s
+    n = pipe.num_samples(0.5)
+    known = pipe.encode_known(clip, n)
+    mask = pipe.frame_mask(torch.arange(n) < 2000, n)
+    latents = pipe.sample(2, known.shape[1:], seed=0, known=known, mask=mask, progress=False)
+    keep = mask.bool().expand_as(latents)
+    assert keep.sum() > 0
+    torch.testing.assert_close(latents[keep], known.expand_as(latents)[keep], rtol=0, atol=1e-6)
+    waves = pipe.continue_audio(clip, 0.5, num=2, seed=0, progress=False)
+    assert waves.shape == (2, 1, 4000)
+
+
+def test_audio_to_audio_and_labels_by_name() -> None:
+    pipe = tiny_audio_pipeline(num_classes=2)
+    wave = 0.3 * torch.sin(2 * math.pi * 500 * torch.arange(1600) / 8000)[None]
+    out = pipe.audio_to_audio(wave, 0.5, seed=0, label="class0", progress=False)
+    assert out.shape == (1, 1, 1600)
+    with pytest.raises(ValueError, match="unknown label 'dog'"):
+        pipe.generate(1, 0.1, label="dog", progress=False)
+    a = pipe.generate(1, 0.1, label="class1", seed=0, progress=False)
+    b = pipe.generate(1, 0.1, label=1, seed=0, progress=False)
+    assert torch.equal(a, b)
