@@ -78,12 +78,31 @@ def cases():
         ("euler", samplers.sample_euler, vp, lambda: d.EulerDiscreteScheduler(**SD_BETAS), False, "1"),
         ("ddim", samplers.sample_ddim, vp, lambda: d.DDIMScheduler(**SD_BETAS), True, "1"),
         ("heun", samplers.sample_heun, vp, lambda: d.HeunDiscreteScheduler(**SD_BETAS), False, "2n-1"),
-        ("dpmpp_2m", samplers.sample_dpmpp_2m, vp, lambda: d.DPMSolverMultistepScheduler(**SD_BETAS), True, "1"),
-        ("dpmpp_3m", samplers.sample_dpmpp_3m, vp,
-         lambda: d.DPMSolverMultistepScheduler(solver_order=3, **SD_BETAS), True, "1"),
+        (
+            "dpmpp_2m",
+            samplers.sample_dpmpp_2m,
+            vp,
+            lambda: d.DPMSolverMultistepScheduler(**SD_BETAS),
+            True,
+            "1",
+        ),
+        (
+            "dpmpp_3m",
+            samplers.sample_dpmpp_3m,
+            vp,
+            lambda: d.DPMSolverMultistepScheduler(solver_order=3, **SD_BETAS),
+            True,
+            "1",
+        ),
         ("unipc", samplers.sample_unipc, vp, lambda: d.UniPCMultistepScheduler(**SD_BETAS), True, "1"),
-        ("unipc_3", samplers.SAMPLERS["unipc_3"], vp,
-         lambda: d.UniPCMultistepScheduler(solver_order=3, **SD_BETAS), True, "1"),
+        (
+            "unipc_3",
+            samplers.SAMPLERS["unipc_3"],
+            vp,
+            lambda: d.UniPCMultistepScheduler(solver_order=3, **SD_BETAS),
+            True,
+            "1",
+        ),
         ("euler (EDM)", samplers.sample_euler, edm, lambda: d.EDMEulerScheduler(), False, "1"),
     ]
 
@@ -133,14 +152,16 @@ def overhead(steps: int = 50, shape=(1, 4, 64, 64), repeats: int = 5) -> dict[st
         "unipc_3": (samplers.SAMPLERS["unipc_3"], d.UniPCMultistepScheduler(solver_order=3, **SD_BETAS)),
         "euler_ancestral": (samplers.sample_euler_ancestral, d.EulerAncestralDiscreteScheduler(**SD_BETAS)),
         "ddpm": (samplers.sample_ddpm, d.DDPMScheduler(**SD_BETAS)),
-        "dpmpp_2m_sde": (samplers.sample_dpmpp_2m_sde,
-                         d.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", **SD_BETAS)),
+        "dpmpp_2m_sde": (
+            samplers.sample_dpmpp_2m_sde,
+            d.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", **SD_BETAS),
+        ),
     }
     out = {}
     for name, (fn, sch) in pairs.items():
         grid = vp.default_grid(steps)
         nfe = 2 * steps - 1 if name == "heun" else steps
-        model_time = best(lambda: [den(x0, None) for _ in range(nfe)])
+        model_time = best(lambda nfe=nfe: [den(x0, None) for _ in range(nfe)])
         t_ours = (best(lambda fn=fn, grid=grid: ours(fn, grid)) - model_time) / steps
         t_theirs = (best(lambda sch=sch: theirs(sch)) - model_time) / steps
         out[name] = (t_ours, t_theirs)
@@ -159,7 +180,9 @@ def main() -> None:
     gm = problem(args.dim)
     noise = torch.randn(args.batch, args.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     rows = []
-    print(f"RMS error to the exact PF-ODE solution, Gaussian mixture (8 components, {args.dim}-D, batch {args.batch})")
+    print(
+        f"RMS error to the exact PF-ODE solution, Gaussian mixture (8 components, {args.dim}-D, batch {args.batch})"
+    )
     print("| sampler | NFE | multidiff (default grid) | diffusers (defaults) | ratio diffusers/multidiff |")
     print("|---|---|---|---|---|")
     for name, fn, schedule, make, vp_space, cost in cases():
