@@ -4,13 +4,24 @@ Each case is ``case(device, tiny=False) -> dict(name, batch, ours, ref, step_our
 callables run one forward pass on pre-made random tensors (on ``device``) and return an MSE loss to a
 random target. ``tiny=True`` shrinks models and inputs for a CPU smoke test.
 
-- ``Mel-UNet-75M``: 1 x 80 x 256 mels, batch 64; ours is the ``mel-75M`` preset, the reference a
-  diffusers ``UNet2DModel`` with the same widths (block_out_channels (128, 256, 256, 512), two
-  layers per block, default blocks: attention with head width 8 at the three lower levels; 75.4M
-  parameters).
+- ``Mel-UNet-75M``: 1 x 80 x 256 mels, batch 64; ours is the ``mel-75M`` preset (75.7M parameters),
+  the reference a diffusers ``UNet2DModel`` with the same widths (block_out_channels
+  (128, 256, 256, 512), two layers per block, attention blocks (head width 8) at the two lowest levels:
+  74.0M parameters, the model of the 259 samples/s reference figure in shared/device/README.md).
 - ``Video-UNet``: 4 x 16 x 32 x 32 video latents, batch 8, 77 context tokens of width 1024 for both;
   ours is the ``video-B`` preset, the reference a diffusers ``UNet3DConditionModel`` with
   block_out_channels (128, 256, 512, 512) and otherwise default settings.
+
+Measured (H100 80GB HBM3, torch 2.11, diffusers 0.42.1, bf16 autocast, fused AdamW, compiled,
+2026-11-27), with the earlier version of this file and of ``mel-75M`` (two residual blocks at every
+level, nearest + 3x3 conv upsampling, 77.6M parameters, 815 GFLOP per sample):
+Mel-UNet-75M ours 300.9 samples/s (245 TFLOP/s, peak 21.1 GiB) against 82.9 samples/s
+(110 TFLOP/s, peak 26.6 GiB) for a 75.4M UNet2DModel with attention at three levels (the wrong
+reference; the 74.0M one used now ran at 259 samples/s in the README's measurement);
+Video-UNet ours 79.6 clips/s (86 TFLOP/s, peak 6.7 GiB) with 1085 GFLOP per clip; the compiled
+diffusers UNet3DConditionModel had not finished compiling after ~4 minutes (README: 32.7 clips/s).
+The current presets (upsampling in sub-pixel form; ``mel-75M`` with blocks (1, 1, 2, 2), 560 GFLOP
+per sample) have not been timed on the GPU yet.
 """
 
 from __future__ import annotations
@@ -31,17 +42,25 @@ from multidiff.nn.unet import UNET_PRESETS, UNet  # noqa: E402
 __all__ = ["UNET_CASES", "case_mel_unet", "case_video_unet"]
 
 
-def case_mel_unet(device: str, tiny: bool = False) -> dict[str, Any]:
-    """~75M U-Net on 1x80x256 mels, batch 64, vs diffusers UNet2DModel of the same widths."""
+def case_mel_unet(device: str, tiny: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """~75M U-Net on 1x80x256 mels, batch 64, vs diffusers UNet2DModel of the same widths.
+
+    ``overrides`` replaces fields of our config (for probing variants).
+    """
     from diffusers import UNet2DModel
 
     widths, batch, M, T = (128, 256, 256, 512), 64, 80, 256
     cfg = UNET_PRESETS["mel-75M"]
     if tiny:
         widths, batch, M, T = (32, 64), 2, 16, 24
-        cfg = dataclasses.replace(cfg, channels=widths, attention_levels=(1,), norm_groups=8, head_dim=32)
-    ours = UNet(cfg).to(device)
-    ref_kwargs: dict[str, Any] = {}
+        cfg = dataclasses.replace(
+            cfg, channels=widths, num_res_blocks=1, attention_levels=(1,), norm_groups=8, head_dim=32
+        )
+    ours = UNet(dataclasses.replace(cfg, **(overrides or {}))).to(device)
+    ref_kwargs: dict[str, Any] = dict(
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    )
     if tiny:
         ref_kwargs = dict(
             down_block_types=("DownBlock2D", "AttnDownBlock2D"),
@@ -65,8 +84,13 @@ def case_mel_unet(device: str, tiny: bool = False) -> dict[str, Any]:
     return dict(name="Mel-UNet-75M", batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref)
 
 
-def case_video_unet(device: str, tiny: bool = False) -> dict[str, Any]:
-    """Video U-Net (128-256-512-512) on 4x16x32x32, batch 8, vs diffusers UNet3DConditionModel."""
+def case_video_unet(
+    device: str, tiny: bool = False, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Video U-Net (128-256-512-512) on 4x16x32x32, batch 8, vs diffusers UNet3DConditionModel.
+
+    ``overrides`` replaces fields of our config (for probing variants).
+    """
     from diffusers import UNet3DConditionModel
 
     widths, batch, frames, size, ctx_len, ctx_dim = (128, 256, 512, 512), 8, 16, 32, 77, 1024
@@ -83,7 +107,7 @@ def case_video_unet(device: str, tiny: bool = False) -> dict[str, Any]:
             norm_num_groups=8,
             attention_head_dim=16,
         )
-    ours = UNet(cfg).to(device)
+    ours = UNet(dataclasses.replace(cfg, **(overrides or {}))).to(device)
     ref = UNet3DConditionModel(
         sample_size=size,
         in_channels=4,

@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from multidiff.nn.io import config_from_dict, config_to_dict
-from multidiff.nn.unet import UNET_PRESETS, UNet, UNetConfig, unet_from_preset
+from multidiff.nn.unet import (
+    UNET_PRESETS,
+    UNet,
+    UNetConfig,
+    Upsample,
+    nearest_conv_to_transposed,
+    unet_from_preset,
+)
 
 TINY = dict(channels=(16, 32), num_res_blocks=1, attention_levels=(1,), head_dim=8, norm_groups=8)
 
@@ -63,6 +70,24 @@ def test_zero_init_output_and_padding_semantics() -> None:
     # Inside, sizes are zero-padded bottom/right to a multiple of 2**(levels-1) and cropped back.
     padded = F.pad(x, (0, 1, 0, 1))  # (2, 1, 10, 12)
     torch.testing.assert_close(model(x, C_NOISE), model(padded, C_NOISE)[:, :, :9, :11])
+
+
+def test_upsample_starts_as_nearest_then_conv3x3() -> None:
+    """The 4x4 stride-2 transposed conv equals nearest x2 + the 3x3 conv it was derived from, borders too."""
+    torch.manual_seed(3)
+    up = Upsample(6).double()
+    conv3 = torch.nn.Conv2d(6, 6, 3, padding=1).double()
+    with torch.no_grad():
+        up.conv.weight.copy_(nearest_conv_to_transposed(conv3.weight))
+        up.conv.bias.copy_(conv3.bias)
+    x = _noise(2, 6, 5, 7).double()
+    ref = conv3(F.interpolate(x, scale_factor=2, mode="nearest"))  # (2, 6, 10, 14)
+    torch.testing.assert_close(up(x), ref, rtol=1e-12, atol=1e-12)
+    # The default initialisation is such a pair too: along each axis, both output phases sum the same
+    # three taps (taps 0 + 2 and 1 + 3), so a constant input gives a constant output away from borders.
+    w = Upsample(4).conv.weight.detach()  # (C_in, C_out, 4, 4)
+    torch.testing.assert_close(w[:, :, 0] + w[:, :, 2], w[:, :, 1] + w[:, :, 3])
+    torch.testing.assert_close(w[..., 0] + w[..., 2], w[..., 1] + w[..., 3])
 
 
 def test_video_shapes_any_frame_count() -> None:
