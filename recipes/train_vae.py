@@ -223,11 +223,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loss.backward()
         opt.step()
         step, seen = step_index + 1, seen + x.shape[0]
-        log.append({"step": step, "rec": float(rec.detach()), "kl": float(kl.detach())})
+        log.append({"step": step, "rec": rec.item(), "kl": kl.item()})
         if step % args.log_every == 0 or step == args.steps:
             rate = seen / max(time.time() - t0, 1e-9)
             print(
-                f"step {step}/{args.steps}  rec {float(rec):.4f}  kl/pixel {float(kl):.3f}  {rate:.1f} img/s"
+                f"step {step}/{args.steps}  rec {log[-1]['rec']:.4f}  kl/pixel {log[-1]['kl']:.3f}  {rate:.1f} img/s"
             )
         if step % args.save_every == 0 or step == args.steps:
             save(out, vae, opt, step, args, log)
