@@ -276,6 +276,8 @@ _VIDEO_WRITERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
 }
 _CHROMA_SUBSAMPLED = {"yuv420p"}
+# ffmpeg opens a lone picture as a one-frame "video" of these codecs
+_STILL_IMAGE_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "jpeg2000", "jpegls", "qoi"}
 # Browsers show GIF frames announcing <= 10 ms for 100 ms; we read them the same way.
 _GIF_MIN_DELAY_MS = 10
 _GIF_DEFAULT_DELAY_MS = 100
@@ -463,6 +465,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     w, h = meta["size"]
     duration = meta.get("duration") or 0.0
     codec = str(meta.get("codec", "")).rstrip(",")
+    if n == 1 and not duration and codec in _STILL_IMAGE_CODECS:
+        raise VideoFileError(path, f"not a video: a single still image ({codec})")
     return VideoInfo(
         fps=float(meta["fps"]), frames=n, height=int(h), width=int(w), duration=float(duration), codec=codec
     )

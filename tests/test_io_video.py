@@ -139,6 +139,10 @@ def test_unreadable_videos_raise_named_errors(tmp_path) -> None:
     (tmp_path / "sound.wav").rename(tmp_path / "sound.mp4")  # audio only: no video stream
     with pytest.raises(VideoFileError, match="sound.mp4"):
         probe_video(tmp_path / "sound.mp4")
+    write_image(tmp_path / "still.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "still.png").rename(tmp_path / "still.mp4")
+    with pytest.raises(VideoFileError, match=r"still.mp4: not a video: a single still image \(png\)"):
+        probe_video(tmp_path / "still.mp4")
     data = write_video(
         tmp_path / "long.mp4", np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), np.uint8), 12
     )
