@@ -207,8 +207,8 @@ def denoising_loss(
         mask: optional [B, ...] weights broadcastable to x0 (e.g. a padding mask); the error is averaged over
             the masked elements only.
         cond: conditioning keywords for the denoiser.
-        sigma: optional σ [B] to use instead of drawing from ``sigma_dist`` (e.g. drawn per sample
-            from per-sample seeds, so the loss does not depend on how a batch is split).
+        sigma: optional σ [B] to use instead of drawing from ``sigma_dist`` (e.g. drawn with one seed
+            per sample, so the loss does not depend on how a batch is split).
         noise: optional standard normal noise shaped like x0, used instead of drawing it.
 
     Returns:
