@@ -167,12 +167,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "demo":
             if modality != "audio":
                 parser.error(f"no demo for {modality!r}; available: audio")
-            _demo_audio(rest)
+            try:
+                _demo_audio(rest)
+            except (ValueError, FileNotFoundError) as err:
+                print(f"multidiff demo audio: error: {err}", file=sys.stderr)
+                return 2
             return 0
         recipes = COMMANDS[command]
         if modality not in recipes:
             parser.error(f"cannot {command} {modality!r}; available: {', '.join(sorted(recipes))}")
-        load_recipe(recipes[modality]).main(rest)
+        try:
+            load_recipe(recipes[modality]).main(rest)
+        except (
+            ValueError,
+            FileNotFoundError,
+        ) as err:  # user errors (bad folder, changed settings): no traceback
+            print(f"multidiff {command} {modality}: error: {err}", file=sys.stderr)
+            return 2
         return 0
     parser.parse_args(argv)  # prints help or a usage error
     parser.print_help()

@@ -7,7 +7,8 @@ adapter.decode -> media. The denoiser the sampler sees is built by composition, 
 2. :class:`WindowedDenoiser` when the requested length exceeds the training length: overlapping windows
    along the time axis, their x0 predictions averaged (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5);
 3. classifier-free guidance with the null label (:func:`multidiff.core.guidance.cfg`);
-4. inpainting / continuation with known latents under a mask (:func:`multidiff.core.guidance.inpaint`).
+4. static thresholding of x0 to the training latents' range, when known (:class:`StaticThreshold`);
+5. inpainting / continuation with known latents under a mask (:func:`multidiff.core.guidance.inpaint`).
 
 Sample k of a call is drawn from its own generator seeded ``seed + k``, so it does not depend on the batch
 size. SDEdit (Meng et al. 2022) starts from the known input noised to the σ at which the fraction
@@ -48,6 +49,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "GRIDS",
     "SamplingConfig",
+    "StaticThreshold",
     "WindowedDenoiser",
     "window_starts",
     "Pipeline",
@@ -242,6 +244,32 @@ class WindowedDenoiser:
         return value
 
 
+@dataclass(frozen=True, eq=False)
+class StaticThreshold:
+    """A denoiser whose x0 prediction is clamped to a fixed range (static thresholding, Saharia et al. 2022,
+    "Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding", Imagen, Sec. 2.3).
+
+    With the range of the training latents (per channel or per mel bin), a guided or under-trained model
+    cannot predict values the data never had; for log-mel latents this keeps ``exp`` in the vocoder from
+    turning an overshoot into a loud click.
+
+    Attributes:
+        denoiser: ``D(x, sigma, **cond) -> x0_hat``.
+        lo: Lower bound, broadcastable to one sample's latent shape (e.g. ``[C, M, 1]``).
+        hi: Upper bound, likewise.
+    """
+
+    denoiser: Callable[..., Tensor]
+    lo: Tensor
+    hi: Tensor
+
+    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
+        out = self.denoiser(x, sigma, **cond)
+        lo = self.lo.to(device=out.device, dtype=out.dtype)
+        hi = self.hi.to(device=out.device, dtype=out.dtype)
+        return torch.maximum(torch.minimum(out, hi), lo)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Pipeline
 # ---------------------------------------------------------------------------------------------------
@@ -318,6 +346,8 @@ class Pipeline:
         window: Training length along the time axis in latent positions: longer requests are generated
             by overlapping windows of this length (None: never window).
         overlap: Positions shared by neighbouring windows (default ``window // 4``).
+        x0_range: ``(lo, hi)`` of the training latents, broadcastable to one sample's latent shape: x0
+            predictions are clamped to it while sampling (:class:`StaticThreshold`); None: no clamp.
 
     Subclasses set :attr:`time_axis` and override :meth:`decode`, :meth:`adapter_to_dict`,
     :meth:`adapter_from_dict` and :meth:`save_adapter_files` for their modality.
@@ -335,6 +365,7 @@ class Pipeline:
         labels: Sequence[str] | None = None,
         window: int | None = None,
         overlap: int | None = None,
+        x0_range: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         if not isinstance(denoiser, Denoiser):
             raise ValueError(f"a pipeline needs a multidiff Denoiser, got {type(denoiser).__name__}")
@@ -350,6 +381,14 @@ class Pipeline:
             window_starts(window, window, overlap)  # validates
         self.window = window
         self.overlap = overlap if window is not None else None
+        if x0_range is not None:
+            lo, hi = (torch.as_tensor(v, dtype=torch.float32).cpu() for v in x0_range)
+            if lo.shape != hi.shape or not bool(torch.all(lo <= hi)):
+                raise ValueError(
+                    f"x0_range needs lo <= hi of one shape, got shapes {tuple(lo.shape)}, {tuple(hi.shape)}"
+                )
+            x0_range = (lo, hi)
+        self.x0_range = x0_range
 
     # ----------------------------------------------------------------------------------- basics
     @property
@@ -445,7 +484,8 @@ class Pipeline:
         known: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> Callable[..., Tensor]:
-        """Compose windows, guidance and inpainting around the denoiser (see the module docstring)."""
+        """Compose windows, guidance, static thresholding and inpainting around the denoiser (see the
+        module docstring)."""
         d: Callable[..., Tensor] = self.denoiser
         if self.window is not None and length is not None and length > self.window:
             d = WindowedDenoiser(d, self.window, self.overlap or 0, self.time_axis)
@@ -459,6 +499,8 @@ class Pipeline:
                 interval=self.sampling.guidance_interval,
                 rescale=self.sampling.guidance_rescale,
             )
+        if self.x0_range is not None:
+            d = StaticThreshold(d, *self.x0_range)
         if mask is not None:
             if known is None:
                 raise ValueError("a mask needs known= data")
@@ -629,6 +671,7 @@ class Pipeline:
             "sampling": dataclasses.asdict(self.sampling),
             "labels": self.labels,
             "window": {"length": self.window, "overlap": self.overlap},
+            "x0_range": None if self.x0_range is None else [v.tolist() for v in self.x0_range],
             "adapter": self.adapter_to_dict(),
         }
 
@@ -711,6 +754,9 @@ class Pipeline:
             labels=data.get("labels"),
             window=window.get("length"),
             overlap=window.get("overlap"),
+            x0_range=None
+            if data.get("x0_range") is None
+            else tuple(torch.tensor(v) for v in data["x0_range"]),
         )
         return pipe.to(device) if device is not None else pipe
 

@@ -85,7 +85,7 @@ PRESETS: dict[str, AudioPreset] = {
         preview_every=0,
         log_every=10,
         sample_steps=16,
-    ),  # fmt: skip
+    ),
     # ~9M parameters on HiFi-GAN 22.05 kHz / 80-mel clips of 3 s: one GPU, an afternoon.
     "small": AudioPreset(
         mel=MEL_PRESETS["hifigan-22k"],
@@ -100,7 +100,7 @@ PRESETS: dict[str, AudioPreset] = {
         preview_every=2000,
         log_every=50,
         sample_steps=32,
-    ),  # fmt: skip
+    ),
     # ~75M parameters: a GPU (or several through torchrun) for a day or more.
     "base": AudioPreset(
         mel=MEL_PRESETS["hifigan-22k"],
@@ -115,14 +115,26 @@ PRESETS: dict[str, AudioPreset] = {
         preview_every=5000,
         log_every=100,
         sample_steps=32,
-    ),  # fmt: skip
+    ),
 }
 
 # Settings that may change between a run and its resumption (everything else must match).
 RESUME_MAY_CHANGE = (
-    "steps", "ckpt_every", "keep", "preview_every", "preview_num", "log_every", "workers",
-    "max_nonfinite", "sample_steps", "sampler", "accum", "threads", "device", "precision",
-)  # fmt: skip
+    "steps",
+    "ckpt_every",
+    "keep",
+    "preview_every",
+    "preview_num",
+    "log_every",
+    "workers",
+    "max_nonfinite",
+    "sample_steps",
+    "sampler",
+    "accum",
+    "threads",
+    "device",
+    "precision",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -235,11 +247,16 @@ def main(argv: list[str] | None = None) -> Path:
             args.vocoder, spec=spec
         )  # the adapter refuses a vocoder for other mel settings
     adapter = MelAdapter(MelAdapterConfig(spec=spec, channels=1, sigma_data=0.5), vocoder)
+    fit_waves = [dataset.get(i, 0)["wave"] for i in range(min(len(dataset), 64))]
     if ckpt is not None:
         stats = ckpt.state["extra"]["adapter"]["stats"]
         adapter.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
     else:
-        adapter.fit_stats(dataset.get(i, 0)["wave"] for i in range(min(len(dataset), 64)))
+        adapter.fit_stats(fit_waves)
+    # The per-bin range of the latents: sampling clamps x0 predictions to it (static thresholding).
+    with torch.no_grad():
+        z = torch.cat([adapter.encode(w[None]) for w in fit_waves])  # (n, 1, M, T)
+    x0_range = (z.amin((0, 3))[..., None], z.amax((0, 3))[..., None])  # 2 x (1, M, 1)
     adapter.to(device)
 
     # --- backbone and denoiser (EDM preconditioning, Karras et al. 2022) and its objective
@@ -267,6 +284,7 @@ def main(argv: list[str] | None = None) -> Path:
         sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
         labels=dataset.classes if args.labels else None,
         window=adapter.latent_shape(args.seconds)[-1],
+        x0_range=x0_range,
     )
 
     # --- the data stream: position = step x global batch; every sample has its own seed
@@ -276,7 +294,14 @@ def main(argv: list[str] | None = None) -> Path:
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )
     batches = iter(
-        train.stream_loader(dataset, layout, rank=dist.rank, start_step=step, num_workers=args.workers)
+        train.stream_loader(
+            dataset,
+            layout,
+            rank=dist.rank,
+            start_step=step,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+        )
     )
 
     def prepare(batch: dict[str, Any]) -> dict[str, Any]:
@@ -294,9 +319,15 @@ def main(argv: list[str] | None = None) -> Path:
 
     def loss_fn(model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
         return train.diffusion_loss(
-            model, b["x0"], sigma_dist, seeds=b["seeds"], weighting=weighting, sigma_data=0.5,
-            cond=b["cond"], mask=b["mask"],
-        )  # fmt: skip
+            model,
+            b["x0"],
+            sigma_dist,
+            seeds=b["seeds"],
+            weighting=weighting,
+            sigma_data=0.5,
+            cond=b["cond"],
+            mask=b["mask"],
+        )
 
     def write_pipeline(folder: Path) -> None:
         ema.copy_to(pipe.denoiser)
@@ -322,10 +353,17 @@ def main(argv: list[str] | None = None) -> Path:
             lr = train.warmup_lr(step, args.lr, args.warmup)
             train.set_lr(optimizer, lr)
             result = train.optimizer_step(
-                model, optimizer, [prepare(next(batches)) for _ in range(args.accum)], loss_fn,
-                step=step, device=device, precision=args.precision, grad_clip=args.grad_clip or None,
-                ema=ema, guard=guard,
-            )  # fmt: skip
+                model,
+                optimizer,
+                [prepare(next(batches)) for _ in range(args.accum)],
+                loss_fn,
+                step=step,
+                device=device,
+                precision=args.precision,
+                grad_clip=args.grad_clip or None,
+                ema=ema,
+                guard=guard,
+            )
             step += 1
             logger.count(result.samples * dist.world_size)
             if step % args.log_every == 0 or step == args.steps or not result.applied:
@@ -334,11 +372,18 @@ def main(argv: list[str] | None = None) -> Path:
                 preview(step)
             if step % args.ckpt_every == 0 or step == args.steps:
                 train.save_training_state(
-                    run, step, dist=dist, model=model, optimizer=optimizer, ema=ema, config=config,
+                    run,
+                    step,
+                    dist=dist,
+                    model=model,
+                    optimizer=optimizer,
+                    ema=ema,
+                    config=config,
                     data_position=layout.position(step).to_dict(),
                     extra_state={"guard": guard.state_dict(), "adapter": adapter.to_dict()},
-                    extra_files=write_pipeline, keep=args.keep,
-                )  # fmt: skip
+                    extra_files=write_pipeline,
+                    keep=args.keep,
+                )
     finally:
         logger.close()
 
@@ -352,4 +397,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except train.ResumeConfigError as err:  # a clear message, no traceback
+        raise SystemExit(f"error: {err}") from None

@@ -20,6 +20,7 @@ from multidiff.pipeline import (
     AudioPipeline,
     Pipeline,
     SamplingConfig,
+    StaticThreshold,
     WindowedDenoiser,
     load_pipeline,
     mel_frame_mask,
@@ -38,9 +39,17 @@ def tiny_denoiser(
 ) -> Denoiser:
     torch.manual_seed(seed)
     cfg = UNetConfig(
-        in_channels=1, channels=(8, 16), num_res_blocks=1, attention_levels=(), mid_attention=False,
-        head_dim=8, norm_groups=4, num_classes=num_classes, noise_freq_dim=16, emb_dim=32,
-    )  # fmt: skip
+        in_channels=1,
+        channels=(8, 16),
+        num_res_blocks=1,
+        attention_levels=(),
+        mid_attention=False,
+        head_dim=8,
+        norm_groups=4,
+        num_classes=num_classes,
+        noise_freq_dim=16,
+        emb_dim=32,
+    )
     unet = UNet(cfg)
     torch.nn.init.normal_(unet.conv_out.weight, std=0.05)  # the output layer starts at zero otherwise
     return Denoiser(unet, prediction, schedule, sigma_data=0.5)
@@ -81,10 +90,17 @@ def test_audio_pipeline_round_trip_gives_identical_samples(tmp_path) -> None:
 def test_round_trip_with_a_vp_schedule_and_a_hifigan_vocoder(tmp_path) -> None:
     torch.manual_seed(1)
     voc = HiFiGAN(
-        HiFiGANConfig(n_mels=16, upsample_rates=(4, 4, 4), upsample_kernel_sizes=(8, 8, 8), upsample_initial_channel=16,
-                      resblock="2", resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3),)),
+        HiFiGANConfig(
+            n_mels=16,
+            upsample_rates=(4, 4, 4),
+            upsample_kernel_sizes=(8, 8, 8),
+            upsample_initial_channel=16,
+            resblock="2",
+            resblock_kernel_sizes=(3,),
+            resblock_dilation_sizes=((1, 3),),
+        ),
         SPEC,
-    )  # fmt: skip
+    )
     adapter = MelAdapter(MelAdapterConfig(spec=SPEC), voc)
     adapter.set_stats(torch.zeros(16), torch.ones(16))
     pipe = AudioPipeline(
@@ -182,6 +198,23 @@ def test_inpainting_keeps_the_known_region() -> None:
     torch.testing.assert_close(out[..., :8], known[..., :8], rtol=0, atol=1e-6)
     assert (out[..., 8:] - known[..., 8:]).abs().mean() > 0.1
     assert isinstance(pipe.guided_denoiser({}, guidance=1.0, known=known, mask=mask), Inpaint)
+
+
+def test_static_threshold_keeps_samples_in_the_training_range(tmp_path) -> None:
+    lo = torch.linspace(-1.0, -0.2, 16).reshape(1, 16, 1)  # one bound per mel bin
+    hi = lo + 0.5
+    pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler="dpmpp_2m", steps=4), x0_range=(lo, hi))
+    assert isinstance(pipe.guided_denoiser({}, guidance=1.0), StaticThreshold)
+    out = pipe.sample(3, (1, 16, 10), seed=0, progress=False)
+    assert bool((out >= lo - 1e-6).all() and (out <= hi + 1e-6).all())
+    free = Pipeline(pipe.denoiser, sampling=pipe.sampling).sample(3, (1, 16, 10), seed=0, progress=False)
+    assert not bool(((free >= lo) & (free <= hi)).all())  # without the clamp the samples leave the range
+    pipe.save_pretrained(tmp_path)
+    loaded = Pipeline.from_pretrained(tmp_path)
+    assert torch.equal(loaded.x0_range[0], lo) and torch.equal(loaded.x0_range[1], hi)
+    assert torch.equal(loaded.sample(3, (1, 16, 10), seed=0, progress=False), out)
+    with pytest.raises(ValueError, match="lo <= hi"):
+        Pipeline(tiny_denoiser(), x0_range=(hi, lo))
 
 
 def test_sdedit_strength_starts_part_way_down_the_grid() -> None:

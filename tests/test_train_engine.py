@@ -104,9 +104,16 @@ def train_toy(
         step += 1
         if run_dir is not None and step % ckpt_every == 0:
             train.save_training_state(
-                run_dir, step, dist=dist, model=ddp, optimizer=opt, ema=ema, config={"lr": 1e-2},
-                data_position=layout.position(step).to_dict(), extra_state={"guard": guard.state_dict()},
-            )  # fmt: skip
+                run_dir,
+                step,
+                dist=dist,
+                model=ddp,
+                optimizer=opt,
+                ema=ema,
+                config={"lr": 1e-2},
+                data_position=layout.position(step).to_dict(),
+                extra_state={"guard": guard.state_dict()},
+            )
         if stop_after is not None and step == stop_after:
             break
     return model, ema, opt
