@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PretrainedMixin", "config_to_dict", "config_from_dict"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "PretrainedMixin",
+    "config_from_dict",
+    "config_to_dict",
+    "load_matching_state",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -45,6 +52,46 @@ def config_from_dict(config_class: type, data: dict[str, Any], *, source: str = 
     if unknown:
         raise ValueError(f"{source}: unknown {config_class.__name__} fields {unknown}")
     return config_class(**{key: _to_tuple(value) for key, value in data.items()})
+
+
+def load_matching_state(path: str | os.PathLike[str], expected: dict[str, torch.Tensor], what: str) -> dict:
+    """Read a safetensors file and check it holds exactly the keys and shapes of ``expected``.
+
+    Args:
+        path: the ``.safetensors`` file.
+        expected: a state dict of the model the weights are for (e.g. ``model.state_dict()``).
+        what: what the weights are, for the error message ("model", "denoiser", "vocoder", ...).
+
+    Raises:
+        ValueError: the file is missing or unreadable, or keys or shapes differ (all named, up to 10 each).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path.parent}: missing {path.name} (the {what} weights)")
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as err:  # noqa: BLE001 - any safetensors failure gets the file name
+        raise ValueError(f"{path}: could not read the {what} weights ({err})") from err
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    parts = []
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", wrong),
+    ):
+        if items:
+            parts.append(f"{label} {items[:10]}{' ...' if len(items) > 10 else ''}")
+    if parts:
+        raise ValueError(f"{path}: the {what} weights do not match the config: " + "; ".join(parts))
+    return state
 
 
 class PretrainedMixin:
@@ -85,8 +132,6 @@ class PretrainedMixin:
             ValueError: The folder lacks a file, was written by another model class, or the weights
                 do not match the config (the message names the folder and the keys or shapes).
         """
-        from safetensors.torch import load_file
-
         path = Path(directory)
         cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
         for f in (cfg_file, w_file):
@@ -102,24 +147,7 @@ class PretrainedMixin:
         model = cls(config)  # type: ignore[call-arg]
         if not isinstance(model, nn.Module):
             raise TypeError(f"{cls.__name__} is not an nn.Module")
-        state = load_file(str(w_file), device="cpu")
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = [
-            f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-            for k in sorted(set(state) & set(expected))
-            if state[k].shape != expected[k].shape
-        ]
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-            if unexpected:
-                parts.append(f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-            if wrong:
-                parts.append(f"shape mismatches {wrong[:10]}{' ...' if len(wrong) > 10 else ''}")
-            raise ValueError(f"{path}: weights do not match the config: " + "; ".join(parts))
+        state = load_matching_state(w_file, model.state_dict(), "model")
         model.load_state_dict(state, strict=True)
         if device is not None:
             model.to(device)
