@@ -90,7 +90,7 @@ def load_matching_state(path: str | os.PathLike[str], expected: dict[str, torch.
         if items:
             parts.append(f"{label} {items[:10]}{' ...' if len(items) > 10 else ''}")
     if parts:
-        raise ValueError(f"{path}: the {what} weights do not match the config: " + "; ".join(parts))
+        raise ValueError(f"{path}: the {what} weights do not match {CONFIG_NAME}: " + "; ".join(parts))
     return state
 
 
