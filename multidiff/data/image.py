@@ -28,7 +28,7 @@ from multidiff.data.common import (
     resize_and_crop,
     resized_size,
 )
-from multidiff.data.video import as_image_adapter, parse_size
+from multidiff.data.video import checked_cache_adapter, parse_size
 from multidiff.io import IMAGE_EXTENSIONS, ImageInfo, probe_image, read_image
 from multidiff.modalities.image import to_pixels
 
@@ -114,19 +114,7 @@ class ImageFolder(MediaFolder):
         elif kwargs:
             raise ValueError(f"pass either config or keyword settings, not both (got {sorted(kwargs)})")
         self.config = config
-        self.adapter = as_image_adapter(adapter)
-        if cache_dir is not None and self.adapter is None:
-            raise ValueError("cache_dir needs an adapter (adapter=...) to encode and key the cache")
-        if cache_dir is not None and config.crop != "center":
-            raise ValueError(
-                "a latent cache needs crop='center' (a random crop changes the pixels every epoch)"
-            )
-        if self.adapter is not None:
-            if self.adapter.config.sample_posterior and cache_dir is not None:
-                raise ValueError(
-                    "a latent cache would freeze one posterior sample; use sample_posterior=False"
-                )
-            self.adapter.latent_shape(*config.size)
+        self.adapter = checked_cache_adapter(adapter, cache_dir, config.crop, config.size)
         if not config.return_images and cache_dir is None:
             raise ValueError("return_images=False only makes sense with a latent cache (cache_dir=...)")
         self.cache_dir = (

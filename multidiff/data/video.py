@@ -40,7 +40,14 @@ from multidiff.io import (
 )
 from multidiff.modalities.image import ImageAdapter, to_pixels
 
-__all__ = ["SkippedFileWarning", "VideoFolder", "VideoFolderConfig", "as_image_adapter", "parse_size"]
+__all__ = [
+    "SkippedFileWarning",
+    "VideoFolder",
+    "VideoFolderConfig",
+    "as_image_adapter",
+    "checked_cache_adapter",
+    "parse_size",
+]
 
 _CROPS = ("center", "random")
 # A file is truncated when fewer than this share of the frames its container announces decode.
@@ -58,6 +65,27 @@ def parse_size(size: int | tuple[int, int] | list[int], owner: str) -> tuple[int
     ):
         raise ValueError(f"{owner}.size must be a positive int or (height, width), got {size!r}")
     return (int(size[0]), int(size[1]))
+
+
+def checked_cache_adapter(
+    adapter: nn.Module | None, cache_dir: str | os.PathLike[str] | None, crop: str, size: tuple[int, int]
+) -> ImageAdapter | None:
+    """The dataset's adapter, after checking that a latent cache can work with these settings.
+
+    Raises:
+        ValueError: a cache without an adapter, with a random crop, or with posterior sampling (which one
+            cached sample would freeze); or a size that does not suit the VAE.
+    """
+    adapter = as_image_adapter(adapter)
+    if cache_dir is not None and adapter is None:
+        raise ValueError("cache_dir needs an adapter (adapter=...) to encode and key the cache")
+    if cache_dir is not None and crop != "center":
+        raise ValueError("a latent cache needs crop='center' (a random crop changes the pixels every epoch)")
+    if adapter is not None:
+        if adapter.config.sample_posterior and cache_dir is not None:
+            raise ValueError("a latent cache would freeze one posterior sample; use sample_posterior=False")
+        adapter.latent_shape(*size)  # the size must suit the VAE
+    return adapter
 
 
 def as_image_adapter(adapter: nn.Module | None) -> ImageAdapter | None:
@@ -180,19 +208,7 @@ class VideoFolder(MediaFolder):
         elif kwargs:
             raise ValueError(f"pass either config or keyword settings, not both (got {sorted(kwargs)})")
         self.config = config
-        self.adapter = as_image_adapter(adapter)
-        if cache_dir is not None and self.adapter is None:
-            raise ValueError("cache_dir needs an adapter (adapter=...) to encode and key the cache")
-        if cache_dir is not None and config.crop != "center":
-            raise ValueError(
-                "a latent cache needs crop='center' (a random crop changes the pixels every epoch)"
-            )
-        if self.adapter is not None:
-            if self.adapter.config.sample_posterior and cache_dir is not None:
-                raise ValueError(
-                    "a latent cache would freeze one posterior sample; use sample_posterior=False"
-                )
-            self.adapter.latent_shape(*config.size)  # the size must suit the VAE
+        self.adapter = checked_cache_adapter(adapter, cache_dir, config.crop, config.size)
         if not config.return_frames and cache_dir is None:
             raise ValueError("return_frames=False only makes sense with a latent cache (cache_dir=...)")
         self.cache_dir = (
