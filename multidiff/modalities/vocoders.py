@@ -471,6 +471,19 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"could not read the HiFi-GAN config {path}: {err}") from err
 
 
+def _multidiff_spec(data: Mapping[str, Any], source: Path) -> MelSpec | None:
+    """The exact MelSpec that ``recipes/train_vocoder.py`` stores under ``["multidiff"]["spec"]``, if any."""
+    block = data.get("multidiff")
+    if block is None:
+        return None
+    if not isinstance(block, Mapping) or not isinstance(block.get("spec"), Mapping):
+        raise ValueError(f"{source}: the 'multidiff' block must be an object with a 'spec' object")
+    try:
+        return MelSpec.from_dict(block["spec"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: invalid multidiff spec: {err}") from err
+
+
 def hifigan_from_official_config(d: Mapping[str, Any]) -> tuple[HiFiGANConfig, MelSpec]:
     """Generator config and mel spec from an official HiFi-GAN ``config.json``.
 
@@ -526,6 +539,11 @@ def load_hifigan(
     ``g_XXXXXXXX`` file). Without a config, the V1 generator and the ``hifigan-22k`` spec are assumed
     unless ``config`` / ``spec`` are given.
 
+    The official config can only describe the mel of the official code (uncentred frames with reflect
+    padding of ``(n_fft - hop) / 2``). A ``config.json`` written by ``recipes/train_vocoder.py`` also
+    holds the exact :class:`MelSpec` under ``["multidiff"]["spec"]`` (e.g. the centred ``audioldm-16k``
+    preset); that spec is used when present.
+
     Args:
         path_or_dir: Checkpoint file or folder.
         config: Generator config overriding the folder's.
@@ -539,7 +557,9 @@ def load_hifigan(
     file_spec: MelSpec | None = None
     if path.is_dir():
         if (path / "config.json").is_file():
-            file_config, file_spec = hifigan_from_official_config(_read_json(path / "config.json"))
+            data = _read_json(path / "config.json")
+            file_config, file_spec = hifigan_from_official_config(data)
+            file_spec = _multidiff_spec(data, path / "config.json") or file_spec
         candidates = sorted(
             p for p in path.iterdir()
             if p.is_file() and p.name != "config.json"
