@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multidiff.nn.io import config_from_dict
+
 if TYPE_CHECKING:
     from multidiff.modalities.vocoders import Vocoder
 
@@ -144,11 +146,7 @@ class MelSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MelSpec:
         """Inverse of :meth:`to_dict`; unknown keys raise a ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown MelSpec fields {unknown}")
-        return cls(**dict(d))
+        return config_from_dict(cls, dict(d), source="MelSpec.from_dict")
 
     def fingerprint(self) -> str:
         """A short stable hash of the spec (16 hex digits), used to key latent caches."""

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from multidiff.nn.io import config_from_dict
+
 __all__ = [
     "ImageAdapter",
     "ImageAdapterConfig",
@@ -158,11 +160,7 @@ class ImageAdapterConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ImageAdapterConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise a ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown ImageAdapterConfig fields {unknown}")
-        return cls(**dict(d))
+        return config_from_dict(cls, dict(d), source="ImageAdapterConfig.from_dict")
 
 
 def _chunks(n: int, size: int) -> Iterable[slice]:
