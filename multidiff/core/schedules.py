@@ -194,7 +194,9 @@ class VPSchedule(Schedule):
         zero_terminal_snr: rescale sqrt(ᾱ) so that ᾱ_{N-1} = 0 (Lin et al. 2023, Algorithm 1); the
             terminal σ is then capped at :data:`SIGMA_CAP`.
         grid: the default sampling grid: "karras" (ρ = 7 over the table's σ range), "trailing",
-            "leading" or "uniform" (see the functions of those names).
+            "leading" or "uniform" (see the functions of those names). With ``zero_terminal_snr`` use
+            "trailing", as Lin et al. 2023 do: a Karras grid from σ = 1e4 spends its first steps where
+            the sample hardly changes.
     """
 
     num_train_timesteps: int = 1000
