@@ -1,0 +1,117 @@
+"""Generate videos with a trained video diffusion model.
+
+    python recipes/generate_video.py --ckpt RUN --num 4 --frames 16 --out samples/
+    python recipes/generate_video.py --ckpt RUN --num 2 --frames 16 --first-frame photo.png --out i2v/
+    python recipes/generate_video.py --ckpt RUN --num 2 --frames 32 --continue clip.mp4 --out longer/
+    python recipes/generate_video.py --ckpt RUN --frames 9 --first-frame a.png --last-frame b.png --out tween/
+
+``--ckpt`` takes a run folder (its ``pipeline/``, else the latest checkpoint's), or a pipeline folder.
+More frames than the training clips are generated with overlapping temporal windows. Video k is drawn
+with seed ``--seed + k``, so it is the same whatever ``--batch``. Files are mp4 (or gif with ``--gif``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from multidiff.data.common import resize_and_crop  # noqa: E402
+from multidiff.io import read_image, read_video, write_video  # noqa: E402
+from multidiff.pipeline import VideoPipeline  # noqa: E402
+from multidiff.train.checkpoint import resolve_pipeline_dir  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line settings; sampler settings left unset come from the saved pipeline."""
+    p = argparse.ArgumentParser(prog="multidiff generate video", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
+    p.add_argument("--out", required=True, help="folder for the video files (created)")
+    p.add_argument("--num", type=int, default=4, help="number of videos")
+    p.add_argument("--frames", type=int, help="frames per video (default: the training length)")
+    p.add_argument("--size", type=int, help="frame height and width (default: the training size)")
+    p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
+    p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label)")
+    p.add_argument("--label", help="class name or index (class-conditional models)")
+    p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
+    p.add_argument("--batch", type=int, default=4, help="videos generated at once")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--first-frame", help="image-to-video: this image is the first frame")
+    p.add_argument("--last-frame", help="interpolation (with --first-frame): this image is the last frame")
+    p.add_argument("--continue", dest="cont", help="continue this video to --frames frames")
+    p.add_argument("--decode-chunk", type=int, help="frames per VAE decode call (lower if out of memory)")
+    p.add_argument("--gif", action="store_true", help="write gif instead of mp4")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Generate and write ``--num`` videos; returns their paths."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.num < 1 or args.batch < 1:
+        raise SystemExit("--num and --batch must be >= 1")
+    if args.cont and args.first_frame:
+        raise SystemExit("use either --continue or --first-frame, not both")
+    if args.last_frame and not args.first_frame:
+        raise SystemExit("--last-frame needs --first-frame")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        folder = resolve_pipeline_dir(args.ckpt)
+        pipe = VideoPipeline.from_pretrained(folder, device=device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    size = (args.size, args.size) if args.size else pipe.size
+    if size is None:
+        raise SystemExit("pass --size (the pipeline records no training size)")
+    frames = args.frames or pipe.window
+    if not frames:
+        raise SystemExit("pass --frames")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+
+    # Known frames (resized and centre-cropped to the frame size) and the mask of the ones kept.
+    known = mask = None
+    if args.first_frame:
+        first = resize_and_crop(read_image(args.first_frame)[None], size)  # (1, H, W, C)
+        known, mask = torch.zeros((frames, *first.shape[1:]), dtype=torch.uint8), torch.zeros(frames)
+        known[0], mask[0] = first[0], 1
+        if args.last_frame:
+            known[-1] = resize_and_crop(read_image(args.last_frame)[None], size)[0]
+            mask[-1] = 1
+    elif args.cont:
+        clip, _ = read_video(args.cont, max_frames=frames)
+        known = resize_and_crop(clip, size)  # (F', H, W, C)
+        mask = torch.ones(known.shape[0])
+    if known is not None and known.shape[-1] != pipe.adapter.config.channels:
+        known = known[..., : pipe.adapter.config.channels]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "gif" if args.gif else "mp4"
+    paths: list[Path] = []
+    print(f"{folder}: {args.num} video(s) of {frames} frames at {size[0]}x{size[1]}, seed {seed}", flush=True)
+    for start in range(0, args.num, args.batch):
+        n = min(args.batch, args.num - start)
+        videos = pipe.generate(
+            n, frames, size, steps=args.steps, sampler=args.sampler, guidance=args.guidance, label=args.label,
+            seed=seed + start, known=known, mask=mask, decode_chunk=args.decode_chunk, progress=not args.quiet,
+        )  # fmt: skip
+        for k in range(n):
+            path = out / f"sample-{start + k:03d}-seed{seed + start + k}.{suffix}"
+            paths.append(write_video(path, videos[k], fps=args.fps))
+    for path in paths:
+        print(path)
+    return paths
+
+
+if __name__ == "__main__":
+    main()
