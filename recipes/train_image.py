@@ -1,0 +1,404 @@
+"""Train an image diffusion model on a folder of images.
+
+    python recipes/train_image.py --data DIR --out RUN [--preset tiny|small|base] [--steps N] [--size S]
+        [--vae VAE_FOLDER]
+    torchrun --nproc-per-node 4 recipes/train_image.py --data DIR --out RUN --preset base --vae VAE
+
+Pixel space by default (small images, the ``tiny`` preset); with ``--vae`` the images are encoded by a
+local AutoencoderKL (e.g. from ``recipes/train_vae.py``) and the latents cached under ``RUN/latent-cache``.
+
+Rerunning the same command continues from the latest checkpoint in RUN (refused, with the differing
+settings listed, if a setting that matters changed). The pipeline ready for ``generate_image.py`` is
+written to ``RUN/pipeline`` at the end, and into every checkpoint; previews are pngs.
+
+Reading order: settings -> image adapter (pixels or VAE, statistics fitted on the data) -> data
+(ImageFolder, latent cache) -> backbone (U-Net) -> Denoiser ->
+objective -> optimiser and EMA -> resume -> the loop (one optimiser step, log, preview, checkpoint) ->
+final pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from multidiff import train  # noqa: E402
+from multidiff.core.denoiser import Denoiser  # noqa: E402
+from multidiff.core.ema import EMA  # noqa: E402
+from multidiff.core.losses import default_objective  # noqa: E402
+from multidiff.core.schedules import EDMSchedule  # noqa: E402
+from multidiff.data.image import ImageFolder, ImageFolderConfig  # noqa: E402
+from multidiff.io import write_image  # noqa: E402
+from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig  # noqa: E402
+from multidiff.nn.io import config_to_dict  # noqa: E402
+from multidiff.nn.unet import UNet, UNetConfig  # noqa: E402
+from multidiff.pipeline import ImagePipeline, SamplingConfig  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ImagePreset:
+    """Model size and training defaults (each can be overridden on the command line).
+
+    ``unet.in_channels`` is set from the adapter's latent channels.
+    """
+
+    unet: UNetConfig
+    size: int
+    batch: int
+    lr: float
+    steps: int
+    warmup: int
+    ema_decay: float
+    ckpt_every: int
+    preview_every: int
+    log_every: int
+    sample_steps: int
+
+
+PRESETS: dict[str, ImagePreset] = {
+    # ~0.2M parameters, 16 x 16 pixels: a CPU, a minute or two.
+    "tiny": ImagePreset(
+        unet=UNetConfig(
+            channels=(16, 32),
+            num_res_blocks=1,
+            attention_levels=(),
+            mid_attention=True,
+            head_dim=16,
+            norm_groups=8,
+            emb_dim=64,
+            noise_freq_dim=32,
+        ),
+        size=16,
+        batch=16,
+        lr=1e-3,
+        steps=300,
+        warmup=20,
+        ema_decay=0.99,
+        ckpt_every=100,
+        preview_every=0,
+        log_every=10,
+        sample_steps=16,
+    ),
+    # ~20M parameters, 64 x 64 pixels (or 32 x 32 latents of 256 px images with --vae): one GPU.
+    "small": ImagePreset(
+        unet=UNetConfig(
+            channels=(64, 128, 256),
+            num_res_blocks=2,
+            attention_levels=(1, 2),
+            head_dim=64,
+        ),
+        size=64,
+        batch=32,
+        lr=2e-4,
+        steps=100_000,
+        warmup=1000,
+        ema_decay=0.999,
+        ckpt_every=2000,
+        preview_every=2000,
+        log_every=50,
+        sample_steps=32,
+    ),
+    # ~110M parameters, 256 px through a VAE: several GPUs through torchrun.
+    "base": ImagePreset(
+        unet=UNetConfig(
+            channels=(128, 256, 384, 512),
+            num_res_blocks=2,
+            attention_levels=(1, 2, 3),
+            head_dim=64,
+        ),
+        size=256,
+        batch=64,
+        lr=1e-4,
+        steps=300_000,
+        warmup=2000,
+        ema_decay=0.9999,
+        ckpt_every=5000,
+        preview_every=5000,
+        log_every=100,
+        sample_steps=32,
+    ),
+}
+
+# Settings that may change between a run and its resumption (everything else must match).
+RESUME_MAY_CHANGE = (
+    "steps",
+    "ckpt_every",
+    "keep",
+    "preview_every",
+    "preview_num",
+    "log_every",
+    "workers",
+    "max_nonfinite",
+    "sample_steps",
+    "sampler",
+    "accum",
+    "threads",
+    "device",
+    "precision",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line settings; those left unset come from the preset."""
+    p = argparse.ArgumentParser(prog="multidiff train image", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--data", required=True, help="folder of images (png, jpg, webp, ...), searched recursively"
+    )
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, previews, pipeline/")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and defaults")
+    p.add_argument("--steps", type=int, help="total optimiser steps")
+    p.add_argument("--size", type=int, help="image height and width (square crops)")
+    p.add_argument(
+        "--vae", help="local AutoencoderKL folder: train on its latents (cached) instead of pixels"
+    )
+    p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
+    p.add_argument("--ema-decay", type=float, help="EMA decay")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument(
+        "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
+    )
+    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="autocast on CUDA")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--ckpt-every", type=int, help="steps between checkpoints")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--preview-every", type=int, help="steps between preview pngs (0: off)")
+    p.add_argument("--preview-num", type=int, default=2, help="preview images")
+    p.add_argument("--log-every", type=int, help="steps between log lines")
+    p.add_argument(
+        "--max-nonfinite", type=int, default=20, help="stop after this many non-finite steps in a row"
+    )
+    p.add_argument("--sample-steps", type=int, help="sampler steps for previews and the saved pipeline")
+    p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
+    args = p.parse_args(argv)
+    preset = PRESETS[args.preset]
+    for name in ("steps", "batch", "size", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
+                 "log_every", "sample_steps"):  # fmt: skip
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(preset, name))
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train (or resume); returns the run folder."""
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+
+    # --- processes and devices (torchrun / accelerate variables, or one process)
+    dist = train.setup_distributed(args.device)
+    device = dist.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    micro = args.batch // (dist.world_size * args.accum)
+    if micro < 1 or micro * dist.world_size * args.accum != args.batch:
+        raise SystemExit(
+            f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
+        )
+    run = Path(args.out)
+
+    # --- the image adapter: pixels in [-1, 1], or a VAE whose latents are cached
+    image_config = (
+        ImageAdapterConfig(space="vae", vae_path=str(Path(args.vae).resolve()), sigma_data=0.5)
+        if args.vae
+        else ImageAdapterConfig(space="pixels")
+    )
+    adapter = ImageAdapter(image_config)
+
+    # --- data: images at the training size; broken files are skipped with a warning each
+    dataset = ImageFolder(
+        args.data,
+        ImageFolderConfig(
+            size=args.size,
+            labels="auto" if args.labels else "none",
+            seed=args.seed,
+            return_images=not args.vae,
+        ),
+        adapter=adapter if args.vae else None,
+        cache_dir=run / "latent-cache" if args.vae else None,
+    )
+    if args.labels and not dataset.classes:
+        raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+    num_classes = len(dataset.classes) if args.labels else None
+
+    # --- resume? (refuse if a setting that matters changed)
+    config = {k: v for k, v in vars(args).items() if k != "out"}
+    config.update(
+        data=str(Path(args.data).resolve()),
+        unet=config_to_dict(preset.unet),
+        adapter=adapter.fingerprint(),
+        num_files=len(dataset),
+        classes=dataset.classes if args.labels else None,
+    )
+    ckpt = train.latest_checkpoint(run)
+    if ckpt is not None:
+        train.check_resume_config(
+            ckpt.state["config"], config, ignore=RESUME_MAY_CHANGE, where=str(ckpt.path)
+        )
+
+    # --- latent statistics (VAE only: per-channel mean/std of the cached latents, so latents have std 0.5)
+    if args.vae:
+        if ckpt is not None:
+            stats = ckpt.state["extra"]["adapter"]["stats"]
+            adapter.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+        else:
+            adapter.fit_stats_latents(dataset.raw_latents(i)[None] for i in range(min(len(dataset), 64)))
+    # The per-channel range of the training latents: sampling clamps x0 predictions to it.
+    with torch.no_grad():
+        fit = [dataset.get(i, 0) for i in range(min(len(dataset), 16))]
+        z = (
+            torch.stack([it["latents"] for it in fit])
+            if args.vae
+            else adapter.encode(torch.stack([it["image"] for it in fit]))
+        )  # (n, C, h, w)
+    x0_range = (z.amin((0, 2, 3))[:, None, None], z.amax((0, 2, 3))[:, None, None])  # 2 x (C, 1, 1)
+    adapter.to(device)
+    c = adapter.latent_channels
+
+    # --- backbone (U-Net) and denoiser
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    unet = dataclasses.replace(preset.unet, in_channels=c, num_classes=num_classes)
+    backbone = UNet(unet)
+    denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
+    sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+
+    # --- optimiser, EMA, non-finite guard; then restore everything from the checkpoint
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = EMA(denoiser, decay=args.ema_decay)
+    guard = train.NonFiniteGuard(max_consecutive=args.max_nonfinite)
+    step = 0
+    if ckpt is not None:
+        step = train.restore_training_state(ckpt, dist=dist, model=denoiser, optimizer=optimizer, ema=ema)
+        guard.load_state_dict(ckpt.state["extra"]["guard"])
+        if dist.is_main:
+            print(f"resuming from {ckpt.path} (step {step})", flush=True)
+    model = train.wrap_ddp(denoiser, dist)
+
+    # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
+    pipe = ImagePipeline(
+        copy.deepcopy(denoiser),
+        adapter,
+        sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
+        labels=dataset.classes if args.labels else None,
+        x0_range=x0_range,
+        size=args.size,
+    )
+
+    # --- the data stream: position = step x global batch; every sample has its own seed
+    layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
+    if ckpt is not None and layout.position(step).to_dict() != ckpt.state["data"]:
+        raise SystemExit(
+            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
+        )
+    batches = iter(
+        train.stream_loader(
+            dataset, layout, rank=dist.rank, start_step=step, num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+        )
+    )  # fmt: skip
+
+    def prepare(batch: dict[str, Any]) -> dict[str, Any]:
+        """Images -> latents (float32, outside autocast), labels with dropout."""
+        with torch.no_grad():
+            if args.vae:
+                x0 = batch["latents"].to(device, non_blocking=True)  # (b, C, h, w)
+            else:
+                x0 = adapter.encode(batch["image"].to(device, non_blocking=True))  # (b, C, H, W)
+        cond: dict[str, Any] = {}
+        if num_classes is not None:
+            cond["labels"] = train.drop_labels(
+                batch["label"].to(device), batch["sample_seed"], args.label_dropout, num_classes
+            )
+        return {"x0": x0, "seeds": batch["sample_seed"], "cond": cond}
+
+    def loss_fn(model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
+        return train.diffusion_loss(
+            model, b["x0"], sigma_dist, seeds=b["seeds"], weighting=weighting, sigma_data=0.5,
+            cond=b["cond"],
+        )  # fmt: skip
+
+    def write_pipeline(folder: Path) -> None:
+        ema.copy_to(pipe.denoiser)
+        pipe.save_pretrained(folder / "pipeline")
+
+    def preview(step: int) -> None:
+        ema.copy_to(pipe.denoiser)
+        label = [k % num_classes for k in range(args.preview_num)] if num_classes else None
+        images = pipe.generate(args.preview_num, label=label, seed=0, progress=False)
+        folder = run / "previews" / f"step-{step:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(images):
+            write_image(folder / f"sample-{k}.png", image)
+
+    # --- the loop
+    logger = train.RunLogger(run, args.steps, step, enabled=dist.is_main)
+    try:
+        while step < args.steps:
+            lr = train.warmup_lr(step, args.lr, args.warmup)
+            train.set_lr(optimizer, lr)
+            result = train.optimizer_step(
+                model,
+                optimizer,
+                [prepare(next(batches)) for _ in range(args.accum)],
+                loss_fn,
+                step=step,
+                device=device,
+                precision=args.precision,
+                grad_clip=args.grad_clip or None,
+                ema=ema,
+                guard=guard,
+            )
+            step += 1
+            logger.count(result.samples * dist.world_size)
+            if step % args.log_every == 0 or step == args.steps or not result.applied:
+                logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped)
+            if dist.is_main and args.preview_every and step % args.preview_every == 0:
+                preview(step)
+            if step % args.ckpt_every == 0 or step == args.steps:
+                train.save_training_state(
+                    run,
+                    step,
+                    dist=dist,
+                    model=model,
+                    optimizer=optimizer,
+                    ema=ema,
+                    config=config,
+                    data_position=layout.position(step).to_dict(),
+                    extra_state={"guard": guard.state_dict(), "adapter": adapter.to_dict()},
+                    extra_files=write_pipeline,
+                    keep=args.keep,
+                )
+    finally:
+        logger.close()
+
+    # --- the final pipeline (EMA weights), ready for generate_image.py
+    if dist.is_main:
+        ema.copy_to(pipe.denoiser)
+        pipe.save_pretrained(run / "pipeline")
+        print(f"saved {run / 'pipeline'}", flush=True)
+    train.cleanup_distributed()
+    return run
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except train.ResumeConfigError as err:  # a clear message, no traceback
+        raise SystemExit(f"error: {err}") from None
