@@ -3,6 +3,9 @@
     multidiff train audio --data DIR --out RUN [--preset tiny] [--steps N] ...
     multidiff generate audio --ckpt RUN --num 4 --seconds 2 --out DIR ...
     multidiff demo audio --out DIR            # synthetic tones -> tiny model -> generated wavs
+    multidiff train video --data DIR --out RUN [--preset tiny] [--frames F] [--size S] [--vae VAE] ...
+    multidiff generate video --ckpt RUN --num 4 --frames 16 --out DIR [--first-frame IMG] ...
+    multidiff train image --data DIR --out RUN ...; multidiff generate image --ckpt RUN --num 8 --out DIR
 
 ``multidiff train audio ARGS`` runs exactly ``python recipes/train_audio.py ARGS`` (the recipe's ``main``),
 so the recipe stays the one readable source of the training procedure. Recipes are found in the
@@ -24,8 +27,8 @@ __all__ = ["main", "recipes_dir", "load_recipe", "synth_tone_folder", "COMMANDS"
 
 # command -> modality -> recipe file
 COMMANDS: dict[str, dict[str, str]] = {
-    "train": {"audio": "train_audio.py"},
-    "generate": {"audio": "generate_audio.py"},
+    "train": {"audio": "train_audio.py", "video": "train_video.py", "image": "train_image.py"},
+    "generate": {"audio": "generate_audio.py", "video": "generate_video.py", "image": "generate_image.py"},
 }
 
 

@@ -1,4 +1,5 @@
-"""The ``multidiff`` command (run as ``python -m multidiff``): help, train audio, generate audio, errors."""
+"""The ``multidiff`` command (run as ``python -m multidiff``): help, train / generate audio, video and image,
+errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -36,13 +39,23 @@ def test_help_lists_the_commands(capsys) -> None:
     out = multidiff("--help").stdout  # the installed entry point's code path, in a fresh interpreter
     for word in ("train", "generate", "demo"):
         assert word in out
-    for argv, flag in ((["train", "audio", "--help"], "--data"), (["generate", "audio", "--help"], "--ckpt")):
+    for argv, flag in (
+        (["train", "audio", "--help"], "--data"),
+        (["generate", "audio", "--help"], "--ckpt"),
+        (["train", "video", "--help"], "--frames"),
+        (["generate", "video", "--help"], "--first-frame"),
+        (["train", "image", "--help"], "--vae"),
+        (["generate", "image", "--help"], "--init"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0 and flag in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
         main(["train", "smell", "--data", "x"])
-    assert exit_.value.code == 2 and "cannot train 'smell'; available: audio" in capsys.readouterr().err
+    assert (
+        exit_.value.code == 2
+        and "cannot train 'smell'; available: audio, image, video" in capsys.readouterr().err
+    )
 
 
 def test_train_and_generate_audio_on_a_new_folder(tmp_path, capsys) -> None:
@@ -67,6 +80,68 @@ def test_train_and_generate_audio_on_a_new_folder(tmp_path, capsys) -> None:
         assert info.samplerate == 16000 and info.frames == 16000
     with pytest.raises(SystemExit, match="holds no pipeline"):
         main(["generate", "audio", "--ckpt", str(tmp_path / "nothing"), "--out", str(out)])
+
+
+def test_train_and_generate_video_on_a_new_folder(tmp_path, capsys) -> None:
+    # A folder no other test uses: gifs of a bar sliding right or down, in two label folders.
+    from multidiff.io import write_video
+
+    data = tmp_path / "bars"
+    for cls in ("right", "down"):
+        (data / cls).mkdir(parents=True)
+        for k in range(2):
+            v = np.zeros((8, 16, 16, 3), np.uint8)
+            for f in range(8):
+                if cls == "right":
+                    v[f, 4 + k : 10 + k, f : f + 3] = (255, 60 * k, 0)
+                else:
+                    v[f, f : f + 3, 4 + k : 10 + k] = (0, 60 * k, 255)
+            write_video(data / cls / f"{cls}{k}.gif", v, fps=8)
+    run = tmp_path / "run"
+    multidiff("train", "video", "--data", str(data), "--out", str(run), "--steps", "2", "--batch", "2",
+              "--frames", "4", "--size", "16", "--labels", "--sample-steps", "2")  # fmt: skip
+    assert (run / "pipeline" / "config.json").is_file() and (run / "ckpt-00000002").is_dir()
+    out = tmp_path / "videos"
+    assert main(["generate", "video", "--ckpt", str(run), "--num", "2", "--frames", "6", "--label", "down",
+                 "--guidance", "2", "--steps", "2", "--seed", "3", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    mp4s = sorted(out.glob("*.mp4"))
+    assert [m.name for m in mp4s] == ["sample-000-seed3.mp4", "sample-001-seed4.mp4"]
+    assert str(mp4s[0]) in capsys.readouterr().out
+    for m in mp4s:
+        assert iio.imread(m, index=None).shape == (6, 16, 16, 3)
+    # image-to-video from a png: the first frame of the output is that image (up to H.264 coding).
+    from multidiff.io import write_image
+
+    first = np.zeros((16, 16, 3), np.uint8)
+    first[2:8, 2:8] = 200
+    write_image(tmp_path / "first.png", first)
+    assert main(["generate", "video", "--ckpt", str(run), "--num", "1", "--first-frame", str(tmp_path / "first.png"),
+                 "--steps", "2", "--seed", "0", "--gif", "--out", str(tmp_path / "i2v"), "--quiet"]) == 0  # fmt: skip
+    (gif,) = sorted((tmp_path / "i2v").glob("*.gif"))
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] == 4 and np.array_equal(frames[0][..., :3], first)  # gif is lossless here
+    with pytest.raises(SystemExit, match="holds no pipeline"):
+        main(["generate", "video", "--ckpt", str(tmp_path / "nothing"), "--out", str(out)])
+
+
+def test_train_and_generate_image_via_cli(tmp_path) -> None:
+    from multidiff.io import write_image
+
+    data = tmp_path / "discs"
+    data.mkdir()
+    yy, xx = np.mgrid[:16, :16]
+    for k in range(4):
+        img = np.zeros((16, 16, 3), np.uint8)
+        img[(yy - 4 - 2 * k) ** 2 + (xx - 8) ** 2 < 12] = (40 * k, 200, 90)
+        write_image(data / f"disc{k}.png", img)
+    run = tmp_path / "run"
+    assert main(["train", "image", "--data", str(data), "--out", str(run), "--steps", "2", "--batch", "2",
+                 "--size", "16", "--sample-steps", "2", "--threads", "1"]) == 0  # fmt: skip
+    out = tmp_path / "pngs"
+    assert main(["generate", "image", "--ckpt", str(run), "--num", "2", "--steps", "2", "--seed", "0",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2 and all(iio.imread(p).shape == (16, 16, 3) for p in pngs)
 
 
 @pytest.mark.slow
