@@ -330,3 +330,150 @@ def test_audio_to_audio_and_labels_by_name() -> None:
     a = pipe.generate(1, 0.1, label="class1", seed=0, progress=False)
     b = pipe.generate(1, 0.1, label=1, seed=0, progress=False)
     assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Video and image pipelines
+# ---------------------------------------------------------------------------------------------------
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    ).eval()
+
+
+def tiny_video_pipeline(channels: int = 3, cond: bool = True, vae=None, **kwargs):
+    from multidiff.core.schedules import EDMSchedule
+    from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+    from multidiff.modalities.video import VideoAdapter
+    from multidiff.pipeline import VideoPipeline
+
+    torch.manual_seed(0)
+    unet = UNet(
+        UNetConfig(
+            in_channels=channels, channels=(8, 16), num_res_blocks=1, attention_levels=(), head_dim=8,
+            norm_groups=4, emb_dim=32, noise_freq_dim=16, video=True, cond_channels=channels + 1 if cond else 0,
+        )
+    )  # fmt: skip
+    config = ImageAdapterConfig(space="vae" if vae is not None else "pixels")
+    image = ImageAdapter(config, vae)
+    if vae is not None:
+        image.set_stats(torch.linspace(-0.1, 0.1, 4), torch.linspace(0.5, 1.5, 4))
+    sampling = SamplingConfig(sampler="euler", steps=3)
+    return VideoPipeline(
+        Denoiser(unet, "edm", EDMSchedule(), 0.5), VideoAdapter(image), sampling=sampling, **kwargs
+    )
+
+
+def test_video_pipeline_vae_round_trip_and_chunked_decode(tmp_path) -> None:
+    from multidiff.pipeline import VideoPipeline
+
+    pipe = tiny_video_pipeline(channels=4, vae=tiny_vae(), window=4, size=16)
+    a = pipe.generate(2, 4, seed=3, progress=False)
+    assert a.shape == (2, 4, 16, 16, 3) and a.dtype == torch.uint8
+    # decoding one frame per VAE call gives the same frames
+    assert torch.equal(pipe.generate(2, 4, seed=3, progress=False, decode_chunk=1), a)
+    pipe.save_pretrained(tmp_path / "p")
+    assert (tmp_path / "p" / "vae" / "config.json").is_file()  # the folder stands alone
+    loaded = load_pipeline(tmp_path / "p")
+    assert isinstance(loaded, VideoPipeline) and loaded.size == (16, 16) and loaded.window == 4
+    assert torch.equal(loaded.adapter.image.std, pipe.adapter.image.std)
+    assert torch.equal(loaded.generate(2, 4, seed=3, progress=False), a)
+
+
+def test_frame_conditioned_pipeline_feeds_known_frames_as_channels() -> None:
+    pipe = tiny_video_pipeline(size=8)
+    seen: list[torch.Tensor] = []
+    forward = pipe.backbone.forward
+
+    def spy(x, c_noise, **kw):
+        seen.append(kw["cond_channels"])
+        return forward(x, c_noise, **kw)
+
+    pipe.backbone.forward = spy
+    pipe.generate(2, 3, seed=0, progress=False)
+    assert seen and all(c.shape == (2, 4, 3, 8, 8) and float(c.abs().sum()) == 0 for c in seen)
+    seen.clear()
+    clip = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    out = pipe.continue_video(clip, 3, seed=0, progress=False)
+    z = pipe.adapter.encode(clip[None])  # (1, 3, 2, 8, 8)
+    for c in seen:
+        assert (
+            torch.allclose(c[:, :3, :2], z.expand(1, -1, -1, -1, -1)) and float(c[:, :3, 2].abs().sum()) == 0
+        )
+        assert torch.equal(c[:, 3, :2], torch.ones(1, 2, 8, 8)) and float(c[:, 3, 2].sum()) == 0
+    assert torch.equal(out[0, :2], clip)  # and inpainting pins them
+
+
+def test_long_video_windows_and_one_frame_images() -> None:
+    pipe = tiny_video_pipeline(window=4, size=8)
+    calls: list[int] = []
+    forward = pipe.backbone.forward
+
+    def spy(x, c_noise, **kw):
+        calls.append(x.shape[2])
+        assert kw["cond_channels"].shape[2] == x.shape[2]  # conditioning is cut into the same windows
+        return forward(x, c_noise, **kw)
+
+    pipe.backbone.forward = spy
+    out = pipe.generate(1, 7, seed=0, progress=False)
+    assert out.shape == (1, 7, 8, 8, 3) and set(calls) == {4}  # windows of the training length only
+    calls.clear()
+    image = pipe.generate(2, 1, seed=0, progress=False)  # a video model makes images as one-frame clips
+    assert image.shape == (2, 1, 8, 8, 3) and set(calls) == {1}
+
+
+def test_video_pipeline_errors() -> None:
+    from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+    from multidiff.pipeline import VideoPipeline
+
+    pipe = tiny_video_pipeline(size=8)
+    with pytest.raises(ValueError, match="needs a VideoAdapter"):
+        VideoPipeline(pipe.denoiser, ImageAdapter(ImageAdapterConfig()))
+    with pytest.raises(ValueError, match="takes 5 cond_channels; a frame-mask model needs 4"):
+        VideoPipeline(tiny_video_pipeline(channels=4).denoiser, pipe.adapter)  # 4-channel model, RGB pixels
+    with pytest.raises(ValueError, match="5 known frames for a video of 3 frames"):
+        pipe.generate(1, 3, known=torch.zeros(5, 8, 8, 3, dtype=torch.uint8), mask=torch.ones(3))
+    with pytest.raises(ValueError, match="a mask needs known= frames"):
+        pipe.generate(1, 3, mask=torch.ones(3))
+    with pytest.raises(ValueError, match="pass frames="):
+        pipe.generate(1)
+
+
+def test_image_pipeline_round_trip_and_latent_mask(tmp_path) -> None:
+    from multidiff.core.schedules import EDMSchedule
+    from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+    from multidiff.pipeline import ImagePipeline
+
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(in_channels=4, channels=(8, 16), num_res_blocks=1, attention_levels=(), head_dim=8,
+                           norm_groups=4, emb_dim=32, noise_freq_dim=16))  # fmt: skip
+    adapter = ImageAdapter(ImageAdapterConfig(space="vae"), tiny_vae())
+    pipe = ImagePipeline(Denoiser(unet, "edm", EDMSchedule(), 0.5), adapter,
+                         sampling=SamplingConfig(sampler="euler", steps=3), size=16)  # fmt: skip
+    a = pipe.generate(2, seed=1, progress=False)
+    assert a.shape == (2, 16, 16, 3) and a.dtype == torch.uint8
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = ImagePipeline.from_pretrained(tmp_path / "p")
+    assert loaded.size == (16, 16) and torch.equal(loaded.generate(2, seed=1, progress=False), a)
+    # a latent pixel (2 x 2 pixels here) is known only where its whole patch is
+    mask = torch.zeros(16, 16)
+    mask[:, :5] = 1
+    m = pipe.latent_mask(mask, (16, 16))
+    assert m.shape == (1, 1, 8, 8) and m[0, 0, 0].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="cannot load"):
+        from multidiff.pipeline import VideoPipeline
+
+        VideoPipeline.from_pretrained(tmp_path / "p")
