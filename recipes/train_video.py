@@ -9,6 +9,8 @@ gets a random set of known frames (none, the first, the first few, both ends; :m
 that the backbone sees as extra input channels, and the loss is taken on the other frames. Pixel space by
 default (small frames, the ``tiny`` preset); with ``--vae`` the frames are encoded one by one by a local
 AutoencoderKL (e.g. from ``recipes/train_vae.py``) and the latents cached under ``RUN/latent-cache``.
+With ``--images DIR``, every ``--image-every``-th step is a batch of still images trained into the same
+weights as one-frame clips (never given known frames), so an image collection can teach appearance.
 
 Rerunning the same command continues from the latest checkpoint in RUN (refused, with the differing
 settings listed, if a setting that matters changed). The pipeline ready for ``generate_video.py`` is
@@ -39,6 +41,7 @@ from multidiff.core.denoiser import Denoiser  # noqa: E402
 from multidiff.core.ema import EMA  # noqa: E402
 from multidiff.core.losses import default_objective  # noqa: E402
 from multidiff.core.schedules import EDMSchedule  # noqa: E402
+from multidiff.data.image import ImageFolder, ImageFolderConfig  # noqa: E402
 from multidiff.data.video import VideoFolder, VideoFolderConfig  # noqa: E402
 from multidiff.io import write_video  # noqa: E402
 from multidiff.modalities.image import ImageAdapterConfig  # noqa: E402
@@ -176,6 +179,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--vae", help="local AutoencoderKL folder: train on its latents (cached) instead of pixels"
     )
+    p.add_argument("--images", help="folder of images trained into the same weights as one-frame clips")
+    p.add_argument(
+        "--image-every", type=int, default=4, help="with --images: every n-th step is an image batch"
+    )
     p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
     p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
@@ -263,6 +270,27 @@ def main(argv: list[str] | None = None) -> Path:
     )
     if args.labels and not dataset.classes:
         raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+    # Optional still images: one-frame clips of the same size, through the same adapter and cache.
+    images = None
+    if args.images:
+        if args.image_every < 1:
+            raise SystemExit(f"--image-every must be >= 1, got {args.image_every}")
+        images = ImageFolder(
+            args.images,
+            ImageFolderConfig(
+                size=args.size,
+                labels="auto" if args.labels else "none",
+                seed=args.seed,
+                as_video=True,
+                return_images=not args.vae,
+            ),
+            adapter=adapter if args.vae else None,
+            cache_dir=run / "latent-cache" if args.vae else None,
+        )
+        if args.labels and images.classes != dataset.classes:
+            raise SystemExit(
+                f"--labels: the image classes {images.classes} differ from the video classes {dataset.classes}"
+            )
     num_classes = len(dataset.classes) if args.labels else None
 
     # --- resume? (refuse if a setting that matters changed)
@@ -272,6 +300,8 @@ def main(argv: list[str] | None = None) -> Path:
         unet=config_to_dict(preset.unet),
         adapter=adapter.fingerprint(),
         num_files=len(dataset),
+        num_images=None if images is None else len(images),
+        images=None if images is None else str(Path(args.images).resolve()),
         classes=dataset.classes if args.labels else None,
     )
     ckpt = train.latest_checkpoint(run)
@@ -332,18 +362,39 @@ def main(argv: list[str] | None = None) -> Path:
         size=args.size,
     )
 
-    # --- the data stream: position = step x global batch; every sample has its own seed
+    # --- the data streams: position = steps x global batch; every sample has its own seed. With --images,
+    # step s is an image step when s % image_every == image_every - 1, so both positions follow from s.
+    def is_image_step(s: int) -> bool:
+        return images is not None and s % args.image_every == args.image_every - 1
+
+    def image_steps(s: int) -> int:
+        """Image steps among the first s steps."""
+        return 0 if images is None else s // args.image_every
+
+    def data_position(s: int) -> dict[str, Any]:
+        video = layout.position(s - image_steps(s)).to_dict()
+        if image_layout is None:
+            return video
+        return {"video": video, "images": image_layout.position(image_steps(s)).to_dict()}
+
+    def loader(data: Any, lay: train.StreamLayout, start: int) -> Any:
+        return iter(
+            train.stream_loader(
+                data, lay, rank=dist.rank, start_step=start, num_workers=args.workers,
+                pin_memory=device.type == "cuda",
+            )
+        )  # fmt: skip
+
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
-    if ckpt is not None and layout.position(step).to_dict() != ckpt.state["data"]:
+    image_layout = None
+    if images is not None:
+        image_layout = train.StreamLayout(len(images), micro, args.accum, dist.world_size, args.seed + 1)
+    if ckpt is not None and data_position(step) != ckpt.state["data"]:
         raise SystemExit(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )
-    batches = iter(
-        train.stream_loader(
-            dataset, layout, rank=dist.rank, start_step=step, num_workers=args.workers,
-            pin_memory=device.type == "cuda",
-        )
-    )  # fmt: skip
+    batches = loader(dataset, layout, step - image_steps(step))
+    image_batches = None if image_layout is None else loader(images, image_layout, image_steps(step))
 
     def prepare(batch: dict[str, Any]) -> dict[str, Any]:
         """Frames -> latents (float32, outside autocast), known-frame mask and channels, labels with dropout."""
@@ -352,7 +403,8 @@ def main(argv: list[str] | None = None) -> Path:
                 x0 = batch["latents"].to(device, non_blocking=True)  # (b, C, F, h, w)
             else:
                 x0 = adapter.encode(batch["frames"].to(device, non_blocking=True))  # (b, C, F, H, W)
-        known = sample_frame_masks(curriculum, args.frames, batch["sample_seed"]).to(
+        # known frames (none for one-frame clips, i.e. images)
+        known = sample_frame_masks(curriculum, x0.shape[2], batch["sample_seed"]).to(
             device
         )  # (b, 1, F, 1, 1)
         cond: dict[str, Any] = {"cond_channels": frame_cond(x0, known)}  # (b, C + 1, F, h, w)
@@ -391,7 +443,7 @@ def main(argv: list[str] | None = None) -> Path:
             result = train.optimizer_step(
                 model,
                 optimizer,
-                [prepare(next(batches)) for _ in range(args.accum)],
+                [prepare(next(image_batches if is_image_step(step) else batches)) for _ in range(args.accum)],
                 loss_fn,
                 step=step,
                 device=device,
@@ -415,7 +467,7 @@ def main(argv: list[str] | None = None) -> Path:
                     optimizer=optimizer,
                     ema=ema,
                     config=config,
-                    data_position=layout.position(step).to_dict(),
+                    data_position=data_position(step),
                     extra_state={"guard": guard.state_dict(), "adapter": adapter.to_dict()},
                     extra_files=write_pipeline,
                     keep=args.keep,

@@ -104,3 +104,58 @@ def test_tiny_video_recipe_trains_resumes_and_generates(tmp_path, capsys) -> Non
     one = pipe.generate(1, 6, seed=6, steps=3, progress=False)
     two = pipe.generate(3, 6, seed=4, steps=3, progress=False)
     assert torch.equal(one[0], two[2])
+
+
+def tiny_vae_folder(path: Path) -> Path:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, sample_size=16,
+    ).save_pretrained(path)  # fmt: skip
+    return path
+
+
+def test_vae_latents_with_images_as_one_frame_clips(tmp_path, capsys) -> None:
+    """--vae: cached per-frame latents and fitted statistics; --images: every 2nd step is a batch of
+    one-frame clips; both data streams resume exactly; the pipeline folder carries the VAE."""
+    from multidiff.io import write_image
+
+    trainer = load_recipe("train_video.py")
+    data = moving_squares(tmp_path / "data", n=3, seed=1)
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    for k in range(3):
+        img = np.zeros((SIZE, SIZE, 3), np.uint8)
+        img[3 * k : 3 * k + 6, 4:10] = (250, 200, 50 * k)
+        write_image(stills / f"still{k}.png", img)
+    vae = tiny_vae_folder(tmp_path / "vae")
+
+    def args(out: str, steps: int) -> list[str]:
+        a = common_args(data, tmp_path / out, steps)
+        return [*a, "--vae", str(vae), "--images", str(stills), "--image-every", "2", "--preview-every", "0"]
+
+    trainer.main(args("full", 4))
+    trainer.main(args("run", 2))
+    trainer.main(args("run", 4))
+    assert "resuming from" in capsys.readouterr().out
+    a, b = train.latest_checkpoint(tmp_path / "full"), train.latest_checkpoint(tmp_path / "run")
+    # 4 steps = 2 video + 2 image batches of 2, over 3 files each
+    assert (
+        a.state["data"]
+        == b.state["data"]
+        == {"video": {"epoch": 1, "index": 1}, "images": {"epoch": 1, "index": 1}}
+    )
+    for name in ("model", "ema", "optimizer"):
+        ta, tb = a.tensors(name), b.tensors(name)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), name
+    cached = list((tmp_path / "run" / "latent-cache").rglob("*.safetensors"))
+    assert len(cached) == 6  # 3 videos + 3 images, encoded once
+
+    pipe = VideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert (tmp_path / "run" / "pipeline" / "vae").is_dir() and bool(pipe.adapter.image.fitted)
+    assert pipe.adapter.latent_channels == 4 and pipe.backbone.config.cond_channels == 5
+    videos = pipe.generate(2, 5, seed=0, steps=2, progress=False, decode_chunk=3)
+    assert videos.shape == (2, 5, SIZE, SIZE, 3) and videos.dtype == torch.uint8
