@@ -18,8 +18,11 @@ A pipeline folder holds ``config.json`` (backbone type and config, prediction, s
 adapter settings, sampler defaults, label names, window settings) and ``denoiser.safetensors``; an
 adapter may add its own weight files (e.g. ``vocoder.safetensors``). Nothing is pickled.
 
-:class:`Pipeline` works on latents and subclasses add a modality: :class:`AudioPipeline` here; a video or
-image pipeline overrides the adapter (de)serialisation and the shape logic only.
+:class:`Pipeline` works on latents and subclasses add a modality (:class:`AudioPipeline`,
+:class:`VideoPipeline`, :class:`ImagePipeline`), overriding only the adapter (de)serialisation and the shape
+logic. A video model trained with frame-mask conditioning (:mod:`multidiff.train.masks`) also receives the
+known frames and their mask as extra input channels (:func:`frame_cond_channels`); an adapter's VAE is saved
+into the pipeline folder (``vae/``) so the folder stands alone.
 """
 
 from __future__ import annotations

@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
             mask[-1] = 1
     elif args.cont:
         clip, _ = read_video(args.cont, max_frames=frames)
+        if clip.shape[0] >= frames:
+            raise SystemExit(
+                f"--continue: {args.cont} already has {frames} frames; ask for more with --frames"
+            )
         known = resize_and_crop(clip, size)  # (F', H, W, C)
         mask = torch.ones(known.shape[0])
     if known is not None and known.shape[-1] != pipe.adapter.config.channels:

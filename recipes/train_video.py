@@ -75,7 +75,7 @@ class VideoPreset:
 
 
 PRESETS: dict[str, VideoPreset] = {
-    # ~0.2M parameters, 8 frames of 16 x 16 pixels, temporal attention only in the middle: a CPU, minutes.
+    # ~0.2M parameters, 8 frames of 16 x 16 pixels, temporal attention only in the middle: a CPU, ~3 minutes.
     "tiny": VideoPreset(
         unet=UNetConfig(
             channels=(16, 32),
@@ -92,7 +92,7 @@ PRESETS: dict[str, VideoPreset] = {
         size=16,
         batch=8,
         lr=1e-3,
-        steps=300,
+        steps=200,
         warmup=20,
         ema_decay=0.99,
         ckpt_every=100,
