@@ -46,6 +46,7 @@ from multidiff.core.denoiser import PREDICTIONS, Denoiser
 from multidiff.core.guidance import cfg, inpaint
 from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import EDMSchedule, FlowSchedule, Schedule, VPSchedule, exponential, karras
+from multidiff.nn.io import config_from_dict, load_matching_state
 
 __all__ = [
     "CONFIG_NAME",
@@ -155,12 +156,7 @@ def _schedule_from_dict(d: Mapping[str, Any], source: str) -> Schedule:
     name = d.pop("type", None)
     if name not in _SCHEDULES:
         raise ValueError(f"{source}: unknown schedule type {name!r}; known: {sorted(_SCHEDULES)}")
-    cls = _SCHEDULES[name]
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{source}: unknown {name} fields {unknown}")
-    return cls(**d)
+    return config_from_dict(_SCHEDULES[name], d, source=source)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -295,34 +291,6 @@ def _read_config(folder: Path) -> dict[str, Any]:
         if not isinstance(data, dict) or key not in data:
             raise ValueError(f"{path}: the pipeline config lacks the key {key!r}")
     return data
-
-
-def _read_weights(path: Path, expected: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise ValueError(f"{path.parent}: missing {path.name} (the {what} weights)")
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as err:  # noqa: BLE001 - any safetensors failure gets the file name
-        raise ValueError(f"{path}: could not read the {what} weights ({err})") from err
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        if wrong:
-            parts.append(f"shape mismatches {wrong[:8]}{' ...' if len(wrong) > 8 else ''}")
-        raise ValueError(f"{path}: the {what} weights do not match {CONFIG_NAME}: " + "; ".join(parts))
-    return state
 
 
 def _save_tensors(path: Path, state: Mapping[str, Tensor]) -> None:
@@ -720,7 +688,6 @@ class Pipeline:
             ValueError: For a missing folder or file, unreadable JSON, an unknown backbone or schedule, or
                 weights that do not match the config (the message names the folder and the problem).
         """
-        from multidiff.nn.io import config_from_dict
 
         folder = Path(directory)
         data = _read_config(folder)
@@ -749,7 +716,7 @@ class Pipeline:
         denoiser = Denoiser(
             backbone, dd["prediction"], _schedule_from_dict(dd["schedule"], source), float(dd["sigma_data"])
         )
-        state = _read_weights(folder / WEIGHTS_NAME, denoiser.state_dict(), "denoiser")
+        state = load_matching_state(folder / WEIGHTS_NAME, denoiser.state_dict(), "denoiser")
         denoiser.load_state_dict(state, strict=True)
         s = dict(data["sampling"])
         unknown = sorted(set(s) - {f.name for f in dataclasses.fields(SamplingConfig)})
@@ -995,7 +962,7 @@ class AudioPipeline(Pipeline):
         elif v["type"] == "hifigan":
             vocoder = HiFiGAN(HiFiGANConfig.from_dict(v["config"]), MelSpec.from_dict(v["spec"]))
             vocoder.load_state_dict(
-                _read_weights(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict(), "vocoder")
+                load_matching_state(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict(), "vocoder")
             )
             vocoder.eval()
         else:
