@@ -16,7 +16,9 @@ size. SDEdit (Meng et al. 2022) starts from the known input noised to the σ at 
 
 A pipeline folder holds ``config.json`` (backbone type and config, prediction, schedule, sigma_data,
 adapter settings, sampler defaults, label names, window settings) and ``denoiser.safetensors``; an
-adapter may add its own weight files (e.g. ``vocoder.safetensors``). Nothing is pickled.
+adapter may add its own weight files (e.g. ``vocoder.safetensors``), and a caption model its trainable text
+encoder (``text_encoder/``; a transformers encoder is referenced by its local path). Nothing is pickled.
+A prompt reaches the backbone as cross-attention ``context``, guided against the null caption.
 
 :class:`Pipeline` works on latents and subclasses add a modality (:class:`AudioPipeline`,
 :class:`VideoPipeline`, :class:`ImagePipeline`), overriding only the adapter (de)serialisation and the shape
@@ -68,6 +70,7 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "denoiser.safetensors"
 VOCODER_WEIGHTS_NAME = "vocoder.safetensors"
+TEXT_ENCODER_FOLDER = "text_encoder"
 FORMAT_VERSION = 1
 GRIDS: tuple[str, ...] = ("default", "karras", "exponential")
 
@@ -322,6 +325,9 @@ class Pipeline:
         overlap: Positions shared by neighbouring windows (default ``window // 4``).
         x0_range: ``(lo, hi)`` of the training latents, broadcastable to one sample's latent shape: x0
             predictions are clamped to it while sampling (:class:`StaticThreshold`); None: no clamp.
+        text_encoder: Caption encoder for a model trained with cross-attention on captions (a
+            :class:`~multidiff.nn.text.ByteTextEncoder` or a :class:`~multidiff.nn.text.HFTextEncoder`);
+            its width must equal the backbone's ``context_dim``. None for models without captions.
 
     Subclasses set :attr:`time_axis` and override :meth:`decode`, :meth:`adapter_to_dict`,
     :meth:`adapter_from_dict` and :meth:`save_adapter_files` for their modality.
@@ -340,6 +346,7 @@ class Pipeline:
         window: int | None = None,
         overlap: int | None = None,
         x0_range: tuple[Tensor, Tensor] | None = None,
+        text_encoder: nn.Module | None = None,
     ) -> None:
         if not isinstance(denoiser, Denoiser):
             raise ValueError(f"a pipeline needs a multidiff Denoiser, got {type(denoiser).__name__}")
@@ -363,6 +370,15 @@ class Pipeline:
                 )
             x0_range = (lo, hi)
         self.x0_range = x0_range
+        if text_encoder is not None:
+            width = getattr(getattr(self.backbone, "config", None), "context_dim", None)
+            if width != text_encoder.dim:
+                raise ValueError(
+                    f"the text encoder's width {text_encoder.dim} differs from the backbone's "
+                    f"context_dim {width}"
+                )
+            text_encoder.eval()
+        self.text_encoder = text_encoder
 
     # ----------------------------------------------------------------------------------- basics
     @property
@@ -371,10 +387,12 @@ class Pipeline:
         return next(self.denoiser.parameters()).device
 
     def to(self: P, device: str | torch.device) -> P:
-        """Move the denoiser and the adapter; returns self."""
+        """Move the denoiser, the adapter and the text encoder; returns self."""
         self.denoiser.to(device)
         if self.adapter is not None:
             self.adapter.to(device)
+        if self.text_encoder is not None:
+            self.text_encoder.to(device)
         return self
 
     @property
@@ -434,6 +452,39 @@ class Pipeline:
                 raise ValueError(f"label {item} out of range 0..{n - 1}")
             out.append(int(item))
         return torch.tensor(out, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def encode_prompt(
+        self, prompt: str | Sequence[str], num: int
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Encode caption(s) into the backbone's cross-attention context and its guidance null.
+
+        The prompts and the null caption are encoded in one batch, so the conditional and unconditional
+        contexts share the token length L (classifier-free guidance concatenates them in one call).
+
+        Args:
+            prompt: One caption for all ``num`` samples, or one per sample.
+            num: Number of samples B.
+
+        Returns:
+            ``(cond, uncond)``: ``cond = {"context": [B, L, D], "context_mask": [B, L]}`` and ``uncond``
+            the null caption's ``{"context": [1, L, D], "context_mask": [1, L]}``.
+
+        Raises:
+            ValueError: For a pipeline without a text encoder or a wrong number of prompts.
+        """
+        from multidiff.nn.text import NULL_CAPTION
+
+        if self.text_encoder is None:
+            raise ValueError("this model was trained without captions (no text encoder); do not pass prompt=")
+        prompts = [prompt] * num if isinstance(prompt, str) else [str(p) for p in prompt]
+        if len(prompts) != num:
+            raise ValueError(f"got {len(prompts)} prompts for {num} samples")
+        context, mask = self.text_encoder.encode([*prompts, NULL_CAPTION])  # (B+1, L, D), (B+1, L)
+        context = context.float()
+        cond = {"context": context[:num], "context_mask": mask[:num]}  # (B, L, D), (B, L)
+        uncond = {"context": context[-1:], "context_mask": mask[-1:]}  # (1, L, D), (1, L)
+        return cond, uncond
 
     @staticmethod
     def seeds(num: int, seed: int | Sequence[int] | None) -> list[int]:
@@ -501,6 +552,7 @@ class Pipeline:
         callback: Callable[[dict[str, Any]], None] | None = None,
         progress: bool = True,
         sampler_options: Mapping[str, Any] | None = None,
+        prompt: str | Sequence[str] | None = None,
     ) -> Tensor:
         """Draw ``num`` latents of ``shape`` (without the batch axis).
 
@@ -523,6 +575,8 @@ class Pipeline:
             callback: Called after every sampler step with the sampler's dict.
             progress: Show a tqdm bar over the sampler steps.
             sampler_options: Extra keywords for the sampler (e.g. ``eta``).
+            prompt: Caption(s) for a model with a text encoder (see :meth:`encode_prompt`); guided against
+                the null caption. None with a text encoder: the null caption (unconditional samples).
 
         Returns:
             Latents ``[B, *shape]`` (float32).
@@ -560,6 +614,16 @@ class Pipeline:
         labels = self.label_tensor(label, num)
         if labels is not None:
             cond["labels"] = labels
+        if prompt is not None or self.text_encoder is not None:
+            from multidiff.nn.text import NULL_CAPTION
+
+            text, null = self.encode_prompt(NULL_CAPTION if prompt is None else prompt, num)
+            cond.update(text)
+            if prompt is not None:
+                uncond = dict(uncond or {})
+                if labels is not None and "labels" not in uncond and self.null_label is not None:
+                    uncond["labels"] = self.null_label  # guide on the label and the caption together
+                uncond.update(null)
         denoiser = self.guided_denoiser(
             cond, guidance=guidance, uncond=uncond, length=shape[self.time_axis], known=known, mask=mask
         )
@@ -652,7 +716,47 @@ class Pipeline:
             "window": {"length": self.window, "overlap": self.overlap},
             "x0_range": None if self.x0_range is None else [v.tolist() for v in self.x0_range],
             "adapter": self.adapter_to_dict(),
+            "text_encoder": self.text_encoder_to_dict(),
         }
+
+    def text_encoder_to_dict(self) -> dict[str, Any] | None:
+        """``{"type": "byte"}`` (weights in ``text_encoder/``), ``{"type": "hf", "path": ...}`` (a local
+        transformers folder, referenced, not copied) or None."""
+        from multidiff.nn.text import ByteTextEncoder, HFTextEncoder
+
+        enc = self.text_encoder
+        if enc is None:
+            return None
+        if isinstance(enc, ByteTextEncoder):
+            return {"type": "byte"}
+        if isinstance(enc, HFTextEncoder):
+            path = getattr(enc.model, "name_or_path", None) or getattr(enc.model.config, "_name_or_path", "")
+            if not path or not Path(path).is_dir():
+                raise ValueError(
+                    f"cannot save a pipeline whose transformers text encoder has no local folder ({path!r})"
+                )
+            return {"type": "hf", "path": str(Path(path).resolve())}
+        raise ValueError(f"cannot save a pipeline with a text encoder of type {type(enc).__name__}")
+
+    @staticmethod
+    def text_encoder_from_dict(d: Mapping[str, Any] | None, folder: Path) -> nn.Module | None:
+        """Rebuild the text encoder that :meth:`text_encoder_to_dict` describes."""
+        from multidiff.nn.text import ByteTextEncoder, load_text_encoder
+
+        if d is None:
+            return None
+        source = str(folder / CONFIG_NAME)
+        if d.get("type") == "byte":
+            sub = folder / TEXT_ENCODER_FOLDER
+            if not (sub / CONFIG_NAME).is_file():
+                raise ValueError(f"{source} names a byte text encoder but {sub} is missing or has no config.json")
+            return ByteTextEncoder.from_pretrained(sub)
+        if d.get("type") == "hf":
+            path = Path(str(d.get("path")))
+            if not path.is_dir():
+                raise ValueError(f"{source}: the transformers text encoder folder {path} does not exist")
+            return load_text_encoder(path)
+        raise ValueError(f"{source}: unknown text encoder type {d.get('type')!r}; known: byte, hf")
 
     def save_pretrained(
         self, directory: str | os.PathLike[str], state_dict: Mapping[str, Tensor] | None = None
@@ -673,6 +777,10 @@ class Pipeline:
             folder / WEIGHTS_NAME, state_dict if state_dict is not None else self.denoiser.state_dict()
         )
         self.save_adapter_files(folder)
+        from multidiff.nn.text import ByteTextEncoder
+
+        if isinstance(self.text_encoder, ByteTextEncoder):
+            self.text_encoder.save_pretrained(folder / TEXT_ENCODER_FOLDER)
         return folder
 
     @classmethod
@@ -735,6 +843,7 @@ class Pipeline:
             x0_range=None
             if data.get("x0_range") is None
             else tuple(torch.tensor(v) for v in data["x0_range"]),
+            text_encoder=target.text_encoder_from_dict(data.get("text_encoder"), folder),
             **target.init_kwargs_from_config(data, source),
         )
         return pipe.to(device) if device is not None else pipe
@@ -855,6 +964,7 @@ class AudioPipeline(Pipeline):
         sampler: str | None = None,
         guidance: float | None = None,
         label: Any = None,
+        prompt: str | Sequence[str] | None = None,
         seed: int | Sequence[int] | None = None,
         known: Tensor | None = None,
         mask: Tensor | None = None,
@@ -872,6 +982,7 @@ class AudioPipeline(Pipeline):
             sampler: Sampler name.
             guidance: CFG scale (with ``label``).
             label: Class label(s): index, name, or one per clip.
+            prompt: Caption(s) for a model with a text encoder: one for all clips or one per clip.
             seed: Base seed (clip k uses ``seed + k``) or one per clip.
             known: Audio ``[C, N']`` or ``[B, C, N']`` at :attr:`sample_rate`: kept where ``mask`` is 1
                 (inpainting, continuation), or the input of audio-to-audio with ``strength``.
@@ -895,6 +1006,7 @@ class AudioPipeline(Pipeline):
             sampler=sampler,
             guidance=guidance,
             label=label,
+            prompt=prompt,
             seed=seed,
             known=known_z,
             mask=mask_z,
