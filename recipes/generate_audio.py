@@ -3,6 +3,7 @@
     python recipes/generate_audio.py --ckpt RUN --num 8 --seconds 4 --out samples/
     python recipes/generate_audio.py --ckpt RUN --num 4 --seconds 2 --label dog --guidance 3 --out dogs/
     python recipes/generate_audio.py --ckpt RUN --num 2 --seconds 6 --continue clip.wav --out more/
+    python recipes/generate_audio.py --ckpt RUN --num 4 --prompt "a dog barking" --guidance 4 --out dogs/
     python recipes/generate_audio.py --ckpt RUN --num 2 --init clip.wav --strength 0.5 --out varied/
 
 ``--ckpt`` takes a run folder (its ``pipeline/``, else the latest checkpoint's), or a pipeline folder.
@@ -36,8 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label or --prompt)")
     p.add_argument("--label", help="class name or index (class-conditional models)")
+    p.add_argument("--prompt", help="caption (models trained with --captions)")
     p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
     p.add_argument("--batch", type=int, default=8, help="clips generated at once")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         pipe = AudioPipeline.from_pretrained(folder, device=device)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err
+    if args.prompt is not None and pipe.text_encoder is None:
+        raise SystemExit(f"error: {folder} was trained without captions; --prompt needs a caption model")
     sr = pipe.sample_rate
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
 
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         n = min(args.batch, args.num - start)
         common = {
             "steps": args.steps, "sampler": args.sampler, "guidance": args.guidance, "label": args.label,
-            "seed": seed + start, "progress": not args.quiet,
+            "prompt": args.prompt, "seed": seed + start, "progress": not args.quiet,
         }  # fmt: skip
         if args.cont:
             waves = pipe.continue_audio(clip, seconds, num=n, **common)

@@ -1,15 +1,21 @@
 """Train a mel-spectrogram diffusion model on a folder of audio files.
 
     python recipes/train_audio.py --data DIR --out RUN [--preset tiny|small|base] [--steps N] [--labels]
+    python recipes/train_audio.py --data DIR --out RUN --captions [--text-encoder CLIP_OR_T5_FOLDER]
     torchrun --nproc-per-node 4 recipes/train_audio.py --data DIR --out RUN --preset base
 
 Rerunning the same command continues from the latest checkpoint in RUN (refused, with the differing
 settings listed, if a setting that matters changed). The pipeline ready for ``generate_audio.py`` is
 written to ``RUN/pipeline`` at the end, and into every checkpoint.
 
+With ``--captions`` (captions from ``DIR/metadata.csv``) the U-Net cross-attends to the captions' tokens:
+a small byte-level text encoder is trained jointly with the denoiser, or ``--text-encoder`` names a local
+transformers CLIP/T5 folder that stays frozen. Captions are replaced by the null caption with probability
+``--caption-dropout`` (drawn from each sample's own seed), which enables classifier-free guidance.
+
 Reading order: settings -> data (AudioFolder) -> mel adapter (statistics fitted on the data, Griffin-Lim
-or a HiFi-GAN vocoder) -> backbone -> Denoiser -> objective -> optimiser and EMA -> resume -> the loop
-(one optimiser step, log, preview, checkpoint) -> final pipeline.
+or a HiFi-GAN vocoder) -> text encoder -> backbone -> Denoiser -> objective -> optimiser and EMA -> resume
+-> the loop (one optimiser step, log, preview, checkpoint) -> final pipeline.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -35,8 +42,14 @@ from multidiff.data.audio import AudioFolder, AudioFolderConfig  # noqa: E402
 from multidiff.modalities.audio import PRESETS as MEL_PRESETS  # noqa: E402
 from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec  # noqa: E402
 from multidiff.nn.io import config_to_dict  # noqa: E402
+from multidiff.nn.text import NULL_CAPTION, TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder  # noqa: E402
 from multidiff.nn.unet import UNET_PRESETS, UNet, UNetConfig  # noqa: E402
 from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask  # noqa: E402
+from multidiff.train.step import sample_generators  # noqa: E402
+
+# Salt of the caption-dropout stream drawn from each sample's seed (multidiff.train.step uses 0 for the
+# noise and sigma, 1 for label dropout).
+_CAPTION_DROP = 2
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    p.add_argument(
+        "--captions",
+        action="store_true",
+        help="caption-conditional on metadata.csv captions (cross-attention)",
+    )
+    p.add_argument("--caption-dropout", type=float, default=0.1, help="null-caption probability (for CFG)")
+    p.add_argument(
+        "--text-encoder",
+        help="local transformers CLIP/T5 folder, kept frozen (default: a trained byte encoder)",
+    )
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -191,7 +214,40 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
     config["unet"] = config_to_dict(preset.unet)
     config["num_files"] = len(dataset)
     config["classes"] = dataset.classes if args.labels else None
+    if args.text_encoder:
+        config["text_encoder"] = str(Path(args.text_encoder).resolve())
     return config
+
+
+class CaptionDenoiser(nn.Module):
+    """The denoiser and its text encoder as one module, so DDP, the optimiser, EMA and checkpoints cover
+    both (a frozen transformers encoder is carried along with ``requires_grad=False``).
+
+    Args:
+        denoiser: The denoiser over mel latents (its U-Net has ``context_dim`` = the encoder width).
+        text_encoder: A :class:`ByteTextEncoder` (trained) or a frozen transformers encoder.
+    """
+
+    def __init__(self, denoiser: Denoiser, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.text_encoder = text_encoder
+
+    def forward(
+        self, x: torch.Tensor, sigma: torch.Tensor, *, captions: list[str], **cond: Any
+    ) -> torch.Tensor:
+        """``D(x, σ, context=E(captions))``: captions -> context ``[B, L, D]`` -> the denoiser."""
+        context, mask = self.text_encoder.encode(captions)  # (B, L, D), (B, L)
+        return self.denoiser(x, sigma, context=context, context_mask=mask, **cond)
+
+
+def drop_captions(captions: list[str], seeds: torch.Tensor, p: float) -> list[str]:
+    """Replace each caption by the null caption with probability ``p``, drawn from the sample's own seed
+    (so a resumed run drops the same captions; Ho & Salimans 2022, Sec. 3.2)."""
+    if not 0.0 <= p < 1.0:
+        raise SystemExit(f"--caption-dropout must lie in [0, 1), got {p}")
+    gens = sample_generators(seeds, _CAPTION_DROP)
+    return [NULL_CAPTION if bool(torch.rand((), generator=g) < p) else c for c, g in zip(captions, gens)]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -216,19 +272,30 @@ def main(argv: list[str] | None = None) -> Path:
     run = Path(args.out)
 
     # --- data: fixed-length clips; broken files are skipped with a warning naming each one
+    if args.captions and not (Path(args.data) / "metadata.csv").is_file():
+        raise SystemExit(f"--captions: {args.data} has no metadata.csv (columns path, caption)")
     dataset = AudioFolder(
         args.data,
         AudioFolderConfig(
             sample_rate=spec.sample_rate,
             clip_seconds=args.seconds,
             channels=1,
-            labels="auto" if args.labels else "none",
+            labels="metadata" if args.captions else "auto" if args.labels else "none",
             seed=args.seed,
         ),
     )
     if args.labels and not dataset.classes:
         raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     num_classes = len(dataset.classes) if args.labels else None
+    captions: list[str] = []
+    if args.captions:
+        missing = [e.rel for e in dataset.entries if e.caption is None]
+        if missing:
+            raise SystemExit(
+                f"--captions: {len(missing)} file(s) in {args.data} have no captions in metadata.csv "
+                f"(e.g. {missing[0]})"
+            )
+        captions = sorted({e.caption for e in dataset.entries if e.caption is not None})
 
     # --- resume? (refuse if a setting that matters changed)
     config = run_config(args, dataset)
@@ -259,25 +326,39 @@ def main(argv: list[str] | None = None) -> Path:
     x0_range = (z.amin((0, 3))[..., None], z.amax((0, 3))[..., None])  # 2 x (1, M, 1)
     adapter.to(device)
 
-    # --- backbone and denoiser (EDM preconditioning, Karras et al. 2022) and its objective
+    # --- backbone and denoiser (EDM preconditioning, Karras et al. 2022) and its objective; with captions,
+    # a text encoder whose tokens the U-Net cross-attends to (latent diffusion, Rombach et al. 2022, Sec. 3.3)
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    backbone = UNet(dataclasses.replace(preset.unet, num_classes=num_classes))
+    text_encoder: nn.Module | None = None
+    if args.captions:
+        if args.text_encoder:
+            try:
+                text_encoder = load_text_encoder(args.text_encoder)
+            except ValueError as err:
+                raise SystemExit(f"--text-encoder: {err}") from err
+        else:
+            text_encoder = ByteTextEncoder(TEXT_ENCODER_PRESETS[args.preset])
+    context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
+    backbone = UNet(dataclasses.replace(preset.unet, num_classes=num_classes, context_dim=context_dim))
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
     sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+    # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
+    net: nn.Module = denoiser if text_encoder is None else CaptionDenoiser(denoiser, text_encoder).to(device)
 
     # --- optimiser, EMA, non-finite guard; then restore everything from the checkpoint
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ema = EMA(denoiser, decay=args.ema_decay)
+    params = [p for p in net.parameters() if p.requires_grad]  # a transformers encoder stays frozen
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = EMA(net, decay=args.ema_decay)
     guard = train.NonFiniteGuard(max_consecutive=args.max_nonfinite)
     step = 0
     if ckpt is not None:
-        step = train.restore_training_state(ckpt, dist=dist, model=denoiser, optimizer=optimizer, ema=ema)
+        step = train.restore_training_state(ckpt, dist=dist, model=net, optimizer=optimizer, ema=ema)
         guard.load_state_dict(ckpt.state["extra"]["guard"])
         if dist.is_main:
             print(f"resuming from {ckpt.path} (step {step})", flush=True)
-    model = train.wrap_ddp(denoiser, dist)
+    model = train.wrap_ddp(net, dist)
 
-    # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
+    # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = AudioPipeline(
         copy.deepcopy(denoiser),
         adapter,
@@ -285,6 +366,11 @@ def main(argv: list[str] | None = None) -> Path:
         labels=dataset.classes if args.labels else None,
         window=adapter.latent_shape(args.seconds)[-1],
         x0_range=x0_range,
+        text_encoder=None if text_encoder is None else copy.deepcopy(text_encoder),
+    )
+    # The pipeline's modules under the training module's names, for ema.copy_to.
+    pipe_net: nn.Module = (
+        pipe.denoiser if pipe.text_encoder is None else CaptionDenoiser(pipe.denoiser, pipe.text_encoder)
     )
 
     # --- the data stream: position = step x global batch; every sample has its own seed
@@ -315,6 +401,10 @@ def main(argv: list[str] | None = None) -> Path:
             out["cond"]["labels"] = train.drop_labels(
                 labels, batch["sample_seed"], args.label_dropout, num_classes
             )
+        if text_encoder is not None:
+            out["cond"]["captions"] = drop_captions(
+                list(batch["caption"]), batch["sample_seed"], args.caption_dropout
+            )
         return out
 
     def loss_fn(model: torch.nn.Module, b: dict[str, Any]) -> torch.Tensor:
@@ -330,16 +420,22 @@ def main(argv: list[str] | None = None) -> Path:
         )
 
     def write_pipeline(folder: Path) -> None:
-        ema.copy_to(pipe.denoiser)
+        ema.copy_to(pipe_net)
         pipe.save_pretrained(folder / "pipeline")
 
     def preview(step: int) -> None:
-        ema.copy_to(pipe.denoiser)
+        ema.copy_to(pipe_net)
         label = list(range(args.preview_num)) if num_classes else None
         if label is not None:
             label = [k % num_classes for k in label]
+        prompt = [captions[k % len(captions)] for k in range(args.preview_num)] if captions else None
         latents = pipe.sample(
-            args.preview_num, adapter.latent_shape(args.seconds), label=label, seed=0, progress=False
+            args.preview_num,
+            adapter.latent_shape(args.seconds),
+            label=label,
+            prompt=prompt,
+            seed=0,
+            progress=False,
         )
         waves = adapter.decode(latents, length=pipe.num_samples(args.seconds))
         train.save_audio_previews(
@@ -389,7 +485,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_audio.py
     if dist.is_main:
-        ema.copy_to(pipe.denoiser)
+        ema.copy_to(pipe_net)
         pipe.save_pretrained(run / "pipeline")
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
