@@ -749,7 +749,9 @@ class Pipeline:
         if d.get("type") == "byte":
             sub = folder / TEXT_ENCODER_FOLDER
             if not (sub / CONFIG_NAME).is_file():
-                raise ValueError(f"{source} names a byte text encoder but {sub} is missing or has no config.json")
+                raise ValueError(
+                    f"{source} names a byte text encoder but {sub} is missing or has no config.json"
+                )
             return ByteTextEncoder.from_pretrained(sub)
         if d.get("type") == "hf":
             path = Path(str(d.get("path")))

@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> Path:
             f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
         )
     run = Path(args.out)
+    if args.text_encoder and not args.captions:
+        raise SystemExit("--text-encoder needs --captions")
 
     # --- data: fixed-length clips; broken files are skipped with a warning naming each one
     if args.captions and not (Path(args.data) / "metadata.csv").is_file():

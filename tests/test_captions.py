@@ -28,7 +28,7 @@ SPEC = MelSpec(
 )
 
 
-def caption_pipeline(seed: int = 0, **kwargs) -> AudioPipeline:
+def caption_pipeline(seed: int = 0, num_classes: int | None = None, **kwargs) -> AudioPipeline:
     """A tiny mel pipeline whose U-Net cross-attends (mid block) to a tiny ByteTextEncoder."""
     torch.manual_seed(seed)
     text = ByteTextEncoder(TEXT_ENCODER_PRESETS["tiny"])
@@ -44,6 +44,7 @@ def caption_pipeline(seed: int = 0, **kwargs) -> AudioPipeline:
             noise_freq_dim=16,
             emb_dim=32,
             context_dim=text.dim,
+            num_classes=num_classes,
         )
     )
     for p in unet.parameters():  # random weights everywhere (zero-initialised outputs would hide the context)
@@ -53,7 +54,8 @@ def caption_pipeline(seed: int = 0, **kwargs) -> AudioPipeline:
     adapter.fit_stats([(0.5 * torch.sin(2 * math.pi * 440 * t))[None, None]])
     sampling = kwargs.pop("sampling", SamplingConfig(sampler="euler", steps=3, guidance=3.0))
     denoiser = Denoiser(unet, "edm", sigma_data=0.5)
-    return AudioPipeline(denoiser, adapter, sampling=sampling, text_encoder=text, **kwargs)
+    labels = [f"class{k}" for k in range(num_classes)] if num_classes else None
+    return AudioPipeline(denoiser, adapter, sampling=sampling, text_encoder=text, labels=labels, **kwargs)
 
 
 def test_encode_prompt_shares_the_token_length_with_the_null_caption() -> None:
@@ -96,6 +98,25 @@ def test_guidance_sees_cond_and_null_contexts_of_one_length_in_one_batch() -> No
     other = pipe.generate(2, 0.2, prompt=["high tone", "x"], seed=1, progress=False)
     assert not torch.allclose(guided[0], other[0])
     torch.testing.assert_close(guided[1], other[1], atol=1e-5, rtol=1e-5)
+
+
+def test_label_and_prompt_are_guided_together_and_windows_repeat_the_context() -> None:
+    pipe = caption_pipeline(num_classes=2, window=4)
+    seen = []
+    backbone_forward = pipe.backbone.forward
+
+    def spy(x, c_noise, **kw):
+        seen.append((kw["labels"].tolist(), kw["context_mask"].sum(1).tolist(), x.shape[-1]))
+        return backbone_forward(x, c_noise, **kw)
+
+    pipe.backbone.forward = spy
+    out = pipe.generate(1, 0.1, label="class1", prompt="abc", seed=0, progress=False)
+    assert out.shape == (1, 1, 800)
+    # More mel frames than the window of 4: each call holds k windows of the guidance batch (cond, null).
+    assert len(seen) > 0 and max(len(labels) for labels, _, _ in seen) > 2
+    for labels, lengths, t in seen:
+        k = len(labels) // 2
+        assert t == 4 and labels == [1, 2] * k and lengths == [4, 1] * k
 
 
 def test_caption_pipeline_round_trip_gives_identical_samples(tmp_path) -> None:
