@@ -138,6 +138,55 @@ def test_caption_pipeline_round_trip_gives_identical_samples(tmp_path) -> None:
         load_pipeline(tmp_path / "p")
 
 
+class _FakeTokenizer:
+    """Byte ids, padded to the longest caption (stands in for a transformers tokenizer)."""
+
+    model_max_length = 16
+
+    def __call__(self, captions, padding, truncation, max_length, return_tensors):
+        ids = [list(c.encode())[: max_length - 1] + [1] for c in captions]
+        L = max(len(r) for r in ids)
+        return {
+            "input_ids": torch.tensor([r + [0] * (L - len(r)) for r in ids]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (L - len(r)) for r in ids]),
+        }
+
+
+class _FakeTextModel(torch.nn.Module):
+    """An embedding table with a transformers-like config and output."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(256, 64)
+        self.config = type("Config", (), {"hidden_size": 64, "_name_or_path": str(path)})()
+
+    def forward(self, input_ids, attention_mask):
+        return type("Out", (), {"last_hidden_state": self.embed(input_ids)})()
+
+
+def test_transformers_encoder_is_referenced_by_its_folder(tmp_path, monkeypatch) -> None:
+    import multidiff.nn.text as text_module
+    from multidiff.nn.text import HFTextEncoder
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    pipe = caption_pipeline()
+    pipe.text_encoder = HFTextEncoder(_FakeTextModel(folder), _FakeTokenizer())
+    a = pipe.generate(1, 0.2, prompt="low tone", seed=2, progress=False)
+    pipe.save_pretrained(tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert config["text_encoder"] == {"type": "hf", "path": str(folder.resolve())}
+    assert not (tmp_path / "p" / "text_encoder").exists()  # referenced, not copied
+    calls = []
+    monkeypatch.setattr(text_module, "load_text_encoder", lambda p: calls.append(p) or pipe.text_encoder)
+    loaded = load_pipeline(tmp_path / "p")
+    assert calls == [folder.resolve()]
+    assert torch.equal(loaded.generate(1, 0.2, prompt="low tone", seed=2, progress=False), a)
+    folder.rmdir()
+    with pytest.raises(ValueError, match="text encoder folder .*clip does not exist"):
+        load_pipeline(tmp_path / "p")
+
+
 def test_prompt_needs_a_text_encoder_and_widths_must_match() -> None:
     pipe = caption_pipeline()
     text = pipe.text_encoder
