@@ -169,3 +169,71 @@ def test_multidiff_sampler_runs_a_diffusers_model_like_its_scheduler():
         ours = samplers.sample_ddim(den, noise * math.sqrt(1 + grid[0].item() ** 2), grid)
     torch.testing.assert_close(ref, x, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_terminal_snr_ddim_runs_and_matches_our_ddim():
+    """ᾱ = 0 at the last timestep (Lin et al. 2023's setting) must not crash; σ there is ≈ 4096."""
+    sch = diffusers.DDIMScheduler(
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+        clip_sample=False,
+    )
+    gm = mixture(dim=4, dtype=torch.float32, seed=5)
+    noise = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    ref = sample_with_scheduler(gm, sch, noise, 10)
+    grid = sigmas_from_scheduler(sch, 10)
+    assert grid[0].item() > 4096.0 * 0.999  # ᾱ = 0 stands in as min(2^-24, ᾱ_998/2)
+    out = samplers.sample_ddim(gm, noise * math.sqrt(1 + grid[0].item() ** 2), grid)
+    # diffusers evaluates the first step at ᾱ = 0 exactly, we at σ ≈ 4096: a 1/4096-sized difference
+    assert torch.isfinite(ref).all() and float((out - ref).norm() / ref.norm()) < 1e-3
+    vp = schedule_from_config(sch.config)
+    assert torch.allclose(vp.default_grid(10), schedules_trailing(vp, 10))  # trailing by default
+    # the first σ maps to the last timestep, and the table stays increasing
+    assert abs(float(vp.sigma_to_t(torch.tensor([grid[0].item()]))) - 999) < 1e-3
+    assert (vp.sigmas_table()[1:] > vp.sigmas_table()[:-1]).all()
+    sd = VPSchedule(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, zero_terminal_snr=True)
+    assert math.isclose(sd.sigma_max, math.sqrt(2.0**24 - 1), rel_tol=1e-9)  # diffusers' own 2^-24
+
+
+def schedules_trailing(vp, n):
+    from multidiff.core.schedules import trailing
+
+    return trailing(vp, n)
+
+
+def test_learned_variance_dit_as_denoiser():
+    torch.manual_seed(0)
+    dit = diffusers.DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=10,
+    ).eval()
+    den = from_diffusers(dit, diffusers.DDIMScheduler())
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        out = den(x, torch.tensor([1.0, 5.0]), labels=torch.tensor([1, 2]))
+        eps = dit(
+            x / torch.tensor([2.0, 26.0]).sqrt()[:, None, None, None],
+            timestep=den.schedule.c_noise(torch.tensor([1.0, 5.0])),
+            class_labels=torch.tensor([1, 2]),
+        ).sample[:, :4]
+    assert out.shape == x.shape
+    torch.testing.assert_close(
+        out, x - torch.tensor([1.0, 5.0])[:, None, None, None] * eps, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_dpm_solver_with_flow_sigmas_is_a_flow_scheduler():
+    sch = diffusers.DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
+    gm = mixture(dim=4, dtype=torch.float32, seed=6)
+    noise = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    out = sample_with_scheduler(gm, sch, noise, 12)
+    grid = sigmas_from_scheduler(sch, 12)
+    assert grid[0] > 100 and grid[-1] == 0 and torch.isfinite(out).all()
+    assert (out.mean(0) - gm.sample(4000, torch.Generator().manual_seed(1)).mean(0)).abs().max() < 0.5

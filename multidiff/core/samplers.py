@@ -13,6 +13,8 @@ Every sampler has one signature::
 * ``callback`` receives ``{"i", "x", "sigma", "sigma_next", "denoised"}`` after each step.
 
 History (previous denoised values, step sizes) is a local variable; nothing is stored between calls.
+The state x keeps the dtype it is given: pass float32 x (and let the denoiser's backbone run in bf16
+under autocast) rather than bf16 x, whose rounding over many steps costs accuracy.
 All samplers work in unscaled space, where the probability-flow ODE is dx/dσ = (x - D(x, σ))/σ
 (Karras et al. 2022, Eq. 4 with s = 1); the scalings of VP and flow models live in the Denoiser.
 
@@ -497,7 +499,8 @@ def sample_dpm_adaptive(
     Integrates from ``sigmas[0]`` to the smallest non-zero σ of the grid (the other grid points are
     ignored), then returns D there if the grid ends in 0. Each accept/reject decision reads the error
     norm on the host: an adaptive solver cannot avoid that synchronisation. ``atol`` is in data units
-    (the default suits data in [-1, 1]).
+    (the default suits data in [-1, 1]). The step size follows the worst sample of the batch, so unlike
+    the fixed-grid samplers a sample here depends on what else is in its batch.
     """
     s = _host(sigmas)
     s_end = min(v for v in s if v > 0)

@@ -12,9 +12,10 @@ Design Space of Diffusion-Based Generative Models", EDM, Sec. 2). A schedule onl
 Grids are plain 1-D float64 tensors on the host, ``n + 1`` strictly decreasing values ending in 0, so
 any sampler runs on any grid.
 
-Infinite σ (zero terminal SNR, the ``t = 1`` end of rectified flow) cannot be represented in unscaled
-space; both are capped at :data:`SIGMA_CAP` (SNR 1e-8), where the data term in ``x`` is far below
-float32 resolution, so the cap changes no sample in practice.
+Infinite σ cannot be represented in unscaled space: the zero-terminal-SNR end of a VP table gets
+ᾱ = :data:`ZTSNR_ALPHA_BAR` (σ ≈ 4096, as diffusers does), and the t = 1 end of rectified flow is capped
+at :data:`SIGMA_CAP` (SNR 1e-8). There the data term in ``x`` is far below float32 resolution, so the cap
+changes no sample in practice.
 """
 
 from __future__ import annotations
@@ -29,8 +30,24 @@ from torch import Tensor
 #: Largest σ a schedule reports; stands in for σ = ∞ (SNR = 1/σ² = 1e-8).
 SIGMA_CAP = 1.0e4
 
+#: ᾱ of the last timestep of a zero-terminal-SNR VP table (σ ≈ 4096). diffusers' σ-based schedulers
+#: (Euler, DPM-Solver, UniPC) use the same value, so their first σ maps to timestep N - 1 exactly.
+ZTSNR_ALPHA_BAR = 2.0**-24
+
+
+def terminal_alpha_bar(previous: float) -> float:
+    """The ᾱ standing in for 0 at the end of a zero-terminal-SNR table, given the ᾱ before it.
+
+    :data:`ZTSNR_ALPHA_BAR`, or half of ``previous`` when that is smaller (linear betas rescaled
+    by Lin et al. reach ᾱ < 2^-24 before the end), so that σ keeps increasing along the table.
+    """
+    return min(ZTSNR_ALPHA_BAR, previous / 2)
+
+
 __all__ = [
     "SIGMA_CAP",
+    "ZTSNR_ALPHA_BAR",
+    "terminal_alpha_bar",
     "Schedule",
     "VPSchedule",
     "EDMSchedule",
@@ -106,7 +123,9 @@ def flow_shift(n: int, shift: float = 1.0, t_min: float = 1e-3, sigma_max: float
     """Rectified-flow grid: t uniform on [1, t_min], shifted as in SD3 (Esser et al. 2024, Sec. 5.3.2), then 0.
 
     t' = shift·t / (1 + (shift - 1)·t), and σ = t'/(1 - t'). The first point (t = 1, σ = ∞) is capped at
-    ``sigma_max``. With t_min = 1/1000 this is diffusers' FlowMatchEulerDiscreteScheduler grid.
+    ``sigma_max``. With shift = 1 and t_min = 1/1000 this is diffusers' FlowMatchEulerDiscreteScheduler
+    grid; for other shifts diffusers starts its linspace at the *shifted* t_min (pass
+    ``t_min = shift·0.001/(1 + (shift - 1)·0.001)`` to reproduce it).
 
     Returns:
         float64 tensor [n + 1], ending in 0.
@@ -192,11 +211,11 @@ class VPSchedule(Schedule):
         beta_schedule: "linear" (Ho et al. 2020), "scaled_linear" (linear in sqrt β, Stable Diffusion) or
             "cosine" (Nichol & Dhariwal 2021, Eq. 17, β clipped at 0.999).
         zero_terminal_snr: rescale sqrt(ᾱ) so that ᾱ_{N-1} = 0 (Lin et al. 2023, Algorithm 1); the
-            terminal σ is then capped at :data:`SIGMA_CAP`.
+            terminal ᾱ is then :func:`terminal_alpha_bar` (2^-24, σ ≈ 4096, as in diffusers).
         grid: the default sampling grid: "karras" (ρ = 7 over the table's σ range), "trailing",
-            "leading" or "uniform" (see the functions of those names). With ``zero_terminal_snr`` use
-            "trailing", as Lin et al. 2023 do: a Karras grid from σ = 1e4 spends its first steps where
-            the sample hardly changes.
+            "leading" or "uniform" (see the functions of those names). None picks "karras", or
+            "trailing" with ``zero_terminal_snr`` (as Lin et al. 2023 do: a Karras grid from σ ≈ 4096
+            spends its first steps where the sample hardly changes).
     """
 
     num_train_timesteps: int = 1000
@@ -204,7 +223,7 @@ class VPSchedule(Schedule):
     beta_end: float = 0.012
     beta_schedule: BetaSchedule = "scaled_linear"
     zero_terminal_snr: bool = False
-    grid: Literal["karras", "trailing", "leading", "uniform"] = "karras"
+    grid: Literal["karras", "trailing", "leading", "uniform"] | None = None
 
     def __post_init__(self) -> None:
         if self.num_train_timesteps < 2:
@@ -215,10 +234,13 @@ class VPSchedule(Schedule):
             )
         if self.beta_schedule != "cosine" and not (0 < self.beta_start < self.beta_end < 1):
             raise ValueError(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
-        if self.grid not in ("karras", "trailing", "leading", "uniform"):
+        if self.grid not in (None, "karras", "trailing", "leading", "uniform"):
             raise ValueError(f"unknown grid {self.grid!r}")
         # The σ table is derived once, here, and kept on the frozen instance (not module state).
         object.__setattr__(self, "_log_sigmas", self.sigmas_table().log())
+        # copies of the table per (device, dtype), made on first use so a sampler loop on a GPU does not
+        # copy the table from the host at every step (a blocking transfer)
+        object.__setattr__(self, "_tables", {})
 
     def betas(self) -> Tensor:
         """β_t for t = 0 … N-1, float64."""
@@ -242,7 +264,7 @@ class VPSchedule(Schedule):
         r0, rT = r[0].clone(), r[-1].clone()
         r = (r - rT) * r0 / (r0 - rT)
         abar = r**2
-        abar[-1] = 1.0 / (1.0 + SIGMA_CAP**2)  # σ = ∞ capped at SIGMA_CAP
+        abar[-1] = terminal_alpha_bar(float(abar[-2]))  # σ = ∞ capped at ≈ 4096
         return abar
 
     def sigmas_table(self) -> Tensor:
@@ -258,9 +280,15 @@ class VPSchedule(Schedule):
     def sigma_max(self) -> float:  # type: ignore[override]
         return float(self._log_sigmas[-1].exp())
 
+    def _table(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        key = (str(device), dtype)
+        if key not in self._tables:
+            self._tables[key] = self._log_sigmas.to(device=device, dtype=dtype)
+        return self._tables[key]
+
     def t_to_sigma(self, t: Tensor) -> Tensor:
         """σ at fractional timesteps t ∈ [0, N-1], interpolating log σ linearly between table entries."""
-        log_sigmas = self._log_sigmas.to(device=t.device, dtype=torch.float64)
+        log_sigmas = self._table(t.device, torch.float64)
         t = t.to(torch.float64).clamp(0, self.num_train_timesteps - 1)
         lo = t.floor().long().clamp(max=self.num_train_timesteps - 2)
         w = t - lo
@@ -268,7 +296,7 @@ class VPSchedule(Schedule):
 
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
         """Fractional timestep for σ (inverse of :meth:`t_to_sigma`), same dtype as sigma."""
-        log_sigmas = self._log_sigmas.to(device=sigma.device, dtype=torch.float32)
+        log_sigmas = self._table(sigma.device, torch.float32)
         ls = sigma.float().clamp_min(1e-30).log()
         # index of the last table entry <= log σ, so that lo and lo + 1 bracket it
         lo = (torch.searchsorted(log_sigmas, ls.contiguous(), right=True) - 1).clamp(0, len(log_sigmas) - 2)
@@ -283,11 +311,12 @@ class VPSchedule(Schedule):
         return self.sigma_to_t(sigma)
 
     def default_grid(self, n: int) -> Tensor:
-        if self.grid == "karras":
+        grid = self.grid or ("trailing" if self.zero_terminal_snr else "karras")
+        if grid == "karras":
             return karras(n, self.sigma_min, self.sigma_max)
-        if self.grid == "trailing":
+        if grid == "trailing":
             return trailing(self, n)
-        if self.grid == "leading":
+        if grid == "leading":
             return leading(self, n)
         return uniform_t(self, n)
 

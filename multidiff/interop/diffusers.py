@@ -22,7 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
-from multidiff.core.schedules import SIGMA_CAP, EDMSchedule, FlowSchedule, Schedule, VPSchedule
+from multidiff.core.schedules import (
+    SIGMA_CAP,
+    EDMSchedule,
+    FlowSchedule,
+    Schedule,
+    VPSchedule,
+    terminal_alpha_bar,
+)
 
 __all__ = [
     "SUPPORTED_SCHEDULERS",
@@ -61,6 +68,8 @@ def _kind(scheduler: Any) -> str:
         raise ValueError(
             f"diffusers scheduler {name} is not supported; supported: {', '.join(SUPPORTED_SCHEDULERS)}"
         )
+    if getattr(scheduler.config, "use_flow_sigmas", False):  # DPM-Solver / UniPC on a flow model
+        return "flow"
     return SUPPORTED_SCHEDULERS[name]
 
 
@@ -94,12 +103,13 @@ def schedule_from_config(config: Mapping[str, Any], class_name: str | None = Non
     beta = config.get("beta_schedule", "linear")
     if beta not in _BETA_SCHEDULES:
         raise ValueError(f"beta_schedule {beta!r} is not supported; supported: {', '.join(_BETA_SCHEDULES)}")
+    zero = bool(config.get("rescale_betas_zero_snr", False))  # its default grid is then "trailing"
     return VPSchedule(
         num_train_timesteps=int(config.get("num_train_timesteps", 1000)),
         beta_start=float(config.get("beta_start", 0.0001)),
         beta_end=float(config.get("beta_end", 0.02)),
         beta_schedule=_BETA_SCHEDULES[beta],  # type: ignore[arg-type]
-        zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
+        zero_terminal_snr=zero,
     )
 
 
@@ -123,9 +133,10 @@ class DiffusersBackbone(nn.Module):
     """Presents a diffusers model with multidiff's backbone signature.
 
     ``forward(x, c_noise, *, labels=None, context=None, context_mask=None, **kw)`` calls
-    ``model(x, c_noise, class_labels=labels, encoder_hidden_states=context, ...)`` with only the keywords the
-    model's forward accepts, and returns its ``.sample``. ``context_mask`` goes to
-    ``encoder_attention_mask``; other keywords pass through unchanged.
+    ``model(x, timestep=c_noise, class_labels=labels, encoder_hidden_states=context, ...)`` with only the
+    keywords the model's forward accepts, and returns its ``.sample``. ``context_mask`` goes to
+    ``encoder_attention_mask``; other keywords pass through unchanged. A model that also predicts its
+    variance (twice the input channels, as DiT-XL/2) gives its first half.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -147,8 +158,11 @@ class DiffusersBackbone(nn.Module):
             if key not in self._accepts:
                 raise ValueError(f"{type(self.model).__name__} takes no {key} (got a value for it)")
             kw[key] = value
-        out = self.model(x, c_noise, return_dict=False, **kw)
-        return out[0] if isinstance(out, tuple) else out
+        out = self.model(x, timestep=c_noise, return_dict=False, **kw)  # SD3 takes timestep 4th
+        out = out[0] if isinstance(out, tuple) else out
+        if out.shape[1] == 2 * x.shape[1]:  # learned variance (DiT, IF): keep the mean prediction
+            out = out[:, : x.shape[1]]
+        return out
 
 
 def from_diffusers(
@@ -175,6 +189,8 @@ def from_diffusers(
 
 def _vp_sigma(scheduler: Any, t: Tensor | int) -> float:
     abar = float(scheduler.alphas_cumprod[int(t)])
+    if abar == 0:  # zero terminal SNR: the same stand-in as multidiff's VP table
+        abar = terminal_alpha_bar(float(scheduler.alphas_cumprod[int(t) - 1]))
     return math.sqrt((1 - abar) / abar)
 
 
