@@ -31,7 +31,9 @@ Scalar = float | Tensor
 
 def _per_sample(value: Scalar, ref: Tensor) -> Tensor:
     """Turn a scalar or a per-sample [B] tensor into a float32 tensor broadcastable to ``ref``."""
-    value = torch.as_tensor(value, dtype=torch.float32, device=ref.device)
+    if not isinstance(value, Tensor):  # a fill kernel, not a host-to-device copy, on a GPU
+        return torch.full((), float(value), dtype=torch.float32, device=ref.device)
+    value = value.to(device=ref.device, dtype=torch.float32)
     if value.ndim == 0:
         return value
     if value.ndim != 1 or value.shape[0] != ref.shape[0]:
@@ -82,7 +84,11 @@ def _batch_cond(cond: Mapping[str, Any], uncond: Mapping[str, Any], batch: int) 
                 raise ValueError(
                     f"guidance.py: conditioning {key!r} must be a tensor, got {type(value).__name__}"
                 )
-            null = torch.as_tensor(uncond[key], device=value.device).to(value.dtype)
+            null = uncond[key]
+            if isinstance(null, Tensor):
+                null = null.to(device=value.device, dtype=value.dtype)
+            else:  # a number such as the null label: filled on the device, no host-to-device copy
+                null = torch.full((), null, dtype=value.dtype, device=value.device)
             try:
                 null = torch.broadcast_to(null, value.shape)
             except RuntimeError as err:
