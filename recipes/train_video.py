@@ -144,24 +144,6 @@ PRESETS: dict[str, VideoPreset] = {
     ),
 }
 
-# Settings that may change between a run and its resumption (everything else must match).
-RESUME_MAY_CHANGE = (
-    "steps",
-    "ckpt_every",
-    "keep",
-    "preview_every",
-    "preview_num",
-    "log_every",
-    "workers",
-    "max_nonfinite",
-    "sample_steps",
-    "sampler",
-    "accum",
-    "threads",
-    "device",
-    "precision",
-)
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; those left unset come from the preset."""
@@ -197,21 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="autocast on CUDA")
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--ckpt-every", type=int, help="steps between checkpoints")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    p.add_argument("--preview-every", type=int, help="steps between preview gifs (0: off)")
-    p.add_argument("--preview-num", type=int, default=2, help="preview videos")
-    p.add_argument("--log-every", type=int, help="steps between log lines")
-    p.add_argument(
-        "--max-nonfinite", type=int, default=20, help="stop after this many non-finite steps in a row"
-    )
-    p.add_argument("--sample-steps", type=int, help="sampler steps for previews and the saved pipeline")
-    p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
+    train.add_run_options(p, previews="gifs", items="videos")
     args = p.parse_args(argv)
     preset = PRESETS[args.preset]
     for name in ("steps", "batch", "frames", "size", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
@@ -307,7 +275,7 @@ def main(argv: list[str] | None = None) -> Path:
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
         train.check_resume_config(
-            ckpt.state["config"], config, ignore=RESUME_MAY_CHANGE, where=str(ckpt.path)
+            ckpt.state["config"], config, ignore=train.RESUME_MAY_CHANGE, where=str(ckpt.path)
         )
 
     # --- latent statistics (VAE only: per-channel mean/std of the cached latents, so latents have std 0.5)
@@ -434,46 +402,27 @@ def main(argv: list[str] | None = None) -> Path:
         for k, video in enumerate(videos):
             write_video(folder / f"sample-{k}.gif", video, fps=8)
 
-    # --- the loop
-    logger = train.RunLogger(run, args.steps, step, enabled=dist.is_main)
-    try:
-        while step < args.steps:
-            lr = train.warmup_lr(step, args.lr, args.warmup)
-            train.set_lr(optimizer, lr)
-            result = train.optimizer_step(
-                model,
-                optimizer,
-                [prepare(next(image_batches if is_image_step(step) else batches)) for _ in range(args.accum)],
-                loss_fn,
-                step=step,
-                device=device,
-                precision=args.precision,
-                grad_clip=args.grad_clip or None,
-                ema=ema,
-                guard=guard,
-            )
-            step += 1
-            logger.count(result.samples * dist.world_size)
-            if step % args.log_every == 0 or step == args.steps or not result.applied:
-                logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped)
-            if dist.is_main and args.preview_every and step % args.preview_every == 0:
-                preview(step)
-            if step % args.ckpt_every == 0 or step == args.steps:
-                train.save_training_state(
-                    run,
-                    step,
-                    dist=dist,
-                    model=model,
-                    optimizer=optimizer,
-                    ema=ema,
-                    config=config,
-                    data_position=data_position(step),
-                    extra_state={"guard": guard.state_dict(), "adapter": adapter.to_dict()},
-                    extra_files=write_pipeline,
-                    keep=args.keep,
-                )
-    finally:
-        logger.close()
+    # --- the loop: warm-up, optimiser step, logging, previews, atomic checkpoints (multidiff.train)
+    step = train.run_loop(
+        run,
+        args,
+        step,
+        dist=dist,
+        model=model,
+        optimizer=optimizer,
+        ema=ema,
+        guard=guard,
+        device=device,
+        next_batches=lambda s: [
+            prepare(next(image_batches if is_image_step(s) else batches)) for _ in range(args.accum)
+        ],
+        loss_fn=loss_fn,
+        preview=preview,
+        config=config,
+        data_position=data_position,
+        extra_state=lambda: {"guard": guard.state_dict(), "adapter": adapter.to_dict()},
+        extra_files=write_pipeline,
+    )
 
     # --- the final pipeline (EMA weights), ready for generate_video.py
     if dist.is_main:

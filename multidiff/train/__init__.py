@@ -7,6 +7,7 @@
 * :mod:`~multidiff.train.checkpoint`: atomic checkpoints and exact resume.
 * :mod:`~multidiff.train.monitor`: progress bar, ``log.jsonl``, optional TensorBoard.
 * :mod:`~multidiff.train.preview`: preview wavs and mel PNGs.
+* :mod:`~multidiff.train.recipe`: the run options and the loop the train recipes share.
 """
 
 from multidiff.train.checkpoint import (
@@ -25,6 +26,7 @@ from multidiff.train.data import DataPosition, StreamLayout, derive_seed, stream
 from multidiff.train.distributed import DistInfo, cleanup_distributed, setup_distributed, unwrap, wrap_ddp
 from multidiff.train.monitor import RunLogger, read_log
 from multidiff.train.preview import save_audio_previews, save_mel_png
+from multidiff.train.recipe import RESUME_MAY_CHANGE, add_run_options, run_loop
 from multidiff.train.step import (
     NonFiniteGuard,
     NonFiniteLossError,
@@ -38,6 +40,9 @@ from multidiff.train.step import (
 )
 
 __all__ = [
+    "RESUME_MAY_CHANGE",
+    "add_run_options",
+    "run_loop",
     "Checkpoint",
     "DataPosition",
     "DistInfo",

@@ -1,0 +1,132 @@
+"""What the train recipes (audio, image, video) share: their run options and their loop.
+
+The recipes build data, adapter, model and objective in their own words; from there on the loop is the
+same for every modality, so it lives here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from multidiff.train.checkpoint import save_training_state
+from multidiff.train.distributed import DistInfo
+from multidiff.train.monitor import RunLogger
+from multidiff.train.step import NonFiniteGuard, optimizer_step, set_lr, warmup_lr
+
+__all__ = ["RESUME_MAY_CHANGE", "add_run_options", "run_loop"]
+
+#: Settings that may change between a run and its resumption (everything else must match).
+RESUME_MAY_CHANGE = (
+    "steps",
+    "ckpt_every",
+    "keep",
+    "preview_every",
+    "preview_num",
+    "log_every",
+    "workers",
+    "max_nonfinite",
+    "sample_steps",
+    "sampler",
+    "accum",
+    "threads",
+    "device",
+    "precision",
+)
+
+
+def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> None:
+    """The options every train recipe has: seed, device, checkpoints, previews, logging, sampler.
+
+    Args:
+        p: the recipe's parser.
+        previews: what a preview file is, for the help text ("wavs/PNGs", "pngs", "gifs").
+        items: what one preview is ("clips", "images", "videos").
+    """
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"), help="autocast on CUDA")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--ckpt-every", type=int, help="steps between checkpoints")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--preview-every", type=int, help=f"steps between preview {previews} (0: off)")
+    p.add_argument("--preview-num", type=int, default=2, help=f"preview {items}")
+    p.add_argument("--log-every", type=int, help="steps between log lines")
+    p.add_argument(
+        "--max-nonfinite", type=int, default=20, help="stop after this many non-finite steps in a row"
+    )
+    p.add_argument("--sample-steps", type=int, help="sampler steps for previews and the saved pipeline")
+    p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
+
+
+def run_loop(
+    run: Path,
+    args: argparse.Namespace,
+    step: int,
+    *,
+    dist: DistInfo,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: Any,
+    guard: NonFiniteGuard,
+    device: torch.device,
+    next_batches: Callable[[int], list[Any]],
+    loss_fn: Callable[..., torch.Tensor],
+    preview: Callable[[int], None],
+    config: Mapping[str, Any],
+    data_position: Callable[[int], dict[str, Any]],
+    extra_state: Callable[[], dict[str, Any]],
+    extra_files: Callable[[Path], None],
+) -> int:
+    """Train from ``step`` to ``args.steps``: warm-up, optimiser step, log, previews, atomic checkpoints.
+
+    ``args`` supplies the run options of :func:`add_run_options` plus ``lr``, ``warmup`` and
+    ``grad_clip``; ``next_batches(step)`` returns the prepared micro-batches of one step;
+    ``data_position(step)`` and ``extra_state()`` go into every checkpoint. Returns the last step.
+    """
+    logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
+    try:
+        while step < args.steps:
+            lr = warmup_lr(step, args.lr, args.warmup)
+            set_lr(optimizer, lr)
+            result = optimizer_step(
+                model,
+                optimizer,
+                next_batches(step),
+                loss_fn,
+                step=step,
+                device=device,
+                precision=args.precision,
+                grad_clip=args.grad_clip or None,
+                ema=ema,
+                guard=guard,
+            )
+            step += 1
+            logger.count(result.samples * dist.world_size)
+            if step % args.log_every == 0 or step == args.steps or not result.applied:
+                logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped)
+            if dist.is_main and args.preview_every and step % args.preview_every == 0:
+                preview(step)
+            if step % args.ckpt_every == 0 or step == args.steps:
+                save_training_state(
+                    run,
+                    step,
+                    dist=dist,
+                    model=model,
+                    optimizer=optimizer,
+                    ema=ema,
+                    config=config,
+                    data_position=data_position(step),
+                    extra_state=extra_state(),
+                    extra_files=extra_files,
+                    keep=args.keep,
+                )
+    finally:
+        logger.close()
+    return step
