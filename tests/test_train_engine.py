@@ -359,3 +359,44 @@ def test_mel_png_preview(tmp_path) -> None:
     img = iio.imread(path)
     assert img.shape == (10, 7, 3) and img.dtype == np.uint8
     assert img[4].mean() > 200 and img[0].mean() < 30  # low frequency at the bottom of channel 0
+
+
+def test_run_loop_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
+    """``--max-minutes``: the loop stops at the first step past the deadline, checkpointed there, and the
+    same loop started again from that checkpoint runs on to ``--steps``."""
+    import argparse
+
+    from multidiff.train.recipe import run_loop
+
+    one = train.DistInfo()
+    data = ToyData()
+    layout = StreamLayout(len(data), 4, 1, 1, seed=7)
+
+    def run(max_minutes: float | None) -> int:
+        torch.manual_seed(0)
+        model = Denoiser(ToyNet(), "edm")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        ema = EMA(model, 0.9)
+        step = 0
+        ckpt = train.latest_checkpoint(tmp_path)
+        if ckpt is not None:
+            step = train.restore_training_state(ckpt, dist=one, model=model, optimizer=opt, ema=ema)
+        batches = iter(train.stream_loader(data, layout, rank=0, start_step=step))
+        args = argparse.Namespace(
+            steps=5, lr=1e-2, warmup=0, grad_clip=1.0, log_every=1, preview_every=0, ckpt_every=100,
+            keep=2, precision="fp32", max_minutes=max_minutes,
+        )  # fmt: skip
+        return run_loop(
+            tmp_path, args, step, dist=one, model=model, optimizer=opt, ema=ema,
+            guard=train.NonFiniteGuard(3), device=torch.device("cpu"),
+            next_batches=lambda s: [next(batches)],
+            loss_fn=lambda m, b: train.diffusion_loss(m, b["x"], LogNormal(), seeds=b["sample_seed"]),
+            preview=lambda s: None, config={"lr": 1e-2},
+            data_position=lambda s: layout.position(s).to_dict(), extra_state=dict, extra_files=lambda p: None,
+        )  # fmt: skip
+
+    assert run(0.0) == 1  # a deadline already past: one step, then stop
+    assert train.latest_checkpoint(tmp_path).step == 1
+    assert "--max-minutes 0 reached at step 1" in capsys.readouterr().out
+    assert run(None) == 5  # rerun: resumes at step 1 and finishes
+    assert train.latest_checkpoint(tmp_path).step == 5

@@ -7,6 +7,7 @@ same for every modality, so it lives here once.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ RESUME_MAY_CHANGE = (
     "threads",
     "device",
     "precision",
+    "max_minutes",
 )
 
 
@@ -63,6 +65,11 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
     )
     p.add_argument("--sample-steps", type=int, help="sampler steps for previews and the saved pipeline")
     p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this much training time, with a checkpoint (rerun the command to go on)",
+    )
 
 
 def run_loop(
@@ -88,9 +95,14 @@ def run_loop(
 
     ``args`` supplies the run options of :func:`add_run_options` plus ``lr``, ``warmup`` and
     ``grad_clip``; ``next_batches(step)`` returns the prepared micro-batches of one step;
-    ``data_position(step)`` and ``extra_state()`` go into every checkpoint. Returns the last step.
+    ``data_position(step)`` and ``extra_state()`` go into every checkpoint. With ``args.max_minutes``
+    set, the loop also stops, with a checkpoint, at the first step that ends past that much wall time
+    (every rank stops at the same step: rank 0's clock decides). Returns the last step.
     """
     logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
+    deadline = (
+        None if getattr(args, "max_minutes", None) is None else time.monotonic() + 60 * args.max_minutes
+    )
     try:
         while step < args.steps:
             lr = warmup_lr(step, args.lr, args.warmup)
@@ -113,7 +125,8 @@ def run_loop(
                 logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped)
             if dist.is_main and args.preview_every and step % args.preview_every == 0:
                 preview(step)
-            if step % args.ckpt_every == 0 or step == args.steps:
+            out_of_time = deadline is not None and _past(deadline, device, dist)
+            if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
                 save_training_state(
                     run,
                     step,
@@ -127,6 +140,19 @@ def run_loop(
                     extra_files=extra_files,
                     keep=args.keep,
                 )
+            if out_of_time and step < args.steps:
+                logger.write(f"--max-minutes {args.max_minutes:g} reached at step {step}; rerun to continue")
+                break
     finally:
         logger.close()
     return step
+
+
+def _past(deadline: float, device: torch.device, dist: DistInfo) -> bool:
+    """Whether rank 0's clock is past ``deadline``, agreed by every rank."""
+    past = time.monotonic() > deadline
+    if dist.world_size == 1:
+        return past
+    flag = torch.tensor([float(past)], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())

@@ -13,7 +13,7 @@ that length.
 
 Layout (labels are the subfolder names; ``metadata.csv`` repeats them with a caption)::
 
-    DIR/train/<word>/<word>_0000.wav ...       K per word
+    DIR/train/<word>/<word>_0000.wav ...       K per word (.flac with --format flac)
     DIR/train/metadata.csv                     path,label,caption,voice,speed,pitch
     DIR/heldout/<word>/<word>_0000.wav ...     H per word, other draws of the same distribution
     DIR/heldout/metadata.csv
@@ -88,11 +88,12 @@ class Utterance:
     voice: str
     speed: int
     pitch: int
+    ext: str = "wav"
 
     @property
     def path(self) -> str:
         """Path relative to the split folder."""
-        return f"{self.word}/{self.word}_{self.index:04d}.wav"
+        return f"{self.word}/{self.word}_{self.index:04d}.{self.ext}"
 
     @property
     def caption(self) -> str:
@@ -111,7 +112,9 @@ def find_espeak(explicit: str | None = None) -> str:
     return found
 
 
-def plan(words: tuple[str, ...], per_word: int, heldout_per_word: int, seed: int) -> list[Utterance]:
+def plan(
+    words: tuple[str, ...], per_word: int, heldout_per_word: int, seed: int, ext: str = "wav"
+) -> list[Utterance]:
     """Draw the voice, speed and pitch of every utterance; no combination repeats within a word."""
     rng = np.random.default_rng(seed)
     n_combos = len(ACCENTS) * len(VARIANTS) * (SPEEDS[1] - SPEEDS[0] + 1) * (PITCHES[1] - PITCHES[0] + 1)
@@ -134,7 +137,7 @@ def plan(words: tuple[str, ...], per_word: int, heldout_per_word: int, seed: int
                     if combo not in seen:
                         seen.add(combo)
                         break
-                out.append(Utterance(split, word, index, *combo))
+                out.append(Utterance(split, word, index, *combo, ext=ext))
     return out
 
 
@@ -194,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--words", default=",".join(DIGITS), help="comma-separated words (default: the ten digits)"
     )
     p.add_argument("--sample-rate", type=int, default=22050)
+    p.add_argument(
+        "--format",
+        default="wav",
+        choices=("wav", "flac"),
+        help="file format (flac: lossless, about half the size)",
+    )
     p.add_argument("--seconds", type=float, default=None, help="pad or cut every clip to this length")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="espeak-ng processes at once")
     p.add_argument("--espeak", default=None, help="path of the espeak-ng program (default: found on PATH)")
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> Path:
         [espeak, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     out = Path(args.out)
-    utterances = plan(words, args.per_word, args.heldout_per_word, args.seed)
+    utterances = plan(words, args.per_word, args.heldout_per_word, args.seed, args.format)
     splits = ("train", "heldout") if args.heldout_per_word else ("train",)
     for split in splits:
         for word in words:
