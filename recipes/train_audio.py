@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> Path:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
     micro = args.batch // (dist.world_size * args.accum)
     if micro < 1 or micro * dist.world_size * args.accum != args.batch:
         raise SystemExit(
@@ -342,6 +343,9 @@ def main(argv: list[str] | None = None) -> Path:
     pipe_net: nn.Module = (
         pipe.denoiser if pipe.text_encoder is None else CaptionDenoiser(pipe.denoiser, pipe.text_encoder)
     )
+
+    if args.compile:  # after the pipeline's copy was taken: only the trained backbone runs compiled
+        backbone.compile()
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)

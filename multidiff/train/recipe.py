@@ -39,6 +39,7 @@ RESUME_MAY_CHANGE = (
     "device",
     "precision",
     "max_minutes",
+    "compile",
 )
 
 
@@ -65,6 +66,11 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
     )
     p.add_argument("--sample-steps", type=int, help="sampler steps for previews and the saved pipeline")
     p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the backbone: the first step compiles (minutes), later ones run faster (CUDA)",
+    )
     p.add_argument(
         "--max-minutes",
         type=float,
