@@ -524,8 +524,9 @@ class Pipeline:
                 interval=self.sampling.guidance_interval,
                 rescale=self.sampling.guidance_rescale,
             )
-        if self.x0_range is not None:
-            d = StaticThreshold(d, *self.x0_range)
+        if self.x0_range is not None:  # on the device once per call, not once per step
+            lo, hi = (v.to(self.device) for v in self.x0_range)
+            d = StaticThreshold(d, lo, hi)
         if mask is not None:
             if known is None:
                 raise ValueError("a mask needs known= data")

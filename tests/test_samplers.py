@@ -199,3 +199,12 @@ def test_public_acceptance_api():
         lambda x, sigma: x / (1 + sigma[:, None] ** 2), torch.randn(3, 2) * 80, sigmas
     )
     assert out.shape == (3, 2)
+
+
+def test_to_device_async_is_a_no_op_on_the_same_device_and_moves_otherwise():
+    from multidiff.core.samplers import to_device_async
+
+    t = torch.randn(3, 4)
+    assert to_device_async(t, t.device) is t
+    moved = to_device_async(t, torch.device("meta"))
+    assert moved.device.type == "meta" and moved.shape == t.shape

@@ -34,6 +34,7 @@ Denoiser = Callable[..., Tensor]
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
 __all__ = [
+    "to_device_async",
     "SAMPLERS",
     "get_sampler",
     "noise_like",
@@ -88,15 +89,30 @@ def noise_like(x: Tensor, generator: Generator = None) -> Tensor:
     if generator is None:
         return torch.randn_like(x)
     if isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+        return to_device_async(noise, x.device)
     if len(generator) != x.shape[0]:
         raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    return torch.stack(
-        [
-            torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype).to(x.device)
-            for g in generator
-        ]
+    devices = {g.device for g in generator}
+    if len(devices) != 1:
+        raise ValueError(f"per-sample generators must share one device, got {sorted(map(str, devices))}")
+    noise = torch.stack(
+        [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype) for g in generator]
     )
+    return to_device_async(noise, x.device)  # one copy for the batch
+
+
+def to_device_async(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device`` without blocking the host: a CPU tensor goes to CUDA through pinned memory.
+
+    A copy from ordinary (pageable) host memory makes the host wait for the GPU, once per sampler step
+    for noise drawn by CPU generators; through pinned memory the copy is queued like a kernel.
+    """
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:

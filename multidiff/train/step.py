@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from multidiff.core.losses import SigmaDistribution, denoising_loss
+from multidiff.core.samplers import to_device_async
 from multidiff.train.data import derive_seed
 from multidiff.train.distributed import all_reduce_mean, no_sync, unwrap
 
@@ -129,7 +130,7 @@ def per_sample_draws(
     gens = sample_generators(seeds, _NOISE)
     sigma = torch.cat([sigma_dist.sample(1, generator=g) for g in gens])  # (B,)
     noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])  # (B, *shape)
-    return sigma.to(device, non_blocking=True), noise.to(device, non_blocking=True)
+    return to_device_async(sigma, device), to_device_async(noise, device)
 
 
 def drop_labels(labels: Tensor, seeds: Tensor | Sequence[int], p: float, null_label: int) -> Tensor:
