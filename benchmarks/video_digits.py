@@ -10,9 +10,8 @@ row held-out clips):
 1. **Data**: moving-digit clips made in code from scikit-learn's bundled 8x8 digits
    (``recipes/data/make_digits_video.py``), GIF files: ``DATA/train`` (seed 0) and ``DATA/heldout``
    (seed 1, other draws of the same 1797 glyphs). ``--data`` defaults to ``OUT/data``; splits already
-   there are reused. Without the ``imageio_ffmpeg`` package (which ``multidiff.io.write_video`` needs for
-   every format, GIF included) the same clips are drawn with the recipe's own functions and written
-   frame by frame with pillow (:func:`write_gif`).
+   there are reused. GIFs are written by pillow alone (``multidiff.io.write_video``), so this runs on
+   machines without ffmpeg or the ``imageio_ffmpeg`` package.
 2. **Train** ``recipes/train_video.py`` (class labels = the digit) for ``--minutes`` of wall time
    (``--max-minutes``); throughput is the median of the run log's ``samples_per_s`` after the first
    tenth of the log (warm-up and the first batches excluded).
@@ -35,12 +34,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
-import io
 import json
 import shlex
 import statistics
-import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -105,91 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------------------------- data
-def _gif_blocks(data: bytes, pos: int) -> int:
-    """Position after the data sub-blocks starting at ``pos`` (size byte, bytes, ..., a 0 byte)."""
-    while data[pos]:
-        pos += data[pos] + 1
-    return pos + 1
-
-
-def write_gif(path: Path, frames: np.ndarray, fps: float) -> Path:
-    """Frames uint8 ``[F, H, W, 3]`` as an endless GIF: every frame kept, each with its own palette.
-
-    Pillow's animated-GIF writer merges identical consecutive frames into one longer frame (a digit
-    that moves less than half a pixel), which ``multidiff.io.read_video`` then resamples to another
-    frame count. So each frame is encoded alone by pillow (exact for frames of at most 256 colours,
-    such as the grey digits) and the frames are joined here: GIF89a header, NETSCAPE2.0 loop block, then
-    per frame a graphic control extension (delay) and the image with its palette as local colour table.
-    Delays are whole centiseconds, rounded cumulatively, so 8 fps alternates 12 and 13.
-    """
-    from PIL import Image
-
-    f, h, w, _ = frames.shape
-    out = [b"GIF89a", struct.pack("<HHBBB", w, h, 0, 0, 0)]  # logical screen, no global palette
-    out.append(b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")  # loop forever
-    for t in range(f):
-        buf = io.BytesIO()
-        frame = frames[t]
-        grey = bool((frame == frame[..., :1]).all())
-        Image.fromarray(frame[..., 0] if grey else frame, "L" if grey else "RGB").save(buf, format="GIF")
-        data = buf.getvalue()
-        packed = data[10]  # logical screen: global colour table flag and size
-        size_bits = packed & 7
-        table = 3 * 2 ** (size_bits + 1) if packed & 0x80 else 0
-        palette = data[13 : 13 + table]
-        pos = 13 + table
-        while data[pos] == 0x21:  # skip pillow's extensions (comments, control)
-            pos = _gif_blocks(data, pos + 2)
-        if data[pos] != 0x2C:
-            raise ValueError(f"cannot write {path}: unexpected GIF block {data[pos]:#x} from pillow")
-        left, top, iw, ih, ipacked = struct.unpack("<HHHHB", data[pos + 1 : pos + 10])
-        pos += 10
-        if ipacked & 0x80:  # a local colour table replaces the global one
-            palette, size_bits = data[pos : pos + 3 * 2 ** ((ipacked & 7) + 1)], ipacked & 7
-            pos += len(palette)
-        image_data = data[pos : _gif_blocks(data, pos + 1)]  # LZW minimum code size + sub-blocks
-        delay = round(100 * (t + 1) / fps) - round(100 * t / fps)
-        out.append(struct.pack("<BBBBHBB", 0x21, 0xF9, 4, 1 << 2, delay, 0, 0))  # disposal: keep
-        if not palette:
-            raise ValueError(f"cannot write {path}: pillow wrote a GIF frame without a palette")
-        flags = 0x80 | (ipacked & 0x40) | size_bits  # local colour table; pillow interlaces tall frames
-        out.append(struct.pack("<BHHHHB", 0x2C, left, top, iw, ih, flags) + palette)
-        out.append(image_data)
-    out.append(b"\x3b")
-    path.write_bytes(b"".join(out))
-    return path
-
-
-def has_ffmpeg_writer() -> bool:
-    """Whether ``multidiff.io.write_video`` can run (it needs ``imageio_ffmpeg`` for GIFs too)."""
-    return importlib.util.find_spec("imageio_ffmpeg") is not None
-
-
-def save_video(path: Path, frames: np.ndarray, fps: float) -> Path:
-    """``write_video`` where it works, else :func:`write_gif` (``path`` must end in .gif then)."""
-    return write_video(path, frames, fps) if has_ffmpeg_writer() else write_gif(path, frames, fps)
-
-
 def make_split(folder: Path, num: int, seed: int, frames: int, size: int) -> None:
-    """``num`` GIF clips into ``folder/<digit>/``, as ``make_digits_video.py --format gif`` makes them."""
+    """``num`` GIF clips into ``folder/<digit>/`` with ``make_digits_video.py --format gif``."""
     maker = load_recipe("data/make_digits_video.py")
-    if has_ffmpeg_writer():
-        maker.main(
-            ["--out", str(folder), "--num", str(num), "--frames", str(frames), "--size", str(size),
-             "--format", "gif", "--seed", str(seed), "--fps", str(DATA_FPS)]
-        )  # fmt: skip
-        return
-    # The recipe's own drawing (clip i depends only on (seed, i)), written with pillow.
-    glyphs, labels = maker.load_glyphs(size // 2)
-    by_digit = [np.flatnonzero(labels == d) for d in range(10)]
-    for d in range(10):
-        (folder / str(d)).mkdir(parents=True, exist_ok=True)
-    for i in range(num):
-        rng = np.random.default_rng([seed, i])
-        digit = i % 10
-        clip = maker.render_clip(glyphs[rng.choice(by_digit[digit])], frames, size, rng)
-        write_gif(folder / str(digit) / f"clip_{i:05d}.gif", clip, DATA_FPS)
-    print(f"wrote {num} clips of {frames} frames at {size}x{size} to {folder} (pillow)", flush=True)
+    maker.main(
+        ["--out", str(folder), "--num", str(num), "--frames", str(frames), "--size", str(size),
+         "--format", "gif", "--seed", str(seed), "--fps", str(DATA_FPS)]
+    )  # fmt: skip
 
 
 def clip_files(folder: Path) -> list[Path]:
@@ -516,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # samples: generated (one per digit) over held-out clips of the same digits
     first = [int(torch.nonzero(held_y == d)[0]) for d in range(10) if (held_y == d).any()]
-    save_video(out / "samples.gif", grid_video([gen[:10], held_clips[first]]), DATA_FPS)
+    write_video(out / "samples.gif", grid_video([gen[:10], held_clips[first]]), DATA_FPS)
     result["total_s"] = time.perf_counter() - t_start
     (out / "video_digits.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "video_digits.md").write_text(markdown(result))

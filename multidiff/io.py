@@ -1,10 +1,11 @@
 """Reading and writing media files: audio, video and images.
 
 Audio goes through soundfile (libsndfile); video through imageio's ffmpeg plugin (imageio-ffmpeg ships
-the ffmpeg binary), GIF and still images through imageio's pillow plugin. Each is imported inside the
-functions that need it. Every write is atomic: the data goes to a temporary file in the destination
-folder, which then replaces the destination with ``os.replace``, so an interrupted run never leaves a
-half-written file under the final name.
+the ffmpeg binary); GIF and still images through pillow, GIFs read with imageio's pillow plugin and
+written frame by frame, so they need no ffmpeg. Each is imported inside the functions that need it.
+Every write is atomic: the data goes to a temporary file in the destination folder, which then
+replaces the destination with ``os.replace``, so an interrupted run never leaves a half-written file
+under the final name.
 
 Media arrays are channels-last and uint8: a video is ``[F, H, W, C]``, an image ``[H, W, C]``.
 
@@ -15,9 +16,11 @@ whose message starts with the path and says what is wrong; a missing file is a
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +258,7 @@ def write_audio(
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
-# extension -> (ffmpeg encoder, output pixel format, extra ffmpeg output arguments)
+# extension -> (ffmpeg encoder, output pixel format, extra ffmpeg output arguments); GIFs: _gif_bytes
 _VIDEO_WRITERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ".mp4": ("libx264", "yuv420p", ("-movflags", "+faststart")),
     ".m4v": ("libx264", "yuv420p", ("-movflags", "+faststart")),
@@ -263,24 +266,15 @@ _VIDEO_WRITERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ".mkv": ("libx264", "yuv420p", ()),
     ".webm": ("libvpx-vp9", "yuv420p", ("-b:v", "0")),
     ".avi": ("mpeg4", "yuv420p", ("-q:v", "2")),
-    # one palette for the whole clip (palettegen), no dithering: exact for clips of <= 256 colours
-    ".gif": (
-        "gif",
-        "pal8",
-        (
-            "-vf",
-            "split[a][b];[a]palettegen=stats_mode=full:reserve_transparent=0[p];[b][p]paletteuse=dither=none",
-            "-loop",
-            "0",
-        ),
-    ),
 }
 _CHROMA_SUBSAMPLED = {"yuv420p"}
 # ffmpeg opens a lone picture as a one-frame "video" of these codecs
 _STILL_IMAGE_CODECS = {"png", "mjpeg", "bmp", "tiff", "webp", "jpeg2000", "jpegls", "qoi"}
-# Browsers show GIF frames announcing <= 10 ms for 100 ms; we read them the same way.
+# Browsers show GIF frames announcing <= 10 ms for 100 ms; we read them the same way, and write
+# delays of at least 2 centiseconds (at most 50 fps).
 _GIF_MIN_DELAY_MS = 10
 _GIF_DEFAULT_DELAY_MS = 100
+_GIF_MAX_FPS = 50.0
 _EPS = 1e-6
 
 
@@ -570,6 +564,86 @@ def _temp_path(path: Path) -> Path:
     return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
 
 
+def _gif_bytes(frames: np.ndarray, fps: float, path: Path) -> bytes:
+    """The bytes of an endlessly looping GIF of uint8 RGB frames ``[F, H, W, 3]``, every frame kept.
+
+    Pillow's animated-GIF writer (``save(..., save_all=True)``) is not used because it merges identical
+    consecutive frames into one frame shown for longer: a clip in which something pauses for a frame
+    (a small digit moving less than half a pixel) would come back from :func:`read_video` with fewer
+    frames, or resampled to another count. Here pillow only compresses each frame alone, as a one-frame
+    GIF, and the animation is assembled from those pieces as the GIF89a specification lays it out:
+    header and logical screen without a global colour table, a NETSCAPE2.0 application block asking
+    for an endless loop, then for every frame a graphic control extension holding its delay and the
+    image itself, with the palette pillow wrote for it as its local colour table.
+
+    Each frame gets its own palette: a frame of at most 256 distinct colours is stored exactly (its
+    palette is its colours); a frame with more is reduced to 256 colours by median cut, without
+    dithering. Delays are whole centiseconds, rounded cumulatively so the clip lasts ``F / fps``
+    within half a centisecond (8 fps alternates 13 and 12). Browsers and :func:`read_video` show a
+    delay of 1 centisecond for 100 ms, so rates above 50 fps are written at 50 fps.
+
+    ``path`` only names the destination in error messages.
+    """
+    from PIL import Image
+
+    def end_of_sub_blocks(data: bytes, pos: int) -> int:
+        # GIF data is a chain of sub-blocks (a length byte, then that many bytes) ending with a 0 byte
+        while data[pos]:
+            pos += data[pos] + 1
+        return pos + 1
+
+    n, h, w, _ = frames.shape
+    rate = min(fps, _GIF_MAX_FPS)
+    ends = np.floor(np.arange(n + 1) * (100.0 / rate) + 0.5).astype(np.int64)  # centiseconds
+    delays = np.diff(ends)
+    if delays.max() > 0xFFFF:
+        raise ValueError(f"cannot write {path}: a GIF frame lasts at most 655.35 s, fps={fps!r} is too low")
+
+    out = [b"GIF89a", struct.pack("<HHBBB", w, h, 0, 0, 0)]  # logical screen: no global colour table
+    out.append(b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")  # loop count 0: forever
+    for frame, delay in zip(frames, delays.tolist(), strict=True):
+        rgb = frame.astype(np.int32)
+        colours, index = np.unique(
+            (rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]).ravel(), return_inverse=True
+        )
+        if len(colours) <= 256:  # exact: the palette is the frame's colours
+            image = Image.frombytes("P", (w, h), index.astype(np.uint8).tobytes())
+            palette = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=-1)  # (N, 3)
+            image.putpalette(palette.astype(np.uint8).tobytes())
+        else:
+            image = Image.fromarray(frame).quantize(
+                256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+            )
+        buf = io.BytesIO()
+        image.save(buf, format="GIF", interlace=False)
+        one = buf.getvalue()  # header, logical screen, [global table], [extensions], image, trailer
+
+        screen_flags = one[10]
+        table_bits = screen_flags & 7  # a table holds 2 ** (bits + 1) colours
+        table = one[13 : 13 + 3 * 2 ** (table_bits + 1)] if screen_flags & 0x80 else b""
+        pos = 13 + len(table)
+        while one[pos] == 0x21:  # extensions pillow may add (comment, graphic control): dropped
+            pos = end_of_sub_blocks(one, pos + 2)
+        if one[pos] != 0x2C:
+            raise RuntimeError(f"cannot write {path}: unexpected block {one[pos]:#04x} in pillow's GIF frame")
+        left, top, fw, fh, image_flags = struct.unpack("<HHHHB", one[pos + 1 : pos + 10])
+        pos += 10
+        if image_flags & 0x80:  # pillow wrote a local table: it replaces the global one
+            table_bits = image_flags & 7
+            table = one[pos : pos + 3 * 2 ** (table_bits + 1)]
+            pos += len(table)
+        if not table:
+            raise RuntimeError(f"cannot write {path}: pillow wrote a GIF frame without a palette")
+        pixels = one[pos : end_of_sub_blocks(one, pos + 1)]  # LZW minimum code size, then sub-blocks
+
+        # graphic control extension: disposal 1 (leave the frame in place), the delay, no transparency
+        out.append(struct.pack("<BBBBHBB", 0x21, 0xF9, 4, 1 << 2, delay, 0, 0))
+        flags = 0x80 | (image_flags & 0x40) | table_bits  # local colour table; keep the interlace bit
+        out += [struct.pack("<BHHHHB", 0x2C, left, top, fw, fh, flags), table, pixels]
+    out.append(b"\x3b")  # trailer
+    return b"".join(out)
+
+
 def write_video(
     path: str | os.PathLike[str],
     frames: torch.Tensor | np.ndarray,
@@ -581,8 +655,10 @@ def write_video(
     """Write uint8 frames as a video, atomically; the format follows the extension.
 
     mp4 / m4v / mov / mkv: H.264 (libx264, yuv420p, ``+faststart``); webm: VP9; avi: MPEG-4 part 2;
-    gif: one palette for the whole clip without dithering (exact for clips of at most 256 colours; GIF
-    stores delays in centiseconds, so rates like 30 fps come back as about 30 fps).
+    gif: written by pillow alone (no ffmpeg needed), every frame kept, each frame with its own palette
+    and no dithering (exact for frames of at most 256 colours, so for any clip of at most 256 colours;
+    frames with more are quantised to 256 by median cut). GIF stores delays in centiseconds, so rates
+    like 30 fps come back as about 30 fps; rates above 50 fps are written at 50 fps.
 
     yuv420p halves the chroma resolution, so its frames need an even height and width: odd sizes are
     padded by repeating the last row or column (``pad_odd``), or refused.
@@ -600,19 +676,30 @@ def write_video(
     Raises:
         ValueError: For an unsupported extension, a bad frame array, rate or odd size (the file is named).
     """
-    import imageio_ffmpeg
-
     path = Path(path)
     ext = path.suffix.lower()
-    if ext not in _VIDEO_WRITERS:
+    if ext not in VIDEO_EXTENSIONS:
         raise ValueError(
-            f"cannot write {path}: unsupported extension {ext!r}; use one of {sorted(_VIDEO_WRITERS)}"
+            f"cannot write {path}: unsupported extension {ext!r}; use one of {sorted(VIDEO_EXTENSIONS)}"
         )
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"cannot write {path}: fps must be a positive number, got {fps!r}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
     arr = _frames_array(frames, path)  # (F, H, W, 3)
+    if ext == ".gif":
+        gif = _gif_bytes(arr, float(fps), path)
+        tmp = _temp_path(path)
+        try:
+            tmp.write_bytes(gif)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    import imageio_ffmpeg
+
     codec, pix_fmt, extra = _VIDEO_WRITERS[ext]
     _, h, w, _ = arr.shape
     if pix_fmt in _CHROMA_SUBSAMPLED and (h % 2 or w % 2):
@@ -627,7 +714,7 @@ def write_video(
         params += ["-crf", str(int(crf))]
     tmp = _temp_path(path)
     try:
-        # imageio's ffmpeg writer plugin refuses .gif names, so the frames go to its engine directly
+        # imageio-ffmpeg's engine directly, with the encoder, pixel format and arguments chosen above
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
             (arr.shape[2], arr.shape[1]),  # (W, H) after padding

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +32,19 @@ def moving_square(frames: int, height: int, width: int, side: int = 6) -> np.nda
         y, x = t % (height - side), (2 * t) % (width - side)
         clip[t, y : y + side, x : x + side] = (235, 200, 40)
     return clip
+
+
+@pytest.fixture
+def no_ffmpeg(monkeypatch):
+    """imageio_ffmpeg made unimportable, as on machines without it."""
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+
+
+def gif_delays_ms(path) -> list[int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return [im.seek(k) or im.info["duration"] for k in range(im.n_frames)]
 
 
 def square_centre(frame: np.ndarray) -> tuple[float, float]:
@@ -82,6 +98,78 @@ def test_gif_with_uneven_delays_is_read_at_a_constant_rate(tmp_path) -> None:
     frames, fps = read_video(tmp_path / "vfr.gif")
     assert fps == pytest.approx(10.0)  # the rate of the shortest delay
     assert [int(f[0, 0, 0]) for f in frames] == [0, 80, 80, 160]  # the 200 ms frame shown twice
+
+
+def test_gif_is_written_without_ffmpeg(tmp_path, no_ffmpeg) -> None:
+    with pytest.raises(ImportError):
+        write_video(tmp_path / "clip.mp4", moving_square(3, 16, 16), 10)  # the patch is in force
+    clip = moving_square(11, 19, 27)
+    path = write_video(tmp_path / "clip.gif", torch.from_numpy(clip), 12.5)
+    frames, fps = read_video(path)
+    assert tuple(frames.shape) == (11, 19, 27, 3) and fps == pytest.approx(12.5)
+    assert torch.equal(frames, torch.from_numpy(clip))
+    info = probe_video(path)
+    assert (info.frames, info.height, info.width, info.codec) == (11, 19, 27, "gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif"]  # no temporary file left
+
+
+def test_gif_keeps_identical_consecutive_frames(tmp_path, no_ffmpeg) -> None:
+    # pillow's save_all would merge the repeats into longer frames: 5 frames instead of 9
+    clip = np.stack([moving_square(6, 16, 16)[t] for t in (0, 0, 1, 2, 2, 2, 3, 4, 4)])
+    path = write_video(tmp_path / "pauses.gif", clip, 8)
+    assert gif_delays_ms(path) == [130, 120, 130, 120, 130, 120, 130, 120, 130]  # rounded cumulatively
+    frames, fps = read_video(path)
+    assert fps == pytest.approx(8.0, rel=0.01)  # 9 frames last 113 centiseconds, not 112.5
+    assert torch.equal(frames, torch.from_numpy(clip))
+    (single,) = read_video(write_video(tmp_path / "one.gif", clip[:1], 8))[0]  # one frame works too
+    assert torch.equal(single, torch.from_numpy(clip[0]))
+
+
+def test_gif_colours(tmp_path, no_ffmpeg) -> None:
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (256, 3), np.uint8)
+    clip = palette[rng.integers(0, 256, (5, 24, 40))]  # 256 colours in all, scattered
+    frames, _ = read_video(write_video(tmp_path / "c256.gif", clip, 10))
+    assert torch.equal(frames, torch.from_numpy(clip))
+    # every frame has its own palette: 600 colours in the clip, 200 in each frame, still exact
+    clip = rng.integers(0, 256, (600, 3), np.uint8).reshape(3, 200, 3)[:, rng.integers(0, 200, (10, 30))]
+    assert len(np.unique(clip.reshape(-1, 3), axis=0)) > 256
+    frames, _ = read_video(write_video(tmp_path / "c600.gif", clip, 10))
+    assert torch.equal(frames, torch.from_numpy(clip))
+    # more than 256 colours in a frame: quantised to 256 per frame, without dithering, close
+    y, x = np.mgrid[:64, :64]
+    clip = np.stack([np.stack([4 * x, 4 * y, (x + y + 9 * t) % 256], -1) for t in range(4)]).astype(np.uint8)
+    frames, fps = read_video(write_video(tmp_path / "smooth.gif", clip, 10))
+    assert tuple(frames.shape) == (4, 64, 64, 3) and fps == pytest.approx(10.0)
+    err = np.abs(frames.numpy().astype(int) - clip)
+    assert err.mean() < 5.0 and err.max() <= 32
+    assert all(len(np.unique(f.reshape(-1, 3), axis=0)) <= 256 for f in frames.numpy())
+
+
+def test_gif_rates(tmp_path, no_ffmpeg) -> None:
+    clip = moving_square(6, 16, 16)
+    _, fps = read_video(write_video(tmp_path / "fast.gif", clip, 60))
+    assert fps == pytest.approx(50.0)  # 1-centisecond delays would be shown for 100 ms: capped
+    assert gif_delays_ms(tmp_path / "fast.gif") == [20] * 6
+    _, fps = read_video(write_video(tmp_path / "slow.gif", clip, 0.5))
+    assert fps == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"tiny.gif.*at most 655.35 s"):
+        write_video(tmp_path / "tiny.gif", clip, 0.001)
+
+
+def test_gif_write_is_atomic(tmp_path, monkeypatch, no_ffmpeg) -> None:
+    dest = write_video(tmp_path / "keep.gif", moving_square(3, 16, 16), 10)
+    before = dest.read_bytes()
+
+    def half_then_fail(self, data):
+        Path.write_text(self, "half a gif")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_video(dest, moving_square(5, 16, 16), 10)
+    assert dest.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.gif"]
 
 
 def test_odd_sizes_are_padded_for_h264(tmp_path) -> None:

@@ -7,7 +7,8 @@ shipped inside scikit-learn, nothing downloaded), upscaled bilinearly to half th
 in a straight line and bouncing off the borders, white on black, like Moving MNIST (Srivastava et al.
 2015) with one digit. Clips go to ``DIR/<digit>/clip_00000.mp4`` (labels from subfolders, as
 :class:`~multidiff.data.video.VideoFolder` reads them); digits cycle 0..9 so the classes are balanced.
-Clip ``i`` depends only on ``(--seed, i)``.
+Clip ``i`` depends only on ``(--seed, i)``. mp4 and webm need ffmpeg (the ``imageio-ffmpeg`` package);
+``--format gif`` is written by pillow alone and stores every frame exactly.
 """
 
 from __future__ import annotations
