@@ -4,6 +4,7 @@
     python recipes/generate_video.py --ckpt RUN --num 2 --frames 16 --first-frame photo.png --out i2v/
     python recipes/generate_video.py --ckpt RUN --num 2 --frames 32 --continue clip.mp4 --out longer/
     python recipes/generate_video.py --ckpt RUN --frames 9 --first-frame a.png --last-frame b.png --out tween/
+    python recipes/generate_video.py --ckpt RUN --num 4 --prompt "a red ball bouncing" --guidance 4 --out red/
 
 ``--ckpt`` takes a run folder (its ``pipeline/``, else the latest checkpoint's), or a pipeline folder.
 More frames than the training clips are generated with overlapping temporal windows. Video k is drawn
@@ -38,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
     p.add_argument("--steps", type=int, help="sampler steps")
     p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label or --prompt)")
     p.add_argument("--label", help="class name or index (class-conditional models)")
+    p.add_argument("--prompt", help="caption (models trained with --captions)")
     p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
     p.add_argument("--batch", type=int, default=4, help="videos generated at once")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         pipe = VideoPipeline.from_pretrained(folder, device=device)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from err
+    if args.prompt is not None and pipe.text_encoder is None:
+        raise SystemExit(f"error: {folder} was trained without captions; --prompt needs a caption model")
     size = (args.size, args.size) if args.size else pipe.size
     if size is None:
         raise SystemExit("pass --size (the pipeline records no training size)")
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         n = min(args.batch, args.num - start)
         videos = pipe.generate(
             n, frames, size, steps=args.steps, sampler=args.sampler, guidance=args.guidance, label=args.label,
-            seed=seed + start, known=known, mask=mask, decode_chunk=args.decode_chunk, progress=not args.quiet,
+            prompt=args.prompt, seed=seed + start, known=known, mask=mask, decode_chunk=args.decode_chunk,
+            progress=not args.quiet,
         )  # fmt: skip
         for k in range(n):
             path = out / f"sample-{start + k:03d}-seed{seed + start + k}.{suffix}"

@@ -42,14 +42,9 @@ from multidiff.data.audio import AudioFolder, AudioFolderConfig  # noqa: E402
 from multidiff.modalities.audio import PRESETS as MEL_PRESETS  # noqa: E402
 from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec  # noqa: E402
 from multidiff.nn.io import config_to_dict  # noqa: E402
-from multidiff.nn.text import NULL_CAPTION, TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder  # noqa: E402
+from multidiff.nn.text import TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder  # noqa: E402
 from multidiff.nn.unet import UNET_PRESETS, UNet, UNetConfig  # noqa: E402
 from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask  # noqa: E402
-from multidiff.train.step import sample_generators  # noqa: E402
-
-# Salt of the caption-dropout stream drawn from each sample's seed (multidiff.train.step uses 0 for the
-# noise and sigma, 1 for label dropout).
-_CAPTION_DROP = 2
 
 
 @dataclass(frozen=True)
@@ -165,6 +160,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
     train.add_run_options(p, previews="wavs/PNGs", items="clips")
     args = p.parse_args(argv)
+    try:
+        train.check_caption_dropout(args.caption_dropout)
+    except ValueError as err:
+        p.error(f"--caption-dropout: {err}")
     preset = PRESETS[args.preset]
     for name in ("steps", "batch", "seconds", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
                  "log_every", "sample_steps"):  # fmt: skip
@@ -185,37 +184,6 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
     if args.text_encoder:
         config["text_encoder"] = str(Path(args.text_encoder).resolve())
     return config
-
-
-class CaptionDenoiser(nn.Module):
-    """The denoiser and its text encoder as one module, so DDP, the optimiser, EMA and checkpoints cover
-    both (a frozen transformers encoder is carried along with ``requires_grad=False``).
-
-    Args:
-        denoiser: The denoiser over mel latents (its U-Net has ``context_dim`` = the encoder width).
-        text_encoder: A :class:`ByteTextEncoder` (trained) or a frozen transformers encoder.
-    """
-
-    def __init__(self, denoiser: Denoiser, text_encoder: nn.Module) -> None:
-        super().__init__()
-        self.denoiser = denoiser
-        self.text_encoder = text_encoder
-
-    def forward(
-        self, x: torch.Tensor, sigma: torch.Tensor, *, captions: list[str], **cond: Any
-    ) -> torch.Tensor:
-        """``D(x, σ, context=E(captions))``: captions -> context ``[B, L, D]`` -> the denoiser."""
-        context, mask = self.text_encoder.encode(captions)  # (B, L, D), (B, L)
-        return self.denoiser(x, sigma, context=context, context_mask=mask, **cond)
-
-
-def drop_captions(captions: list[str], seeds: torch.Tensor, p: float) -> list[str]:
-    """Replace each caption by the null caption with probability ``p``, drawn from the sample's own seed
-    (so a resumed run drops the same captions; Ho & Salimans 2022, Sec. 3.2)."""
-    if not 0.0 <= p < 1.0:
-        raise SystemExit(f"--caption-dropout must lie in [0, 1), got {p}")
-    gens = sample_generators(seeds, _CAPTION_DROP)
-    return [NULL_CAPTION if bool(torch.rand((), generator=g) < p) else c for c, g in zip(captions, gens)]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -243,8 +211,11 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("--text-encoder needs --captions")
 
     # --- data: fixed-length clips; broken files are skipped with a warning naming each one
-    if args.captions and not (Path(args.data) / "metadata.csv").is_file():
-        raise SystemExit(f"--captions: {args.data} has no metadata.csv (columns path, caption)")
+    if args.captions:
+        try:
+            train.require_caption_metadata(args.data)
+        except ValueError as err:
+            raise SystemExit(f"--captions: {err}") from None
     dataset = AudioFolder(
         args.data,
         AudioFolderConfig(
@@ -260,13 +231,10 @@ def main(argv: list[str] | None = None) -> Path:
     num_classes = len(dataset.classes) if args.labels else None
     captions: list[str] = []
     if args.captions:
-        missing = [e.rel for e in dataset.entries if e.caption is None]
-        if missing:
-            raise SystemExit(
-                f"--captions: {len(missing)} file(s) in {args.data} have no captions in metadata.csv "
-                f"(e.g. {missing[0]})"
-            )
-        captions = sorted({e.caption for e in dataset.entries if e.caption is not None})
+        try:
+            captions = train.distinct_captions(dataset.entries, args.data)  # every file has one
+        except ValueError as err:
+            raise SystemExit(f"--captions: {err}") from None
 
     # --- resume? (refuse if a setting that matters changed)
     config = run_config(args, dataset)
@@ -314,7 +282,9 @@ def main(argv: list[str] | None = None) -> Path:
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
     sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
-    net: nn.Module = denoiser if text_encoder is None else CaptionDenoiser(denoiser, text_encoder).to(device)
+    net: nn.Module = (
+        denoiser if text_encoder is None else train.CaptionDenoiser(denoiser, text_encoder).to(device)
+    )
 
     # --- optimiser, EMA, non-finite guard; then restore everything from the checkpoint
     params = [p for p in net.parameters() if p.requires_grad]  # a transformers encoder stays frozen
@@ -341,7 +311,9 @@ def main(argv: list[str] | None = None) -> Path:
     )
     # The pipeline's modules under the training module's names, for ema.copy_to.
     pipe_net: nn.Module = (
-        pipe.denoiser if pipe.text_encoder is None else CaptionDenoiser(pipe.denoiser, pipe.text_encoder)
+        pipe.denoiser
+        if pipe.text_encoder is None
+        else train.CaptionDenoiser(pipe.denoiser, pipe.text_encoder)
     )
 
     if args.compile:  # after the pipeline's copy was taken: only the trained backbone runs compiled
@@ -376,7 +348,7 @@ def main(argv: list[str] | None = None) -> Path:
                 labels, batch["sample_seed"], args.label_dropout, num_classes
             )
         if text_encoder is not None:
-            out["cond"]["captions"] = drop_captions(
+            out["cond"]["captions"] = train.drop_captions(
                 list(batch["caption"]), batch["sample_seed"], args.caption_dropout
             )
         return out

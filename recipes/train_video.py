@@ -1,7 +1,8 @@
 """Train a video diffusion model with frame-mask conditioning on a folder of video clips.
 
     python recipes/train_video.py --data DIR --out RUN [--preset tiny|small|base] [--steps N] [--frames F]
-        [--size S] [--vae VAE_FOLDER]
+        [--size S] [--vae VAE_FOLDER] [--labels]
+    python recipes/train_video.py --data DIR --out RUN --captions [--text-encoder CLIP_OR_T5_FOLDER]
     torchrun --nproc-per-node 4 recipes/train_video.py --data DIR --out RUN --preset base --vae VAE
 
 One model learns unconditional generation, image-to-video, continuation and interpolation: every clip
@@ -12,14 +13,22 @@ AutoencoderKL (e.g. from ``recipes/train_vae.py``) and the latents cached under 
 With ``--images DIR``, every ``--image-every``-th step is a batch of still images trained into the same
 weights as one-frame clips (never given known frames), so an image collection can teach appearance.
 
+With ``--captions`` (captions from ``DIR/metadata.csv``) the U-Net cross-attends to the captions' tokens:
+a small byte-level text encoder is trained jointly with the denoiser, or ``--text-encoder`` names a local
+transformers CLIP/T5 folder that stays frozen. Captions are replaced by the null caption with probability
+``--caption-dropout`` (drawn from each sample's own seed), which enables classifier-free guidance. With
+``--images`` too, the image folder needs its own ``metadata.csv`` with a caption for every image (the run
+is refused otherwise, rather than training the stills silently as uncaptioned).
+With ``--labels`` too, the labels come from the ``label`` column of the same ``metadata.csv`` files.
+
 Rerunning the same command continues from the latest checkpoint in RUN (refused, with the differing
 settings listed, if a setting that matters changed). The pipeline ready for ``generate_video.py`` is
 written to ``RUN/pipeline`` at the end, and into every checkpoint; previews are gifs.
 
 Reading order: settings -> video adapter (pixels or VAE, statistics fitted on the data) -> data
-(VideoFolder, latent cache) -> backbone (video U-Net with C + 1 conditioning channels) -> Denoiser ->
-objective -> optimiser and EMA -> resume -> the loop (one optimiser step, log, preview, checkpoint) ->
-final pipeline.
+(VideoFolder, latent cache) -> text encoder -> backbone (video U-Net with C + 1 conditioning channels) ->
+Denoiser -> objective -> optimiser and EMA -> resume -> the loop (one optimiser step, log, preview,
+checkpoint) -> final pipeline.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -47,6 +57,7 @@ from multidiff.io import write_video  # noqa: E402
 from multidiff.modalities.image import ImageAdapterConfig  # noqa: E402
 from multidiff.modalities.video import VideoAdapter  # noqa: E402
 from multidiff.nn.io import config_to_dict  # noqa: E402
+from multidiff.nn.text import TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder  # noqa: E402
 from multidiff.nn.unet import UNet, UNetConfig  # noqa: E402
 from multidiff.pipeline import SamplingConfig, VideoPipeline  # noqa: E402
 from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_masks  # noqa: E402
@@ -161,7 +172,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--vae", help="local AutoencoderKL folder: train on its latents (cached) instead of pixels"
     )
-    p.add_argument("--images", help="folder of images trained into the same weights as one-frame clips")
+    p.add_argument(
+        "--images",
+        help="folder of images trained into the same weights as one-frame clips (with --captions: "
+        "captioned in its own metadata.csv)",
+    )
     p.add_argument(
         "--image-every", type=int, default=4, help="with --images: every n-th step is an image batch"
     )
@@ -179,8 +194,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    p.add_argument(
+        "--captions",
+        action="store_true",
+        help="caption-conditional on metadata.csv captions (cross-attention)",
+    )
+    p.add_argument("--caption-dropout", type=float, default=0.1, help="null-caption probability (for CFG)")
+    p.add_argument(
+        "--text-encoder",
+        help="local transformers CLIP/T5 folder, kept frozen (default: a trained byte encoder)",
+    )
     train.add_run_options(p, previews="gifs", items="videos")
     args = p.parse_args(argv)
+    try:
+        train.check_caption_dropout(args.caption_dropout)
+    except ValueError as err:
+        p.error(f"--caption-dropout: {err}")
     preset = PRESETS[args.preset]
     for name in ("steps", "batch", "frames", "size", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
                  "log_every", "sample_steps"):  # fmt: skip
@@ -213,6 +242,8 @@ def main(argv: list[str] | None = None) -> Path:
             f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
         )
     run = Path(args.out)
+    if args.text_encoder and not args.captions:
+        raise SystemExit("--text-encoder needs --captions")
 
     # --- the video adapter: pixels in [-1, 1], or a per-frame VAE whose latents are cached
     image_config = (
@@ -222,7 +253,16 @@ def main(argv: list[str] | None = None) -> Path:
     )
     adapter = VideoAdapter.from_config(image_config)
 
-    # --- data: clips of F frames at the training size; broken files are skipped with a warning each
+    # --- data: clips of F frames at the training size; broken files are skipped with a warning each.
+    # With --captions, captions (and labels) come from metadata.csv, the videos' and the images' own.
+    label_mode = "metadata" if args.captions else "auto" if args.labels else "none"
+    if args.captions:
+        try:
+            for folder in (args.data, args.images):
+                if folder is not None:
+                    train.require_caption_metadata(folder)
+        except ValueError as err:
+            raise SystemExit(f"--captions: {err}") from None
     dataset = VideoFolder(
         args.data,
         VideoFolderConfig(
@@ -230,7 +270,7 @@ def main(argv: list[str] | None = None) -> Path:
             fps=args.fps,
             stride=args.stride,
             size=args.size,
-            labels="auto" if args.labels else "none",
+            labels=label_mode,
             seed=args.seed,
             return_frames=not args.vae,
         ),
@@ -248,7 +288,7 @@ def main(argv: list[str] | None = None) -> Path:
             args.images,
             ImageFolderConfig(
                 size=args.size,
-                labels="auto" if args.labels else "none",
+                labels=label_mode,
                 seed=args.seed,
                 as_video=True,
                 return_images=not args.vae,
@@ -261,6 +301,14 @@ def main(argv: list[str] | None = None) -> Path:
                 f"--labels: the image classes {images.classes} differ from the video classes {dataset.classes}"
             )
     num_classes = len(dataset.classes) if args.labels else None
+    captions: list[str] = []  # the videos' distinct captions: the preview prompts
+    if args.captions:
+        try:
+            captions = train.distinct_captions(dataset.entries, args.data)  # every file has one
+            if images is not None:
+                train.distinct_captions(images.entries, args.images)
+        except ValueError as err:
+            raise SystemExit(f"--captions: {err}") from None
 
     # --- resume? (refuse if a setting that matters changed)
     config = {k: v for k, v in vars(args).items() if k != "out"}
@@ -273,6 +321,8 @@ def main(argv: list[str] | None = None) -> Path:
         images=None if images is None else str(Path(args.images).resolve()),
         classes=dataset.classes if args.labels else None,
     )
+    if args.text_encoder:
+        config["text_encoder"] = str(Path(args.text_encoder).resolve())
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
         train.check_resume_config(
@@ -301,26 +351,44 @@ def main(argv: list[str] | None = None) -> Path:
     adapter.to(device)
     c = adapter.latent_channels
 
-    # --- backbone (video U-Net; C + 1 extra channels: known latents and the frame mask) and denoiser
+    # --- backbone (video U-Net; C + 1 extra channels: known latents and the frame mask) and denoiser; with
+    # captions, a text encoder whose tokens the U-Net cross-attends to (Rombach et al. 2022, Sec. 3.3)
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    unet = dataclasses.replace(preset.unet, in_channels=c, cond_channels=c + 1, num_classes=num_classes)
+    text_encoder: nn.Module | None = None
+    if args.captions:
+        if args.text_encoder:
+            try:
+                text_encoder = load_text_encoder(args.text_encoder)
+            except ValueError as err:
+                raise SystemExit(f"--text-encoder: {err}") from err
+        else:
+            text_encoder = ByteTextEncoder(TEXT_ENCODER_PRESETS[args.preset])  # video presets: same names
+    context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
+    unet = dataclasses.replace(
+        preset.unet, in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim
+    )
     backbone = UNet(unet)
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
     sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+    # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
+    net: nn.Module = (
+        denoiser if text_encoder is None else train.CaptionDenoiser(denoiser, text_encoder).to(device)
+    )
 
     # --- optimiser, EMA, non-finite guard; then restore everything from the checkpoint
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ema = EMA(denoiser, decay=args.ema_decay)
+    params = [p for p in net.parameters() if p.requires_grad]  # a transformers encoder stays frozen
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = EMA(net, decay=args.ema_decay)
     guard = train.NonFiniteGuard(max_consecutive=args.max_nonfinite)
     step = 0
     if ckpt is not None:
-        step = train.restore_training_state(ckpt, dist=dist, model=denoiser, optimizer=optimizer, ema=ema)
+        step = train.restore_training_state(ckpt, dist=dist, model=net, optimizer=optimizer, ema=ema)
         guard.load_state_dict(ckpt.state["extra"]["guard"])
         if dist.is_main:
             print(f"resuming from {ckpt.path} (step {step})", flush=True)
-    model = train.wrap_ddp(denoiser, dist)
+    model = train.wrap_ddp(net, dist)
 
-    # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
+    # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = VideoPipeline(
         copy.deepcopy(denoiser),
         adapter,
@@ -329,6 +397,13 @@ def main(argv: list[str] | None = None) -> Path:
         window=args.frames,
         x0_range=x0_range,
         size=args.size,
+        text_encoder=None if text_encoder is None else copy.deepcopy(text_encoder),
+    )
+    # The pipeline's modules under the training module's names, for ema.copy_to.
+    pipe_net: nn.Module = (
+        pipe.denoiser
+        if pipe.text_encoder is None
+        else train.CaptionDenoiser(pipe.denoiser, pipe.text_encoder)
     )
 
     if args.compile:  # after the pipeline's copy was taken: only the trained backbone runs compiled
@@ -369,7 +444,8 @@ def main(argv: list[str] | None = None) -> Path:
     image_batches = None if image_layout is None else loader(images, image_layout, image_steps(step))
 
     def prepare(batch: dict[str, Any]) -> dict[str, Any]:
-        """Frames -> latents (float32, outside autocast), known-frame mask and channels, labels with dropout."""
+        """Frames -> latents (float32, outside autocast), known-frame mask and channels, labels and
+        captions with dropout."""
         with torch.no_grad():
             if args.vae:
                 x0 = batch["latents"].to(device, non_blocking=True)  # (b, C, F, h, w)
@@ -384,6 +460,10 @@ def main(argv: list[str] | None = None) -> Path:
             cond["labels"] = train.drop_labels(
                 batch["label"].to(device), batch["sample_seed"], args.label_dropout, num_classes
             )
+        if text_encoder is not None:
+            cond["captions"] = train.drop_captions(
+                list(batch["caption"]), batch["sample_seed"], args.caption_dropout
+            )
         # the loss is taken on the frames the model must generate
         return {"x0": x0, "seeds": batch["sample_seed"], "cond": cond, "mask": 1 - known}
 
@@ -394,13 +474,16 @@ def main(argv: list[str] | None = None) -> Path:
         )  # fmt: skip
 
     def write_pipeline(folder: Path) -> None:
-        ema.copy_to(pipe.denoiser)
+        ema.copy_to(pipe_net)
         pipe.save_pretrained(folder / "pipeline")
 
     def preview(step: int) -> None:
-        ema.copy_to(pipe.denoiser)
+        ema.copy_to(pipe_net)
         label = [k % num_classes for k in range(args.preview_num)] if num_classes else None
-        videos = pipe.generate(args.preview_num, args.frames, label=label, seed=0, progress=False)
+        prompt = [captions[k % len(captions)] for k in range(args.preview_num)] if captions else None
+        videos = pipe.generate(
+            args.preview_num, args.frames, label=label, prompt=prompt, seed=0, progress=False
+        )
         folder = run / "previews" / f"step-{step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         for k, video in enumerate(videos):
@@ -430,7 +513,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_video.py
     if dist.is_main:
-        ema.copy_to(pipe.denoiser)
+        ema.copy_to(pipe_net)
         pipe.save_pretrained(run / "pipeline")
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()

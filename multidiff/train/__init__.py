@@ -7,9 +7,18 @@
 * :mod:`~multidiff.train.checkpoint`: atomic checkpoints and exact resume.
 * :mod:`~multidiff.train.monitor`: progress bar, ``log.jsonl``, optional TensorBoard.
 * :mod:`~multidiff.train.preview`: preview wavs and mel PNGs.
+* :mod:`~multidiff.train.captions`: caption conditioning (denoiser + text encoder as one module, per-sample
+  caption dropout, the checks of a captioned folder).
 * :mod:`~multidiff.train.recipe`: the run options and the loop the train recipes share.
 """
 
+from multidiff.train.captions import (
+    CaptionDenoiser,
+    check_caption_dropout,
+    distinct_captions,
+    drop_captions,
+    require_caption_metadata,
+)
 from multidiff.train.checkpoint import (
     Checkpoint,
     ResumeConfigError,
@@ -43,6 +52,7 @@ __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
     "run_loop",
+    "CaptionDenoiser",
     "Checkpoint",
     "DataPosition",
     "DistInfo",
@@ -53,16 +63,20 @@ __all__ = [
     "StepResult",
     "StreamLayout",
     "autocast",
+    "check_caption_dropout",
     "check_resume_config",
     "cleanup_distributed",
     "derive_seed",
     "diffusion_loss",
+    "distinct_captions",
+    "drop_captions",
     "drop_labels",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "optimizer_step",
     "read_log",
+    "require_caption_metadata",
     "resolve_pipeline_dir",
     "restore_training_state",
     "save_audio_previews",
