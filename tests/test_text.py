@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
 import pytest
@@ -17,8 +16,6 @@ from multidiff.nn.text import (
     ByteTokenizer,
     HFTextEncoder,
     TextEncoder,
-    drop_captions,
-    drop_labels,
     load_text_encoder,
 )
 
@@ -198,43 +195,6 @@ def test_presets_build() -> None:
 
 
 # ----------------------------------------------------------------------------------- dropout
-
-
-def test_drop_captions() -> None:
-    caps = [f"c{i}" for i in range(4000)]
-    assert drop_captions(caps, 0.0) == caps
-    assert drop_captions(caps, 1.0) == [""] * len(caps)
-    g = torch.Generator().manual_seed(0)
-    out = drop_captions(caps, 0.25, g)
-    dropped = sum(o == "" for o in out)
-    sd = math.sqrt(len(caps) * 0.25 * 0.75)
-    assert abs(dropped - 0.25 * len(caps)) < 4 * sd
-    assert all(o in ("", c) for o, c in zip(out, caps))
-    again = drop_captions(caps, 0.25, torch.Generator().manual_seed(0))
-    assert again == out
-    assert drop_captions([], 0.5) == []
-    with pytest.raises(ValueError, match="probability"):
-        drop_captions(caps, 1.5)
-
-
-def test_drop_labels() -> None:
-    labels = torch.arange(4000) % 7
-    assert torch.equal(drop_labels(labels, 0.0, 7), labels)
-    assert (drop_labels(labels, 1.0, 7) == 7).all()
-    out = drop_labels(labels, 0.1, 7, torch.Generator().manual_seed(1))
-    dropped = out == 7
-    sd = math.sqrt(len(labels) * 0.1 * 0.9)
-    assert abs(int(dropped.sum()) - 400) < 4 * sd
-    assert torch.equal(out[~dropped], labels[~dropped])
-    assert torch.equal(out, drop_labels(labels, 0.1, 7, torch.Generator().manual_seed(1)))
-    # Same draws as drop_captions with the same seed: one random stream for both kinds of condition.
-    caps = drop_captions(["x"] * 4000, 0.1, torch.Generator().manual_seed(1))
-    assert [c == "" for c in caps] == dropped.tolist()
-    with pytest.raises(ValueError, match="1-D"):
-        drop_labels(labels[None], 0.1, 7)
-
-
-# ----------------------------------------------------------------------------------- HF encoder
 
 
 def test_hf_missing_transformers_message(monkeypatch, tmp_path) -> None:

@@ -10,8 +10,9 @@ backbone takes as ``context=`` / ``context_mask=``. Two encoders exist:
   (``transformers`` is an optional dependency, imported when one is loaded).
 
 Classifier-free guidance (Ho and Salimans 2022) trains the unconditional branch by replacing captions
-with the empty "null caption" ``""`` (:func:`drop_captions`) and class labels with the null label
-(:func:`drop_labels`), each with probability p.
+with the empty "null caption" :data:`NULL_CAPTION` and class labels with the null label, each with
+probability p, drawn from each sample's own seed: :func:`multidiff.train.drop_captions` and
+:func:`multidiff.train.drop_labels`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ __all__ = [
     "ByteTokenizer",
     "HFTextEncoder",
     "TextEncoder",
-    "drop_captions",
-    "drop_labels",
     "load_text_encoder",
 ]
 
@@ -70,52 +69,6 @@ class TextEncoder(Protocol):
 # --------------------------------------------------------------------------------------------------
 # Caption and label dropout
 # --------------------------------------------------------------------------------------------------
-
-
-def _check_p(p: float) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p!r}")
-
-
-def drop_captions(captions: Sequence[str], p: float, generator: torch.Generator | None = None) -> list[str]:
-    """Replace each caption by the null caption ``""`` with probability ``p`` (independently).
-
-    Args:
-        captions: B captions.
-        p: Drop probability in [0, 1].
-        generator: Source of randomness (a CPU generator); None uses the global one.
-
-    Returns:
-        A new list of B captions.
-    """
-    _check_p(p)
-    if not captions:
-        return []
-    drop = torch.rand(len(captions), generator=generator) < p  # (B,)
-    return [NULL_CAPTION if d else c for c, d in zip(captions, drop.tolist())]
-
-
-def drop_labels(
-    labels: torch.Tensor, p: float, null_label: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Replace each class label by ``null_label`` with probability ``p`` (independently).
-
-    Args:
-        labels: (B,) int64 labels on any device.
-        p: Drop probability in [0, 1].
-        null_label: The unconditional label (``num_classes`` in the multidiff backbone contract).
-        generator: Source of randomness; the draws are made on the generator's device (CPU if None)
-            and moved to ``labels.device``, so the result does not depend on where the labels live.
-
-    Returns:
-        (B,) labels with the dropped entries set to ``null_label``.
-    """
-    _check_p(p)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be a 1-D tensor [B], got shape {tuple(labels.shape)}")
-    device = generator.device if generator is not None else torch.device("cpu")
-    drop = (torch.rand(labels.shape[0], generator=generator, device=device) < p).to(labels.device)  # (B,)
-    return torch.where(drop, torch.full_like(labels, null_label), labels)
 
 
 # --------------------------------------------------------------------------------------------------
