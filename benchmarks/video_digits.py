@@ -1,7 +1,7 @@
 """Video end to end on a GPU: train on moving digits, then time and judge generation (issue 5).
 
     python benchmarks/video_digits.py --out OUT [--minutes 3.5] [--preset small] [--size 32] [--frames 16]
-    python benchmarks/video_digits.py --out OUT --tiny --device cpu          # a CPU smoke run (~3 min)
+    python benchmarks/video_digits.py --out OUT --tiny --device cpu          # a CPU smoke run (~1 min)
 
 Stages, each printed as it goes; everything lands in ``OUT/video_digits.json``, a markdown table in
 ``OUT/video_digits.md`` and a GIF grid in ``OUT/samples.gif`` (top row generated, one per digit; bottom

@@ -94,7 +94,7 @@ PRESETS: dict[str, AudioPreset] = {
         log_every=10,
         sample_steps=16,
     ),
-    # ~9M parameters on HiFi-GAN 22.05 kHz / 80-mel clips of 3 s: one GPU, an afternoon.
+    # ~18.6M parameters on HiFi-GAN 22.05 kHz / 80-mel clips of 3 s: one GPU, an afternoon.
     "small": AudioPreset(
         mel=MEL_PRESETS["hifigan-22k"],
         unet=UNET_PRESETS["mel-S"],
