@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from multidiff import train  # noqa: E402
 from multidiff.core.denoiser import Denoiser  # noqa: E402
-from multidiff.core.ema import EMA  # noqa: E402
 from multidiff.core.losses import default_objective  # noqa: E402
 from multidiff.core.schedules import EDMSchedule  # noqa: E402
 from multidiff.data.image import ImageFolder, ImageFolderConfig  # noqa: E402
@@ -248,17 +247,8 @@ def main(argv: list[str] | None = None) -> Path:
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
     sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
 
-    # --- optimiser, EMA, non-finite guard; then restore everything from the checkpoint
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ema = EMA(denoiser, decay=args.ema_decay)
-    guard = train.NonFiniteGuard(max_consecutive=args.max_nonfinite)
-    step = 0
-    if ckpt is not None:
-        step = train.restore_training_state(ckpt, dist=dist, model=denoiser, optimizer=optimizer, ema=ema)
-        guard.load_state_dict(ckpt.state["extra"]["guard"])
-        if dist.is_main:
-            print(f"resuming from {ckpt.path} (step {step})", flush=True)
-    model = train.wrap_ddp(denoiser, dist)
+    # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
+    model, optimizer, ema, guard, step = train.start_training(denoiser, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
     pipe = ImagePipeline(

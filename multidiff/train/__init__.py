@@ -35,7 +35,7 @@ from multidiff.train.data import DataPosition, StreamLayout, derive_seed, stream
 from multidiff.train.distributed import DistInfo, cleanup_distributed, setup_distributed, unwrap, wrap_ddp
 from multidiff.train.monitor import RunLogger, read_log
 from multidiff.train.preview import save_audio_previews, save_mel_png
-from multidiff.train.recipe import RESUME_MAY_CHANGE, add_run_options, run_loop
+from multidiff.train.recipe import RESUME_MAY_CHANGE, Training, add_run_options, run_loop, start_training
 from multidiff.train.step import (
     NonFiniteGuard,
     NonFiniteLossError,
@@ -52,6 +52,8 @@ __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
     "run_loop",
+    "start_training",
+    "Training",
     "CaptionDenoiser",
     "Checkpoint",
     "DataPosition",

@@ -10,17 +10,18 @@ import argparse
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from multidiff.train.checkpoint import save_training_state
-from multidiff.train.distributed import DistInfo
+from multidiff.core.ema import EMA
+from multidiff.train.checkpoint import Checkpoint, restore_training_state, save_training_state
+from multidiff.train.distributed import DistInfo, wrap_ddp
 from multidiff.train.monitor import RunLogger
 from multidiff.train.step import NonFiniteGuard, optimizer_step, set_lr, warmup_lr
 
-__all__ = ["RESUME_MAY_CHANGE", "add_run_options", "run_loop"]
+__all__ = ["RESUME_MAY_CHANGE", "Training", "add_run_options", "run_loop", "start_training"]
 
 #: Settings that may change between a run and its resumption (everything else must match).
 RESUME_MAY_CHANGE = (
@@ -76,6 +77,39 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         type=float,
         help="stop after this much training time, with a checkpoint (rerun the command to go on)",
     )
+
+
+class Training(NamedTuple):
+    """What :func:`start_training` returns: the module to train (DDP-wrapped when distributed), its
+    optimiser, EMA and non-finite guard, and the step to start from."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    guard: NonFiniteGuard
+    step: int
+
+
+def start_training(
+    net: nn.Module, args: argparse.Namespace, ckpt: Checkpoint | None, dist: DistInfo
+) -> Training:
+    """AdamW (β = 0.9, 0.99, no weight decay) over ``net``'s trainable parameters, its EMA and the
+    non-finite guard, all restored from ``ckpt`` when resuming; then the DDP wrapper.
+
+    ``args`` supplies ``lr``, ``ema_decay`` and ``max_nonfinite``; a resumed checkpoint must hold the
+    guard's state under ``extra["guard"]``.
+    """
+    params = [p for p in net.parameters() if p.requires_grad]  # a frozen text encoder stays out
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    ema = EMA(net, decay=args.ema_decay)
+    guard = NonFiniteGuard(max_consecutive=args.max_nonfinite)
+    step = 0
+    if ckpt is not None:
+        step = restore_training_state(ckpt, dist=dist, model=net, optimizer=optimizer, ema=ema)
+        guard.load_state_dict(ckpt.state["extra"]["guard"])
+        if dist.is_main:
+            print(f"resuming from {ckpt.path} (step {step})", flush=True)
+    return Training(wrap_ddp(net, dist), optimizer, ema, guard, step)
 
 
 def run_loop(
