@@ -40,6 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _e2e import steady_throughput, timed_generate  # noqa: E402
 
 from multidiff.cli import load_recipe  # noqa: E402
 from multidiff.metrics import frechet_distance  # noqa: E402
@@ -187,20 +190,6 @@ def mel_stats_distance(a: Tensor, b: Tensor) -> float:
 
 
 # --------------------------------------------------------------------------------------------------- main
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_generate(pipe: AudioPipeline, device: torch.device, **kw: Any) -> tuple[Tensor, float]:
-    sync(device)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        wave = pipe.generate(progress=False, **kw)
-    sync(device)
-    return wave, time.perf_counter() - t0
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out = Path(args.out)
@@ -230,12 +219,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
     train_wall = time.perf_counter() - t0
     log = [r for r in read_log(run) if "samples_per_s" in r]
-    tail = log[len(log) // 10 :] or log
     pipe = AudioPipeline.from_pretrained(run / "pipeline", device=device)
     result["train"] = {
         "steps": log[-1]["step"] if log else 0,
         "wall_s": train_wall,
-        "samples_per_s": statistics.median(r["samples_per_s"] for r in tail) if tail else None,
+        "samples_per_s": steady_throughput(run),
         "final_loss": statistics.mean(r["loss"] for r in log[-5:]) if log else None,
         "params_M": sum(p.numel() for p in pipe.denoiser.parameters()) / 1e6,
         "peak_mem_GiB": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,

@@ -49,6 +49,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _e2e import steady_throughput, timed_generate  # noqa: E402
 
 from multidiff.cli import load_recipe  # noqa: E402
 from multidiff.io import read_video, write_video  # noqa: E402
@@ -261,22 +264,6 @@ def temporal_figures(clips: Tensor) -> dict[str, float]:
     }
 
 
-# --------------------------------------------------------------------------------------------------- timing
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_generate(pipe: VideoPipeline, device: torch.device, **kw: Any) -> tuple[Tensor, float]:
-    """uint8 videos ``[B, F, H, W, C]`` (CPU) and the seconds they took, the device synchronised."""
-    sync(device)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        videos = pipe.generate(progress=False, **kw)
-    sync(device)
-    return videos, time.perf_counter() - t0
-
-
 def grid_video(rows: list[Tensor], scale: int = 2, gap: int = 2) -> np.ndarray:
     """Rows of grey uint8 videos (each ``[n, F, H, W]``, the same F, H, W) as one uint8 video
     ``[F, H', W', 3]``, enlarged ``scale`` times, videos ``gap`` pixels apart on grey."""
@@ -338,11 +325,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
     train_wall = time.perf_counter() - t0
     log = [r for r in read_log(run) if "samples_per_s" in r]
-    tail = log[max(len(log) // 10, 1 if len(log) > 1 else 0) :]  # never the first record (start-up)
     losses = [r["loss"] for r in log if isinstance(r.get("loss"), float)]
     train_peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
     pipe = VideoPipeline.from_pretrained(run / "pipeline", device=device)
-    clips_per_s = statistics.median(r["samples_per_s"] for r in tail) if tail else float("nan")
+    clips_per_s = steady_throughput(run) or float("nan")
     result["train"] = {
         "steps": ckpt.step if (ckpt := latest_checkpoint(run)) is not None else 0,
         "wall_s": train_wall,

@@ -370,9 +370,7 @@ def main(argv: list[str] | None = None) -> Path:
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
     sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
-    net: nn.Module = (
-        denoiser if text_encoder is None else train.CaptionDenoiser(denoiser, text_encoder).to(device)
-    )
+    net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
     model, optimizer, ema, guard, step = train.start_training(net, args, ckpt, dist)
@@ -389,11 +387,7 @@ def main(argv: list[str] | None = None) -> Path:
         text_encoder=None if text_encoder is None else copy.deepcopy(text_encoder),
     )
     # The pipeline's modules under the training module's names, for ema.copy_to.
-    pipe_net: nn.Module = (
-        pipe.denoiser
-        if pipe.text_encoder is None
-        else train.CaptionDenoiser(pipe.denoiser, pipe.text_encoder)
-    )
+    pipe_net = train.trained_net(pipe.denoiser, pipe.text_encoder)
 
     if args.compile:  # after the pipeline's copy was taken: only the trained backbone runs compiled
         backbone.compile()

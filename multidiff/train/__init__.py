@@ -18,6 +18,7 @@ from multidiff.train.captions import (
     distinct_captions,
     drop_captions,
     require_caption_metadata,
+    trained_net,
 )
 from multidiff.train.checkpoint import (
     Checkpoint,
@@ -55,6 +56,7 @@ __all__ = [
     "start_training",
     "Training",
     "CaptionDenoiser",
+    "trained_net",
     "Checkpoint",
     "DataPosition",
     "DistInfo",

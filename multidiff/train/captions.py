@@ -26,6 +26,7 @@ from multidiff.train.step import sample_generators
 __all__ = [
     "CaptionDenoiser",
     "check_caption_dropout",
+    "trained_net",
     "distinct_captions",
     "drop_captions",
     "require_caption_metadata",
@@ -55,6 +56,13 @@ class CaptionDenoiser(nn.Module):
         """``D(x, σ, context=E(captions))``: captions -> context ``[B, L, D]`` -> the denoiser."""
         context, mask = self.text_encoder.encode(captions)  # (B, L, D), (B, L)
         return self.denoiser(x, sigma, context=context, context_mask=mask, **cond)
+
+
+def trained_net(denoiser: Denoiser, text_encoder: nn.Module | None) -> nn.Module:
+    """What a recipe trains, averages and checkpoints: the denoiser alone, or the denoiser with its text
+    encoder as one :class:`CaptionDenoiser` (parameter names then start with ``denoiser.`` and
+    ``text_encoder.``; the same call on the pipeline's copies gives the names ``ema.copy_to`` needs)."""
+    return denoiser if text_encoder is None else CaptionDenoiser(denoiser, text_encoder)
 
 
 def check_caption_dropout(p: float) -> None:
