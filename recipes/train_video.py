@@ -193,16 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
-    p.add_argument(
-        "--captions",
-        action="store_true",
-        help="caption-conditional on metadata.csv captions (cross-attention)",
-    )
-    p.add_argument("--caption-dropout", type=float, default=0.1, help="null-caption probability (for CFG)")
-    p.add_argument(
-        "--text-encoder",
-        help="local transformers CLIP/T5 folder, kept frozen (default: a trained byte encoder)",
-    )
+    train.add_caption_options(p)
     train.add_run_options(p, previews="gifs", items="videos")
     args = p.parse_args(argv)
     try:

@@ -14,6 +14,7 @@
 
 from multidiff.train.captions import (
     CaptionDenoiser,
+    add_caption_options,
     check_caption_dropout,
     distinct_captions,
     drop_captions,
@@ -56,6 +57,7 @@ __all__ = [
     "start_training",
     "Training",
     "CaptionDenoiser",
+    "add_caption_options",
     "trained_net",
     "Checkpoint",
     "DataPosition",

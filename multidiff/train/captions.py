@@ -11,6 +11,7 @@ dropout, and the checks a captioned data folder must pass.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from multidiff.nn.text import NULL_CAPTION
 from multidiff.train.step import sample_generators
 
 __all__ = [
+    "add_caption_options",
     "CaptionDenoiser",
     "check_caption_dropout",
     "trained_net",
@@ -35,6 +37,20 @@ __all__ = [
 # Salt of the caption-dropout stream drawn from each sample's seed (multidiff.train.step uses 0 for the
 # noise and sigma, 1 for label dropout).
 _CAPTION_DROP = 2
+
+
+def add_caption_options(p: argparse.ArgumentParser) -> None:
+    """``--captions``, ``--caption-dropout`` and ``--text-encoder``, as every captioned train recipe has them."""
+    p.add_argument(
+        "--captions",
+        action="store_true",
+        help="caption-conditional on metadata.csv captions (cross-attention)",
+    )
+    p.add_argument("--caption-dropout", type=float, default=0.1, help="null-caption probability (for CFG)")
+    p.add_argument(
+        "--text-encoder",
+        help="local transformers CLIP/T5 folder, kept frozen (default: a trained byte encoder)",
+    )
 
 
 class CaptionDenoiser(nn.Module):

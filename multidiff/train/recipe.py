@@ -140,9 +140,7 @@ def run_loop(
     (every rank stops at the same step: rank 0's clock decides). Returns the last step.
     """
     logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
-    deadline = (
-        None if getattr(args, "max_minutes", None) is None else time.monotonic() + 60 * args.max_minutes
-    )
+    deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
     try:
         while step < args.steps:
             lr = warmup_lr(step, args.lr, args.warmup)
