@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -41,7 +40,6 @@ from multidiff.data.audio import AudioFolder, AudioFolderConfig  # noqa: E402
 from multidiff.modalities.audio import PRESETS as MEL_PRESETS  # noqa: E402
 from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec  # noqa: E402
 from multidiff.nn.io import config_to_dict  # noqa: E402
-from multidiff.nn.text import TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder  # noqa: E402
 from multidiff.nn.unet import UNET_PRESETS, UNet, UNetConfig  # noqa: E402
 from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask  # noqa: E402
 
@@ -258,15 +256,10 @@ def main(argv: list[str] | None = None) -> Path:
     # --- backbone and denoiser (EDM preconditioning, Karras et al. 2022) and its objective; with captions,
     # a text encoder whose tokens the U-Net cross-attends to (latent diffusion, Rombach et al. 2022, Sec. 3.3)
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    text_encoder: nn.Module | None = None
-    if args.captions:
-        if args.text_encoder:
-            try:
-                text_encoder = load_text_encoder(args.text_encoder)
-            except ValueError as err:
-                raise SystemExit(f"--text-encoder: {err}") from err
-        else:
-            text_encoder = ByteTextEncoder(TEXT_ENCODER_PRESETS[args.preset])
+    try:
+        text_encoder = train.caption_encoder(args.captions, args.text_encoder, args.preset)
+    except ValueError as err:
+        raise SystemExit(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
     backbone = UNet(dataclasses.replace(preset.unet, num_classes=num_classes, context_dim=context_dim))
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -56,7 +55,6 @@ from multidiff.io import write_video  # noqa: E402
 from multidiff.modalities.image import ImageAdapterConfig  # noqa: E402
 from multidiff.modalities.video import VideoAdapter  # noqa: E402
 from multidiff.nn.io import config_to_dict  # noqa: E402
-from multidiff.nn.text import TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder  # noqa: E402
 from multidiff.nn.unet import UNet, UNetConfig  # noqa: E402
 from multidiff.pipeline import SamplingConfig, VideoPipeline  # noqa: E402
 from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_masks  # noqa: E402
@@ -344,15 +342,10 @@ def main(argv: list[str] | None = None) -> Path:
     # --- backbone (video U-Net; C + 1 extra channels: known latents and the frame mask) and denoiser; with
     # captions, a text encoder whose tokens the U-Net cross-attends to (Rombach et al. 2022, Sec. 3.3)
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    text_encoder: nn.Module | None = None
-    if args.captions:
-        if args.text_encoder:
-            try:
-                text_encoder = load_text_encoder(args.text_encoder)
-            except ValueError as err:
-                raise SystemExit(f"--text-encoder: {err}") from err
-        else:
-            text_encoder = ByteTextEncoder(TEXT_ENCODER_PRESETS[args.preset])  # video presets: same names
+    try:
+        text_encoder = train.caption_encoder(args.captions, args.text_encoder, args.preset)
+    except ValueError as err:
+        raise SystemExit(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
     unet = dataclasses.replace(
         preset.unet, in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim

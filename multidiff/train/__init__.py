@@ -15,6 +15,7 @@
 from multidiff.train.captions import (
     CaptionDenoiser,
     add_caption_options,
+    caption_encoder,
     check_caption_dropout,
     distinct_captions,
     drop_captions,
@@ -58,6 +59,7 @@ __all__ = [
     "Training",
     "CaptionDenoiser",
     "add_caption_options",
+    "caption_encoder",
     "trained_net",
     "Checkpoint",
     "DataPosition",

@@ -21,11 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
-from multidiff.nn.text import NULL_CAPTION
+from multidiff.nn.text import NULL_CAPTION, TEXT_ENCODER_PRESETS, ByteTextEncoder, load_text_encoder
 from multidiff.train.step import sample_generators
 
 __all__ = [
     "add_caption_options",
+    "caption_encoder",
     "CaptionDenoiser",
     "check_caption_dropout",
     "trained_net",
@@ -51,6 +52,21 @@ def add_caption_options(p: argparse.ArgumentParser) -> None:
         "--text-encoder",
         help="local transformers CLIP/T5 folder, kept frozen (default: a trained byte encoder)",
     )
+
+
+def caption_encoder(captions: bool, text_encoder: str | None, preset: str) -> nn.Module | None:
+    """The text encoder of a run: None without captions, the frozen transformers CLIP/T5 encoder in the
+    local folder ``text_encoder``, or else a new trainable :class:`ByteTextEncoder` of the size named
+    ``preset`` (the recipes' presets and the encoder presets share their names).
+
+    Raises:
+        ValueError: If ``text_encoder`` is not a loadable local encoder folder.
+    """
+    if not captions:
+        return None
+    if text_encoder:
+        return load_text_encoder(text_encoder)
+    return ByteTextEncoder(TEXT_ENCODER_PRESETS[preset])
 
 
 class CaptionDenoiser(nn.Module):
