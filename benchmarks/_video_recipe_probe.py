@@ -48,7 +48,10 @@ def main() -> None:
     b = args.batch
     g = torch.Generator(device="cpu").manual_seed(0)
     x0 = (torch.rand(b, 3, f, s, s, generator=g) * 2 - 1).to(dev)
-    cond = {"cond_channels": torch.zeros(b, 4, f, s, s, device=dev), "labels": torch.arange(b, device=dev) % 10}
+    cond = {
+        "cond_channels": torch.zeros(b, 4, f, s, s, device=dev),
+        "labels": torch.arange(b, device=dev) % 10,
+    }
     seeds = torch.arange(b)
     dist = LogNormal()
 
@@ -81,7 +84,9 @@ def main() -> None:
         return (time.perf_counter() - t) / n
 
     t_recipe = timeit(step_recipe, args.steps)
-    print(f"recipe step (CPU per-sample noise): {t_recipe * 1e3:.1f} ms, {b / t_recipe:.1f} clips/s", flush=True)
+    print(
+        f"recipe step (CPU per-sample noise): {t_recipe * 1e3:.1f} ms, {b / t_recipe:.1f} clips/s", flush=True
+    )
     t_gpu = timeit(step_gpu_noise, args.steps)
     print(f"GPU-noise step: {t_gpu * 1e3:.1f} ms, {b / t_gpu:.1f} clips/s", flush=True)
     acts = [torch.profiler.ProfilerActivity.CPU] + (

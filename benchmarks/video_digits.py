@@ -81,7 +81,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-batch", type=int, default=100, help="videos per call for the batched timing")
     p.add_argument("--sample-steps", type=int, default=32)
     p.add_argument("--sampler", default="dpmpp_2m")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1: off)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="classifier-free guidance scale(s) (1: off); each is generated and judged (the first is timed)",
+    )
+    p.add_argument("--backbone", default="unet", choices=("unet", "dit"))
+    p.add_argument("--steps", type=int, help="train this many steps (default: as many as --minutes allows)")
+    p.add_argument("--p-none", type=float, help="train_video --p-none (share of clips with no known frame)")
+    p.add_argument("--p-mean", type=float, help="train_video --p-mean (mean of ln σ in training)")
+    p.add_argument("--p-std", type=float, help="train_video --p-std")
+    p.add_argument("--label-dropout", type=float, help="train_video --label-dropout")
+    p.add_argument("--ema-decay", type=float, help="train_video --ema-decay")
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None, help="train_video --compile"
+    )
+    p.add_argument("--data-only", action="store_true", help="make the data splits and stop")
     p.add_argument("--classifier-epochs", type=int, default=4)
     p.add_argument("--classifier-batch", type=int, default=256)
     p.add_argument(
@@ -306,6 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     counts = ensure_data(data, args)
     result["data"] = {"folder": str(data), "clips": counts, "make_s": time.perf_counter() - t0}
+    if args.data_only:
+        return result
 
     # 2. train
     trainer = load_recipe("train_video.py")
@@ -317,7 +336,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ["--data", str(data / "train"), "--out", str(run), "--preset", args.preset, "--labels",
          "--size", str(args.size), "--frames", str(args.frames), "--batch", str(args.batch),
          "--warmup", str(args.warmup), *(["--lr", str(args.lr)] if args.lr else []),
-         "--steps", str(10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
+         "--steps", str(args.steps or 10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
+         "--backbone", args.backbone,
+         *[a for k in ("p_none", "p_mean", "p_std", "label_dropout", "ema_decay") if getattr(args, k) is not None
+           for a in ("--" + k.replace("_", "-"), str(getattr(args, k)))],
+         *([] if args.compile is None else ["--compile" if args.compile else "--no-compile"]),
          "--preview-every", "0", "--log-every", "2" if args.tiny else "25",
          "--workers", str(args.workers), "--device", str(device),
          *(["--threads", str(args.threads)] if args.threads else []),
@@ -346,25 +369,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         size=args.size,
         steps=args.sample_steps,
         sampler=args.sampler,
-        guidance=args.guidance,
+        guidance=args.guidance[0],
     )
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     timed_generate(pipe, device, num=1, label="0", seed=0, **gen_kw)  # warm-up
     single = [timed_generate(pipe, device, num=1, label="0", seed=1 + i, **gen_kw)[1] for i in range(3)]
     gen_labels = [i % 10 for i in range(args.gen_num)]
-    chunks, batched = [], 0.0
-    for i in range(0, args.gen_num, args.gen_batch):
-        labels = [str(k) for k in gen_labels[i : i + args.gen_batch]]  # class names = folder names
-        videos, dt = timed_generate(pipe, device, num=len(labels), label=labels, seed=GEN_SEED + i, **gen_kw)
-        chunks.append(videos)  # (b, F, H, W, C) uint8
-        batched += dt
-    gen_videos = torch.cat(chunks)  # (N, F, H, W, C)
-    gen = (to_grey(gen_videos) * 255).round().to(torch.uint8)  # (N, F, H, W)
+    gens: dict[float, Tensor] = {}
+    for w in args.guidance:
+        chunks, batched = [], 0.0
+        for i in range(0, args.gen_num, args.gen_batch):
+            labels = [str(k) for k in gen_labels[i : i + args.gen_batch]]  # class names = folder names
+            videos, dt = timed_generate(
+                pipe, device, num=len(labels), label=labels, seed=GEN_SEED + i, **{**gen_kw, "guidance": w}
+            )
+            chunks.append(videos)  # (b, F, H, W, C) uint8
+            batched += dt
+        gens[w] = (to_grey(torch.cat(chunks)) * 255).round().to(torch.uint8)  # (N, F, H, W)
+        if w == args.guidance[0]:
+            first_batched = batched
+    gen = gens[args.guidance[0]]
+    batched = first_batched
     result["generation"] = {
         "sampler": args.sampler,
         "steps": args.sample_steps,
-        "guidance": args.guidance,
+        "guidance": args.guidance[0],
         "frames": args.frames,
         "one_video_s": statistics.median(single),
         "one_video_runs_s": single,
@@ -398,7 +428,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sets = {
         "held-out clips (reference)": (held_clips, held_y),
         "train clips (real-vs-real floor)": (floor_clips, floor_y),
-        "generated": (gen, torch.tensor(gen_labels)),
+        **{
+            ("generated" if w == args.guidance[0] else f"generated, guidance {w:g}"): (
+                g,
+                torch.tensor(gen_labels),
+            )
+            for w, g in gens.items()
+        },
     }
     rows: dict[str, dict[str, Any]] = {}
     for name, (clips, y) in sets.items():
@@ -447,7 +483,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| peak GPU memory (GiB) | {f(t['peak_mem_GiB'], '.2f')} |",
         f"| final loss | {f(t['final_loss'], '.4f')} |",
         "",
-        f"Generation: `{g['sampler']}`, {g['steps']} steps, guidance {g['guidance']}, decoding included.",
+        f"Backbone `{s.get('backbone', 'unet')}`. Generation: `{g['sampler']}`, {g['steps']} steps, guidance "
+        f"{g['guidance']} (other scales in their own rows below), decoding included.",
         "",
         "| generation | value |",
         "|---|---|",

@@ -260,8 +260,7 @@ def main(argv: list[str] | None = None) -> Path:
         size=args.size,
     )
 
-    if args.compile:  # after the pipeline's copy was taken: only the trained backbone runs compiled
-        backbone.compile()
+    train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)

@@ -47,13 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from multidiff import train  # noqa: E402
 from multidiff.core.denoiser import Denoiser  # noqa: E402
-from multidiff.core.losses import default_objective  # noqa: E402
+from multidiff.core.losses import LogNormal  # noqa: E402
 from multidiff.core.schedules import EDMSchedule  # noqa: E402
 from multidiff.data.image import ImageFolder, ImageFolderConfig  # noqa: E402
 from multidiff.data.video import VideoFolder, VideoFolderConfig  # noqa: E402
 from multidiff.io import write_video  # noqa: E402
 from multidiff.modalities.image import ImageAdapterConfig  # noqa: E402
 from multidiff.modalities.video import VideoAdapter  # noqa: E402
+from multidiff.nn.dit import DiT, DiTConfig  # noqa: E402
 from multidiff.nn.io import config_to_dict  # noqa: E402
 from multidiff.nn.unet import UNet, UNetConfig  # noqa: E402
 from multidiff.pipeline import SamplingConfig, VideoPipeline  # noqa: E402
@@ -64,11 +65,12 @@ from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_
 class VideoPreset:
     """Model size and training defaults (each can be overridden on the command line).
 
-    ``unet.in_channels`` and ``unet.cond_channels`` are set from the adapter's latent channels C (C and
-    C + 1).
+    ``in_channels`` and ``cond_channels`` of either backbone are set from the adapter's latent channels C
+    (C and C + 1); ``--backbone`` picks the U-Net or the factorised video DiT.
     """
 
     unet: UNetConfig
+    dit: DiTConfig
     frames: int
     size: int
     batch: int
@@ -96,6 +98,7 @@ PRESETS: dict[str, VideoPreset] = {
             noise_freq_dim=32,
             video=True,
         ),
+        dit=DiTConfig(patch=(1, 2, 2), width=64, depth=2, heads=4, attention="factorised"),
         frames=8,
         size=16,
         batch=8,
@@ -117,6 +120,9 @@ PRESETS: dict[str, VideoPreset] = {
             head_dim=64,
             video=True,
         ),
+        # DiT-S width and heads (Peebles and Xie 2023, Table 1), 12 blocks alternating spatial and temporal
+        # attention (Latte's interleaved variant), 2x2 patches per frame: ~22M parameters.
+        dit=DiTConfig(patch=(1, 2, 2), width=384, depth=12, heads=6, attention="factorised"),
         frames=16,
         size=64,
         batch=32,
@@ -138,6 +144,7 @@ PRESETS: dict[str, VideoPreset] = {
             head_dim=64,
             video=True,
         ),
+        dit=DiTConfig(patch=(1, 2, 2), width=768, depth=12, heads=12, attention="factorised"),
         frames=16,
         size=256,
         batch=64,
@@ -191,6 +198,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    p.add_argument(
+        "--backbone", default="unet", choices=("unet", "dit"), help="video U-Net or factorised video DiT"
+    )
+    p.add_argument(
+        "--p-mean",
+        type=float,
+        default=-1.2,
+        help="mean of ln σ during training (EDM's log-normal; higher puts more steps at high noise)",
+    )
+    p.add_argument("--p-std", type=float, default=1.2, help="std of ln σ during training")
     train.add_caption_options(p)
     train.add_run_options(p, previews="gifs", items="videos")
     args = p.parse_args(argv)
@@ -264,7 +281,12 @@ def main(argv: list[str] | None = None) -> Path:
         ),
         adapter=adapter if args.vae else None,
         cache_dir=run / "latent-cache" if args.vae else None,
+        # pixels: every file decoded once into a uint8 cache, so loading never waits on a decoder
+        frame_cache_dir=None if args.vae else run / "frame-cache",
     )
+    if not args.vae and dist.is_main:
+        dataset.build_frame_cache(workers=max(1, args.workers), progress=True)
+    train.barrier()
     if args.labels and not dataset.classes:
         raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     # Optional still images: one-frame clips of the same size, through the same adapter and cache.
@@ -302,7 +324,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config.update(
         data=str(Path(args.data).resolve()),
-        unet=config_to_dict(preset.unet),
+        backbone_config=config_to_dict(preset.unet if args.backbone == "unet" else preset.dit),
         adapter=adapter.fingerprint(),
         num_files=len(dataset),
         num_images=None if images is None else len(images),
@@ -347,12 +369,15 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as err:
         raise SystemExit(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
-    unet = dataclasses.replace(
-        preset.unet, in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim
+    shape = dict(in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim)
+    backbone: torch.nn.Module = (
+        UNet(dataclasses.replace(preset.unet, **shape))
+        if args.backbone == "unet"
+        else DiT(dataclasses.replace(preset.dit, **shape))
     )
-    backbone = UNet(unet)
     denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
-    sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+    # EDM's log-normal σ with EDM weighting (Karras et al. 2022, Table 1)
+    sigma_dist, weighting = LogNormal(args.p_mean, args.p_std), "edm"
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
     net = train.trained_net(denoiser, text_encoder).to(device)
 
@@ -373,8 +398,9 @@ def main(argv: list[str] | None = None) -> Path:
     # The pipeline's modules under the training module's names, for ema.copy_to.
     pipe_net = train.trained_net(pipe.denoiser, pipe.text_encoder)
 
-    if args.compile:  # after the pipeline's copy was taken: only the trained backbone runs compiled
-        backbone.compile()
+    if device.type == "cuda" and args.backbone == "unet":
+        backbone.to(memory_format=torch.channels_last)  # cuDNN's fast NHWC convolutions
+    train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
 
     # --- the data streams: position = steps x global batch; every sample has its own seed. With --images,
     # step s is an image step when s % image_every == image_every - 1, so both positions follow from s.

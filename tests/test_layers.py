@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from multidiff.nn.layers import (
     AdaLNModulation,
@@ -213,3 +214,29 @@ def test_mlp_tanh_gelu() -> None:
     torch.testing.assert_close(mlp(x), expected)
     with pytest.raises(ValueError):
         Mlp(4, 8, approximate="relu")
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+def test_norms_run_in_the_autocast_dtype_with_float32_statistics(kind):
+    """Under bf16 autocast the U-Net norms return bf16 (no float32 round trip) and agree with the float32
+    norm to bf16 rounding; outside autocast they are exactly torch's norms."""
+    from multidiff.nn.layers import GroupNorm, LayerNorm
+
+    torch.manual_seed(0)
+    if kind == "group":
+        ours, ref = GroupNorm(4, 16), nn.GroupNorm(4, 16)
+        x = torch.randn(3, 16, 5, 7) * 3 + 2
+    else:
+        ours, ref = LayerNorm(16), nn.LayerNorm(16)
+        x = torch.randn(3, 5, 16) * 3 + 2
+    with torch.no_grad():
+        for p in (*ours.parameters(), *ref.parameters()):
+            p.normal_()
+        ref.load_state_dict(ours.state_dict())
+    assert torch.equal(ours(x), ref(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ours(x)
+        via_torch = ref(x)
+    assert got.dtype == torch.bfloat16 and via_torch.dtype == torch.float32
+    err = (got.float() - ref(x)).norm() / ref(x).norm()
+    assert 0 < err < 1e-2

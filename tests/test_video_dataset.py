@@ -268,3 +268,26 @@ def test_image_folder(tmp_path) -> None:
     item = cached[0]
     assert item["latents"].shape == (3, 1, 16, 16)
     assert torch.equal(item["latents"], to_pixels(item["frames"]).transpose(0, 1))
+
+
+def test_frame_cache_gives_the_same_clips_and_never_decodes_twice(folder, tmp_path, monkeypatch):
+    """Items read through the uint8 frame cache equal the decoded ones (random crops and clip starts
+    included, odd sizes resized); once the cache is built, no file is decoded again."""
+    kw = dict(frames=8, size=16, crop="random", labels="folders", seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFileWarning)
+        plain = VideoFolder(folder, **kw)
+        cached = VideoFolder(folder, frame_cache_dir=tmp_path / "frames", **kw)
+    cached.build_frame_cache(workers=2, progress=False)
+    assert len(list((tmp_path / "frames").glob("*.safetensors"))) == len(cached)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a video although its frames are cached")
+
+    monkeypatch.setattr(cached, "_read", no_decoding)
+    for epoch in (0, 1):
+        for i in range(len(plain)):
+            a, b = plain.get(i, epoch), cached.get(i, epoch)
+            assert (a["start"], a["label"]) == (b["start"], b["label"])
+            assert b["frames"].dtype == torch.uint8 and b["frames"].shape == (8, 16, 16, 3)
+            assert torch.equal(a["frames"], b["frames"]), (i, epoch)

@@ -34,6 +34,7 @@ __all__ = [
     "SkippedFileWarning",
     "crop_offsets",
     "resize_and_crop",
+    "resize_frames",
     "resized_size",
     "select_files",
     "warn_skipped",
@@ -172,6 +173,16 @@ def crop_offsets(
     return int(rng.integers(0, dh + 1)), int(rng.integers(0, dw + 1))
 
 
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Scale uint8 frames ``[F, H, W, C]`` to exactly ``size`` (bilinear, antialiased, rounded back to
+    uint8); frames already of that size pass unchanged."""
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    x = frames.permute(0, 3, 1, 2).float()  # (F, C, H, W)
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (F, H', W', C)
+
+
 def resize_and_crop(
     frames: torch.Tensor, size: tuple[int, int], offsets: tuple[int, int] | None = None
 ) -> torch.Tensor:
@@ -189,10 +200,7 @@ def resize_and_crop(
         raise ValueError(f"expected frames [F, H, W, C], got shape {tuple(frames.shape)}")
     _, h, w, _ = frames.shape
     rh, rw = resized_size(h, w, size)
-    if (rh, rw) != (h, w):
-        x = frames.permute(0, 3, 1, 2).float()  # (F, C, H, W)
-        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
-        frames = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (F, H', W', C)
+    frames = resize_frames(frames, (rh, rw))  # (F, H', W', C)
     oy, ox = crop_offsets(rh, rw, size, None) if offsets is None else offsets
     th, tw = size
     if not (0 <= oy <= rh - th and 0 <= ox <= rw - tw):
@@ -306,17 +314,19 @@ def file_key(path: Path, rel: str, *settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def load_or_build(path: Path, build: Callable[[], torch.Tensor], metadata: dict[str, str]) -> torch.Tensor:
-    """The tensor cached at ``path`` (safetensors, key ``"latents"``), built and written atomically if missing."""
+def load_or_build(
+    path: Path, build: Callable[[], torch.Tensor], metadata: dict[str, str], key: str = "latents"
+) -> torch.Tensor:
+    """The tensor cached at ``path`` (safetensors, under ``key``), built and written atomically if missing."""
     from safetensors.torch import load_file, save_file
 
     if path.is_file():
-        return load_file(str(path))["latents"]
+        return load_file(str(path))[key]
     value = build().detach().cpu().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file({"latents": value}, str(tmp), metadata=metadata)
+        save_file({key: value}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from multidiff.data.common import (
     file_key,
     load_or_build,
     resize_and_crop,
+    resize_frames,
     resized_size,
 )
 from multidiff.io import (
@@ -201,6 +202,7 @@ class VideoFolder(MediaFolder):
         adapter: nn.Module | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         max_warnings: int = 20,
+        frame_cache_dir: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if config is None:
@@ -214,6 +216,7 @@ class VideoFolder(MediaFolder):
         self.cache_dir = (
             None if cache_dir is None else Path(cache_dir) / self.adapter.fingerprint()  # type: ignore[union-attr]
         )
+        self.frame_cache_dir = None if frame_cache_dir is None else Path(frame_cache_dir)
         self._scan(root, config.labels, config.extensions, max_warnings)
 
     # ----------------------------------------------------------------------------------- scanning
@@ -269,7 +272,10 @@ class VideoFolder(MediaFolder):
         item = self._base_item(index)
         item["start"] = start
         if cfg.return_frames:
-            frames = self._read(entry, start, cfg.frames)  # (n, H, W, C)
+            if self.frame_cache_dir is not None:
+                frames = self.cached_frames(index)[start : start + cfg.frames]  # (n, H', W', C) resized
+            else:
+                frames = self._read(entry, start, cfg.frames)  # (n, H, W, C)
             if frames.shape[0] < cfg.frames:  # the file changed since it was probed
                 raise VideoFileError(
                     entry.path, f"only {frames.shape[0]} of the {cfg.frames} frames from {start} decode now"
@@ -279,6 +285,39 @@ class VideoFolder(MediaFolder):
             raw = self.raw_latents(index)[:, start : start + cfg.frames]  # (C', F, h, w)
             item["latents"] = self.adapter.normalise(raw[None])[0]  # type: ignore[union-attr]
         return item
+
+    # ----------------------------------------------------------------------------------- frame cache
+    def cached_frames(self, index: int) -> torch.Tensor:
+        """Every frame of file ``index`` at the target rate, resized to cover the training size (not yet
+        cropped), uint8 ``[N, H', W', C]``: decoded once into ``frame_cache_dir`` (safetensors, written
+        atomically; keyed by the file's path, size, mtime and the decoding settings) and read back from
+        there, so training never waits on a video decoder."""
+        if self.frame_cache_dir is None:
+            raise ValueError("this VideoFolder has no frame_cache_dir")
+        entry = self._check_index(index)
+        cfg = self.config
+        key = file_key(entry.path, entry.rel, cfg.fps, cfg.stride, cfg.size, "frames")
+        v = entry.info.video
+        size = resized_size(v.height, v.width, cfg.size)
+
+        def build() -> torch.Tensor:
+            frames = self._read(entry, 0, entry.info.frames)  # (N, H, W, C)
+            return resize_frames(frames, size)  # (N, H', W', C): resized, not cropped
+
+        return load_or_build(
+            self.frame_cache_dir / f"{key}.safetensors", build, {"path": entry.rel}, key="frames"
+        )
+
+    def build_frame_cache(self, workers: int = 4, progress: bool = True) -> None:
+        """Decode every file not in the frame cache yet (threads; a progress bar on a terminal)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            done = pool.map(self.cached_frames, range(len(self)))
+            for _ in tqdm(done, total=len(self), desc="frame cache", unit="file", disable=not progress):
+                pass
 
     # ----------------------------------------------------------------------------------- latent cache
     def cache_path(self, index: int) -> Path:

@@ -36,7 +36,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from multidiff.nn.io import PretrainedMixin
-from multidiff.nn.layers import Attention, LabelEmbedding, Mlp, NoiseEmbedding, rotary_tables
+from multidiff.nn.layers import (
+    Attention,
+    GroupNorm,
+    LabelEmbedding,
+    LayerNorm,
+    Mlp,
+    NoiseEmbedding,
+    rotary_tables,
+)
 
 __all__ = [
     "UNetConfig",
@@ -246,11 +254,11 @@ class ResBlock(nn.Module):
         self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int, eps: float
     ) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch, eps=eps)
+        self.norm1 = GroupNorm(groups, in_ch, eps=eps)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * out_ch)
         # The affine of the second norm is the modulation itself (its bias gives a learned default).
-        self.norm2 = nn.GroupNorm(groups, out_ch, eps=eps, affine=False)
+        self.norm2 = GroupNorm(groups, out_ch, eps=eps, affine=False)
         self.dropout = dropout
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
@@ -286,7 +294,7 @@ class TemporalConv(nn.Module):
 
     def __init__(self, ch: int, kernel: int, groups: int, eps: float) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(groups, ch, eps=eps)
+        self.norm = GroupNorm(groups, ch, eps=eps)
         self.conv = nn.Conv2d(ch, ch, (kernel, 1), padding=(kernel // 2, 0))
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
@@ -324,21 +332,21 @@ class AttentionBlock(nn.Module):
     ) -> None:
         super().__init__()
         heads = ch // head_dim
-        self.norm = nn.LayerNorm(ch, eps=eps)
+        self.norm = LayerNorm(ch, eps=eps)
         self.attn = Attention(ch, heads, qk_norm=qk_norm)
         nn.init.zeros_(self.attn.proj.weight)
         nn.init.zeros_(self.attn.proj.bias)
         self.cross: Attention | None = None
-        self.cross_norm: nn.LayerNorm | None = None
+        self.cross_norm: LayerNorm | None = None
         if context_dim is not None:
-            self.cross_norm = nn.LayerNorm(ch, eps=eps)
+            self.cross_norm = LayerNorm(ch, eps=eps)
             self.cross = Attention(ch, heads, context_dim=context_dim, qk_norm=qk_norm)
             nn.init.zeros_(self.cross.proj.weight)
             nn.init.zeros_(self.cross.proj.bias)
         self.mlp: Mlp | None = None
-        self.mlp_norm: nn.LayerNorm | None = None
+        self.mlp_norm: LayerNorm | None = None
         if mlp_ratio > 0:
-            self.mlp_norm = nn.LayerNorm(ch, eps=eps)
+            self.mlp_norm = LayerNorm(ch, eps=eps)
             self.mlp = Mlp(ch, int(round(ch * mlp_ratio)), approximate="tanh")
             nn.init.zeros_(self.mlp.fc2.weight)
             nn.init.zeros_(self.mlp.fc2.bias)
@@ -379,7 +387,7 @@ class TemporalAttention(nn.Module):
 
     def __init__(self, ch: int, head_dim: int, qk_norm: bool, eps: float) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(ch, eps=eps)
+        self.norm = LayerNorm(ch, eps=eps)
         self.attn = Attention(ch, ch // head_dim, qk_norm=qk_norm)
         nn.init.zeros_(self.attn.proj.weight)
         nn.init.zeros_(self.attn.proj.bias)
@@ -573,7 +581,7 @@ class UNet(PretrainedMixin, nn.Module):
                 ch = width
                 if i > 0 and j == c.blocks_per_level[i]:
                     self.up.append(Upsample(ch))
-        self.norm_out = nn.GroupNorm(c.norm_groups, ch, eps=c.norm_eps)
+        self.norm_out = GroupNorm(c.norm_groups, ch, eps=c.norm_eps)
         self.conv_out = nn.Conv2d(ch, c.out_ch, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)

@@ -35,10 +35,24 @@ from multidiff.train.checkpoint import (
     save_training_state,
 )
 from multidiff.train.data import DataPosition, StreamLayout, derive_seed, stream_loader
-from multidiff.train.distributed import DistInfo, cleanup_distributed, setup_distributed, unwrap, wrap_ddp
+from multidiff.train.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    setup_distributed,
+    unwrap,
+    wrap_ddp,
+)
 from multidiff.train.monitor import RunLogger, read_log
 from multidiff.train.preview import save_audio_previews, save_mel_png
-from multidiff.train.recipe import RESUME_MAY_CHANGE, Training, add_run_options, run_loop, start_training
+from multidiff.train.recipe import (
+    RESUME_MAY_CHANGE,
+    Training,
+    add_run_options,
+    compile_backbone,
+    run_loop,
+    start_training,
+)
 from multidiff.train.step import (
     NonFiniteGuard,
     NonFiniteLossError,
@@ -54,6 +68,8 @@ from multidiff.train.step import (
 __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
+    "barrier",
+    "compile_backbone",
     "run_loop",
     "start_training",
     "Training",

@@ -21,7 +21,14 @@ from multidiff.train.distributed import DistInfo, wrap_ddp
 from multidiff.train.monitor import RunLogger
 from multidiff.train.step import NonFiniteGuard, optimizer_step, set_lr, warmup_lr
 
-__all__ = ["RESUME_MAY_CHANGE", "Training", "add_run_options", "run_loop", "start_training"]
+__all__ = [
+    "RESUME_MAY_CHANGE",
+    "Training",
+    "add_run_options",
+    "compile_backbone",
+    "run_loop",
+    "start_training",
+]
 
 #: Settings that may change between a run and its resumption (everything else must match).
 RESUME_MAY_CHANGE = (
@@ -69,14 +76,27 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
     p.add_argument("--sampler", default="dpmpp_2m", help="sampler for previews and the saved pipeline")
     p.add_argument(
         "--compile",
-        action="store_true",
-        help="torch.compile the backbone: the first step compiles (minutes), later ones run faster (CUDA)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the backbone: the first step compiles (a minute or two), later ones run "
+        "faster; default: on with CUDA, off on the CPU (--no-compile turns it off)",
     )
     p.add_argument(
         "--max-minutes",
         type=float,
         help="stop after this much training time, with a checkpoint (rerun the command to go on)",
     )
+
+
+def compile_backbone(backbone: nn.Module, args: argparse.Namespace, device: torch.device) -> bool:
+    """``torch.compile`` the backbone in place when ``--compile`` says so, or by default on CUDA (where the
+    small backbones' eager steps are bound by kernel launches); returns whether it did. Call it after the
+    pipeline's copy of the denoiser was taken, so that only the trained module runs compiled and
+    checkpoint keys stay those of the plain module."""
+    on = device.type == "cuda" if args.compile is None else bool(args.compile)
+    if on:
+        backbone.compile()
+    return on
 
 
 class Training(NamedTuple):

@@ -123,14 +123,26 @@ def sample_generators(seeds: Tensor | Sequence[int], salt: int) -> list[torch.Ge
 def per_sample_draws(
     seeds: Tensor | Sequence[int], shape: Sequence[int], sigma_dist: SigmaDistribution, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """σ [B] and standard normal noise [B, *shape] drawn on the CPU from each sample's own seed.
+    """σ [B] and standard normal noise [B, *shape] drawn from each sample's own seed.
 
-    Sample k's values depend only on its seed, never on the batch it shares.
+    Sample k's values depend only on its seed, never on the batch it shares. σ is drawn on the CPU (B
+    numbers); the noise is drawn where it is used: on an accelerator each sample's slice is filled by a
+    generator of that device seeded from the sample's seed (no host work or copy per element), on the
+    CPU by a CPU generator. The two devices' generators differ, so a run is reproducible on the same kind
+    of device (resume, any number of ranks or accumulation steps), not across kinds.
     """
     gens = sample_generators(seeds, _NOISE)
     sigma = torch.cat([sigma_dist.sample(1, generator=g) for g in gens])  # (B,)
-    noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])  # (B, *shape)
-    return to_device_async(sigma, device), to_device_async(noise, device)
+    device = torch.device(device)
+    if device.type == "cpu":
+        noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])  # (B, *shape)
+        return sigma, noise
+    values = seeds.tolist() if isinstance(seeds, Tensor) else list(seeds)
+    noise = torch.empty((len(values), *shape), device=device)  # (B, *shape)
+    for k, s in enumerate(values):
+        g = torch.Generator(device=device).manual_seed(derive_seed(int(s), _NOISE, 1))
+        noise[k].normal_(generator=g)
+    return to_device_async(sigma, device), noise
 
 
 def drop_labels(labels: Tensor, seeds: Tensor | Sequence[int], p: float, null_label: int) -> Tensor:
