@@ -74,9 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="small", help="train_video preset")
     p.add_argument("--size", type=int, default=32, help="frame height and width")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (training and generation)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
+    p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default: the preset's)")
     p.add_argument("--gen-num", type=int, default=200, help="generated videos judged (label i %% 10)")
     p.add_argument("--gen-batch", type=int, default=100, help="videos per call for the batched timing")
     p.add_argument("--sample-steps", type=int, default=32)
@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer.main(
         ["--data", str(data / "train"), "--out", str(run), "--preset", args.preset, "--labels",
          "--size", str(args.size), "--frames", str(args.frames), "--batch", str(args.batch),
-         "--warmup", str(args.warmup), *(["--lr", str(args.lr)] if args.lr else []),
+         *(["--warmup", str(args.warmup)] if args.warmup is not None else []),
+         *(["--lr", str(args.lr)] if args.lr else []),
          "--steps", str(args.steps or 10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
          "--backbone", args.backbone,
          *[a for k in ("p_none", "p_mean", "p_std", "label_dropout", "ema_decay") if getattr(args, k) is not None

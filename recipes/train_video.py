@@ -75,6 +75,7 @@ class VideoPreset:
     size: int
     batch: int
     lr: float
+    dit_lr: float
     steps: int
     warmup: int
     ema_decay: float
@@ -103,6 +104,7 @@ PRESETS: dict[str, VideoPreset] = {
         size=16,
         batch=8,
         lr=1e-3,
+        dit_lr=1e-3,
         steps=200,
         warmup=20,
         ema_decay=0.99,
@@ -112,23 +114,27 @@ PRESETS: dict[str, VideoPreset] = {
         sample_steps=16,
     ),
     # ~20M parameters, 16 frames of 64 x 64 pixels (or 32 x 32 latents of 256 px frames with --vae): one GPU.
+    # ~5M parameters, 16 frames of 32 x 32 pixels (or 32 x 32 latents of 256 px frames with --vae): one GPU,
+    # minutes. Widths 32-64-128 cost 59 GFLOP per 16-frame clip (forward + backward), a quarter of
+    # 64-128-256 (235), which trained 4x fewer clips per minute and learned no more in a short run.
     "small": VideoPreset(
         unet=UNetConfig(
-            channels=(64, 128, 256),
+            channels=(32, 64, 128),
             num_res_blocks=2,
             attention_levels=(1, 2),
-            head_dim=64,
+            head_dim=32,
             video=True,
         ),
         # DiT-S width and heads (Peebles and Xie 2023, Table 1), 12 blocks alternating spatial and temporal
-        # attention (Latte's interleaved variant), 2x2 patches per frame: ~22M parameters.
-        dit=DiTConfig(patch=(1, 2, 2), width=384, depth=12, heads=6, attention="factorised"),
+        # attention (Latte's interleaved variant), 4x4 patches per frame: 32M parameters, 131 GFLOP a clip.
+        dit=DiTConfig(patch=(1, 4, 4), width=384, depth=12, heads=6, attention="factorised"),
         frames=16,
-        size=64,
-        batch=32,
-        lr=2e-4,
+        size=32,
+        batch=64,
+        lr=1e-3,
+        dit_lr=5e-4,
         steps=100_000,
-        warmup=1000,
+        warmup=200,
         ema_decay=0.999,
         ckpt_every=2000,
         preview_every=2000,
@@ -149,6 +155,7 @@ PRESETS: dict[str, VideoPreset] = {
         size=256,
         batch=64,
         lr=1e-4,
+        dit_lr=1e-4,
         steps=300_000,
         warmup=2000,
         ema_decay=0.9999,
@@ -204,10 +211,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--p-mean",
         type=float,
-        default=-1.2,
-        help="mean of ln σ during training (EDM's log-normal; higher puts more steps at high noise)",
+        default=0.5,
+        help="mean of ln σ during training (EDM's log-normal). Video needs more noise than EDM's image "
+        "default -1.2: the frames of a clip repeat its content, so which digit and which object are "
+        "decided at high σ, where -1.2 hardly trains (benchmarks/RESULTS.md, issue 9 ablations)",
     )
     p.add_argument("--p-std", type=float, default=1.2, help="std of ln σ during training")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        help="classifier-free guidance saved as the pipeline's default (previews use it too); default 1.5 "
+        "with --labels or --captions (the scale that met issue 9's bar on moving digits), else 1",
+    )
     train.add_caption_options(p)
     train.add_run_options(p, previews="gifs", items="videos")
     args = p.parse_args(argv)
@@ -216,10 +231,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as err:
         p.error(f"--caption-dropout: {err}")
     preset = PRESETS[args.preset]
-    for name in ("steps", "batch", "frames", "size", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
+    for name in ("steps", "batch", "frames", "size", "warmup", "ema_decay", "ckpt_every", "preview_every",
                  "log_every", "sample_steps"):  # fmt: skip
         if getattr(args, name) is None:
             setattr(args, name, getattr(preset, name))
+    if args.guidance is None:
+        args.guidance = 1.5 if (args.labels or args.captions) else 1.0
+    if args.lr is None:
+        args.lr = preset.lr if args.backbone == "unet" else preset.dit_lr
     return args
 
 
@@ -284,9 +303,6 @@ def main(argv: list[str] | None = None) -> Path:
         # pixels: every file decoded once into a uint8 cache, so loading never waits on a decoder
         frame_cache_dir=None if args.vae else run / "frame-cache",
     )
-    if not args.vae and dist.is_main:
-        dataset.build_frame_cache(workers=max(1, args.workers), progress=True)
-    train.barrier()
     if args.labels and not dataset.classes:
         raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     # Optional still images: one-frame clips of the same size, through the same adapter and cache.
@@ -319,6 +335,10 @@ def main(argv: list[str] | None = None) -> Path:
                 train.distinct_captions(images.entries, args.images)
         except ValueError as err:
             raise SystemExit(f"--captions: {err}") from None
+
+    if not args.vae and dist.is_main:  # settings checked: decode every clip once into the frame cache
+        dataset.build_frame_cache(workers=max(1, args.workers), progress=True)
+    train.barrier()
 
     # --- resume? (refuse if a setting that matters changed)
     config = {k: v for k, v in vars(args).items() if k != "out"}
@@ -388,7 +408,7 @@ def main(argv: list[str] | None = None) -> Path:
     pipe = VideoPipeline(
         copy.deepcopy(denoiser),
         adapter,
-        sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
+        sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps, guidance=args.guidance),
         labels=dataset.classes if args.labels else None,
         window=args.frames,
         x0_range=x0_range,

@@ -48,6 +48,7 @@ RESUME_MAY_CHANGE = (
     "precision",
     "max_minutes",
     "compile",
+    "guidance",
 )
 
 
