@@ -8,14 +8,14 @@
     multidiff train image --data DIR --out RUN ...; multidiff generate image --ckpt RUN --num 8 --out DIR
 
 ``multidiff train audio ARGS`` runs exactly ``python recipes/train_audio.py ARGS`` (the recipe's ``main``),
-so the recipe stays the one readable source of the training procedure. Recipes are found in the
-``recipes/`` folder of the source checkout, or in the folder named by ``MULTIDIFF_RECIPES``.
+so the recipe stays the one readable source of the training procedure. The recipes are installed with the
+package as ``multidiff.recipes`` (the top-level ``recipes/`` folder), so an installed wheel runs them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import math
 import os
 import sys
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["main", "recipes_dir", "load_recipe", "synth_tone_folder", "COMMANDS"]
+__all__ = ["main", "load_recipe", "synth_tone_folder", "COMMANDS"]
 
 # command -> modality -> recipe file
 COMMANDS: dict[str, dict[str, str]] = {
@@ -32,37 +32,16 @@ COMMANDS: dict[str, dict[str, str]] = {
 }
 
 
-def recipes_dir() -> Path:
-    """The folder holding the recipes: ``$MULTIDIFF_RECIPES`` or ``recipes/`` beside the package.
-
-    Raises:
-        FileNotFoundError: If neither exists.
-    """
-    env = os.environ.get("MULTIDIFF_RECIPES")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[1] / "recipes")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise FileNotFoundError(
-        f"no recipes folder found (looked in {', '.join(map(str, candidates))}); run from a multidiff source "
-        "checkout or set MULTIDIFF_RECIPES to its recipes/ folder"
-    )
-
-
 def load_recipe(filename: str) -> ModuleType:
-    """Import a recipe file by path (its ``main(argv)`` is then callable)."""
-    path = recipes_dir() / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} not found")
-    name = f"multidiff_recipe_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import recipe {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses in the recipe look their module up here
-    spec.loader.exec_module(module)
-    return module
+    """The recipe module for a file name of the ``recipes/`` folder (``"train_audio.py"``,
+    ``"data/make_speech.py"``), imported as ``multidiff.recipes.*``; its ``main(argv)`` is then callable."""
+    name = "multidiff.recipes." + filename.removesuffix(".py").replace("/", ".")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name != name:
+            raise
+        raise FileNotFoundError(f"no recipe {filename!r} (module {name})") from None
 
 
 def synth_tone_folder(

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from multidiff.io import read_audio, write_audio  # noqa: E402
-from multidiff.pipeline import AudioPipeline  # noqa: E402
-from multidiff.train.checkpoint import resolve_pipeline_dir  # noqa: E402
+from multidiff.io import read_audio, write_audio
+from multidiff.pipeline import AudioPipeline
+from multidiff.train.checkpoint import resolve_pipeline_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from multidiff.data.common import resize_and_crop  # noqa: E402
-from multidiff.io import read_image, read_video, write_video  # noqa: E402
-from multidiff.pipeline import VideoPipeline  # noqa: E402
-from multidiff.train.checkpoint import resolve_pipeline_dir  # noqa: E402
+from multidiff.data.common import resize_and_crop
+from multidiff.io import read_image, read_video, write_video
+from multidiff.pipeline import VideoPipeline
+from multidiff.train.checkpoint import resolve_pipeline_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,26 +22,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from multidiff import train  # noqa: E402
-from multidiff.core.denoiser import Denoiser  # noqa: E402
-from multidiff.core.losses import default_objective  # noqa: E402
-from multidiff.core.schedules import EDMSchedule  # noqa: E402
-from multidiff.data.audio import AudioFolder, AudioFolderConfig  # noqa: E402
-from multidiff.modalities.audio import PRESETS as MEL_PRESETS  # noqa: E402
-from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec  # noqa: E402
-from multidiff.nn.io import config_to_dict  # noqa: E402
-from multidiff.nn.unet import UNET_PRESETS, UNet, UNetConfig  # noqa: E402
-from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask  # noqa: E402
+from multidiff import train
+from multidiff.data.audio import AudioFolder, AudioFolderConfig
+from multidiff.modalities.audio import PRESETS as MEL_PRESETS
+from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec
+from multidiff.nn.dit import DiTConfig
+from multidiff.nn.io import config_to_dict
+from multidiff.nn.unet import UNET_PRESETS, UNetConfig
+from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask
 
 
 @dataclass(frozen=True)
@@ -50,6 +44,7 @@ class AudioPreset:
 
     mel: MelSpec
     unet: UNetConfig
+    dit: DiTConfig
     seconds: float
     batch: int
     lr: float
@@ -80,6 +75,7 @@ PRESETS: dict[str, AudioPreset] = {
             emb_dim=128,
             noise_freq_dim=64,
         ),
+        dit=DiTConfig(in_channels=1, patch=(2, 2), width=64, depth=2, heads=4, noise_freq_dim=64),
         seconds=1.0,
         batch=8,
         lr=1e-3,
@@ -95,6 +91,7 @@ PRESETS: dict[str, AudioPreset] = {
     "small": AudioPreset(
         mel=MEL_PRESETS["hifigan-22k"],
         unet=UNET_PRESETS["mel-S"],
+        dit=DiTConfig(in_channels=1, patch=(4, 4), width=384, depth=12, heads=6),  # DiT-S/4
         seconds=3.0,
         batch=32,
         lr=2e-4,
@@ -110,6 +107,7 @@ PRESETS: dict[str, AudioPreset] = {
     "base": AudioPreset(
         mel=MEL_PRESETS["hifigan-22k"],
         unet=UNET_PRESETS["mel-75M"],
+        dit=DiTConfig(in_channels=1, patch=(4, 4), width=768, depth=12, heads=12),  # DiT-B/4
         seconds=3.0,
         batch=64,
         lr=1e-4,
@@ -146,12 +144,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
     train.add_caption_options(p)
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
+    train.add_model_options(p)
     train.add_run_options(p, previews="wavs/PNGs", items="clips")
     args = p.parse_args(argv)
     try:
         train.check_caption_dropout(args.caption_dropout)
     except ValueError as err:
         p.error(f"--caption-dropout: {err}")
+    try:
+        train.check_model_options(args)
+    except ValueError as err:
+        p.error(str(err))
     preset = PRESETS[args.preset]
     for name in ("steps", "batch", "seconds", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
                  "log_every", "sample_steps"):  # fmt: skip
@@ -166,7 +169,9 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
     config = {k: v for k, v in vars(args).items() if k not in ("out",)}
     config["data"] = str(Path(args.data).resolve())
     config["mel"] = preset.mel.to_dict()
-    config["unet"] = config_to_dict(preset.unet)
+    config["unet" if args.backbone == "unet" else "dit"] = config_to_dict(
+        preset.unet if args.backbone == "unet" else preset.dit
+    )
     config["num_files"] = len(dataset)
     config["classes"] = dataset.classes if args.labels else None
     if args.text_encoder:
@@ -261,9 +266,11 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as err:
         raise SystemExit(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
-    backbone = UNet(dataclasses.replace(preset.unet, num_classes=num_classes, context_dim=context_dim))
-    denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
-    sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+    backbone = train.make_backbone(
+        args.backbone, preset.unet, preset.dit, num_classes=num_classes, context_dim=context_dim
+    )
+    objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
+    denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
     net = train.trained_net(denoiser, text_encoder).to(device)
 

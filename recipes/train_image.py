@@ -21,26 +21,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from multidiff import train  # noqa: E402
-from multidiff.core.denoiser import Denoiser  # noqa: E402
-from multidiff.core.losses import default_objective  # noqa: E402
-from multidiff.core.schedules import EDMSchedule  # noqa: E402
-from multidiff.data.image import ImageFolder, ImageFolderConfig  # noqa: E402
-from multidiff.io import write_image  # noqa: E402
-from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig  # noqa: E402
-from multidiff.nn.io import config_to_dict  # noqa: E402
-from multidiff.nn.unet import UNet, UNetConfig  # noqa: E402
-from multidiff.pipeline import ImagePipeline, SamplingConfig  # noqa: E402
+from multidiff import train
+from multidiff.data.image import ImageFolder, ImageFolderConfig
+from multidiff.io import write_image
+from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+from multidiff.nn.dit import DiTConfig
+from multidiff.nn.io import config_to_dict
+from multidiff.nn.unet import UNetConfig
+from multidiff.pipeline import ImagePipeline, SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -51,6 +45,7 @@ class ImagePreset:
     """
 
     unet: UNetConfig
+    dit: DiTConfig
     size: int
     batch: int
     lr: float
@@ -76,6 +71,7 @@ PRESETS: dict[str, ImagePreset] = {
             emb_dim=64,
             noise_freq_dim=32,
         ),
+        dit=DiTConfig(patch=(2, 2), width=64, depth=2, heads=4, noise_freq_dim=32),
         size=16,
         batch=16,
         lr=1e-3,
@@ -95,6 +91,7 @@ PRESETS: dict[str, ImagePreset] = {
             attention_levels=(1, 2),
             head_dim=64,
         ),
+        dit=DiTConfig(patch=(4, 4), width=384, depth=12, heads=6),  # DiT-S/4 (pixels; S/2 on 32x32 latents)
         size=64,
         batch=32,
         lr=2e-4,
@@ -114,6 +111,7 @@ PRESETS: dict[str, ImagePreset] = {
             attention_levels=(1, 2, 3),
             head_dim=64,
         ),
+        dit=DiTConfig(patch=(2, 2), width=768, depth=12, heads=12),  # DiT-B/2 on 32 x 32 latents
         size=256,
         batch=64,
         lr=1e-4,
@@ -151,8 +149,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    train.add_model_options(p)
     train.add_run_options(p, previews="pngs", items="images")
     args = p.parse_args(argv)
+    try:
+        train.check_model_options(args)
+    except ValueError as err:
+        p.error(str(err))
     preset = PRESETS[args.preset]
     for name in ("steps", "batch", "size", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
                  "log_every", "sample_steps"):  # fmt: skip
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config.update(
         data=str(Path(args.data).resolve()),
-        unet=config_to_dict(preset.unet),
+        **{args.backbone: config_to_dict(preset.unet if args.backbone == "unet" else preset.dit)},
         adapter=adapter.fingerprint(),
         num_files=len(dataset),
         classes=dataset.classes if args.labels else None,
@@ -242,10 +245,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- backbone (U-Net) and denoiser
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    unet = dataclasses.replace(preset.unet, in_channels=c, num_classes=num_classes)
-    backbone = UNet(unet)
-    denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
-    sigma_dist, weighting = default_objective(denoiser.schedule)  # log-normal σ, EDM weighting
+    backbone = train.make_backbone(
+        args.backbone, preset.unet, preset.dit, in_channels=c, num_classes=num_classes
+    )
+    objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
+    denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
     model, optimizer, ema, guard, step = train.start_training(denoiser, args, ckpt, dist)

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -35,14 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from multidiff.data.image import ImageFolder  # noqa: E402
-from multidiff.data.video import VideoFolder  # noqa: E402
-from multidiff.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS  # noqa: E402
-from multidiff.modalities.image import to_pixels  # noqa: E402
-from multidiff.train.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors  # noqa: E402
+from multidiff.data.image import ImageFolder
+from multidiff.data.video import VideoFolder
+from multidiff.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from multidiff.modalities.image import to_pixels
+from multidiff.train.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors
 
 # Architectures (diffusers AutoencoderKL arguments). Each extra block halves the resolution:
 # 3 blocks -> 4x downsampling, 4 blocks -> 8x (Stable Diffusion's VAE is (128, 256, 512, 512), 8x).

@@ -35,30 +35,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from multidiff import train  # noqa: E402
-from multidiff.core.denoiser import Denoiser  # noqa: E402
-from multidiff.core.losses import LogNormal  # noqa: E402
-from multidiff.core.schedules import EDMSchedule  # noqa: E402
-from multidiff.data.image import ImageFolder, ImageFolderConfig  # noqa: E402
-from multidiff.data.video import VideoFolder, VideoFolderConfig  # noqa: E402
-from multidiff.io import write_video  # noqa: E402
-from multidiff.modalities.image import ImageAdapterConfig  # noqa: E402
-from multidiff.modalities.video import VideoAdapter  # noqa: E402
-from multidiff.nn.dit import DiT, DiTConfig  # noqa: E402
-from multidiff.nn.io import config_to_dict  # noqa: E402
-from multidiff.nn.unet import UNet, UNetConfig  # noqa: E402
-from multidiff.pipeline import SamplingConfig, VideoPipeline  # noqa: E402
-from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_masks  # noqa: E402
+from multidiff import train
+from multidiff.data.image import ImageFolder, ImageFolderConfig
+from multidiff.data.video import VideoFolder, VideoFolderConfig
+from multidiff.io import write_video
+from multidiff.modalities.image import ImageAdapterConfig
+from multidiff.modalities.video import VideoAdapter
+from multidiff.nn.dit import DiTConfig
+from multidiff.nn.io import config_to_dict
+from multidiff.nn.unet import UNetConfig
+from multidiff.pipeline import SamplingConfig, VideoPipeline
+from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_masks
 
 
 @dataclass(frozen=True)
@@ -205,18 +198,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
     )
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
-    p.add_argument(
-        "--backbone", default="unet", choices=("unet", "dit"), help="video U-Net or factorised video DiT"
-    )
-    p.add_argument(
-        "--p-mean",
-        type=float,
-        default=0.5,
-        help="mean of ln σ during training (EDM's log-normal). Video needs more noise than EDM's image "
-        "default -1.2: the frames of a clip repeat its content, so which digit and which object are "
-        "decided at high σ, where -1.2 hardly trains (benchmarks/RESULTS.md, issue 9 ablations)",
-    )
-    p.add_argument("--p-std", type=float, default=1.2, help="std of ln σ during training")
+    # EDM at ln σ ~ N(0.5, 1.2²) rather than EDM's image default -1.2: the frames of a clip repeat its content,
+    # so what the clip shows (which digit, that it stays the same) is decided at high σ, where -1.2 hardly
+    # trains (benchmarks/RESULTS.md, issue 9)
+    train.add_model_options(p, p_mean={"edm": 0.5})
     p.add_argument(
         "--guidance",
         type=float,
@@ -235,6 +220,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "log_every", "sample_steps"):  # fmt: skip
         if getattr(args, name) is None:
             setattr(args, name, getattr(preset, name))
+    try:
+        train.check_model_options(args)
+    except ValueError as err:
+        p.error(str(err))
     if args.guidance is None:
         args.guidance = 1.5 if (args.labels or args.captions) else 1.0
     if args.lr is None:
@@ -344,7 +333,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config.update(
         data=str(Path(args.data).resolve()),
-        backbone_config=config_to_dict(preset.unet if args.backbone == "unet" else preset.dit),
+        **{args.backbone: config_to_dict(preset.unet if args.backbone == "unet" else preset.dit)},
         adapter=adapter.fingerprint(),
         num_files=len(dataset),
         num_images=None if images is None else len(images),
@@ -389,15 +378,12 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as err:
         raise SystemExit(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
-    shape = dict(in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim)
-    backbone: torch.nn.Module = (
-        UNet(dataclasses.replace(preset.unet, **shape))
-        if args.backbone == "unet"
-        else DiT(dataclasses.replace(preset.dit, **shape))
-    )
-    denoiser = Denoiser(backbone, prediction="edm", schedule=EDMSchedule(), sigma_data=0.5).to(device)
-    # EDM's log-normal σ with EDM weighting (Karras et al. 2022, Table 1)
-    sigma_dist, weighting = LogNormal(args.p_mean, args.p_std), "edm"
+    backbone = train.make_backbone(
+        args.backbone, preset.unet, preset.dit,
+        in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim,
+    )  # fmt: skip
+    objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
+    denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
     net = train.trained_net(denoiser, text_encoder).to(device)
 

@@ -41,12 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from multidiff.data.audio import AudioFolder, AudioFolderConfig  # noqa: E402
-from multidiff.modalities.audio import PRESETS, LogMel, MelSpec  # noqa: E402
-from multidiff.modalities.discriminators import (  # noqa: E402
+from multidiff.data.audio import AudioFolder, AudioFolderConfig
+from multidiff.modalities.audio import PRESETS, LogMel, MelSpec
+from multidiff.modalities.discriminators import (
     DiscriminatorConfig,
     HiFiGANDiscriminator,
     apply_weight_norm,
@@ -55,7 +52,7 @@ from multidiff.modalities.discriminators import (  # noqa: E402
     generator_adversarial_loss,
     multi_resolution_stft_loss,
 )
-from multidiff.modalities.vocoders import (  # noqa: E402
+from multidiff.modalities.vocoders import (
     HiFiGAN,
     HiFiGANConfig,
     load_hifigan,

@@ -85,7 +85,9 @@ def test_labels_follow_their_clips_through_the_stream_and_the_frame_cache(tmp_pa
     shade = _labelled_folder(tmp_path / "data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedFileWarning)
-        data = VideoFolder(tmp_path / "data", frames=4, size=8, labels="auto", frame_cache_dir=tmp_path / "fc")
+        data = VideoFolder(
+            tmp_path / "data", frames=4, size=8, labels="auto", frame_cache_dir=tmp_path / "fc"
+        )
     assert data.classes == ["ant", "moth", "zebra"]
     layout = StreamLayout(len(data), micro_batch=4, seed=5)
     loader = iter(stream_loader(data, layout, num_workers=2, num_steps=5))

@@ -44,6 +44,13 @@ from multidiff.train.distributed import (
     wrap_ddp,
 )
 from multidiff.train.monitor import RunLogger, read_log
+from multidiff.train.objective import (
+    Objective,
+    add_model_options,
+    check_model_options,
+    make_backbone,
+    make_objective,
+)
 from multidiff.train.preview import save_audio_previews, save_mel_png
 from multidiff.train.recipe import (
     RESUME_MAY_CHANGE,
@@ -68,6 +75,11 @@ from multidiff.train.step import (
 __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
+    "Objective",
+    "add_model_options",
+    "check_model_options",
+    "make_backbone",
+    "make_objective",
     "barrier",
     "compile_backbone",
     "run_loop",

@@ -14,17 +14,13 @@ Clip ``i`` depends only on ``(--seed, i)``. mp4 and webm need ffmpeg (the ``imag
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from multidiff.io import write_video  # noqa: E402
+from multidiff.io import write_video
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

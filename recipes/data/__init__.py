@@ -1,0 +1,1 @@
+"""Scripts that make the offline data sets of the benchmarks (spoken digits, moving digits)."""
