@@ -41,14 +41,26 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import PREDICTIONS, Denoiser
-from multidiff.core.guidance import cfg, inpaint
+from multidiff.core.guidance import StaticThreshold, WindowedDenoiser, cfg, inpaint, window_starts
 from multidiff.core.samplers import get_sampler, noise_like
-from multidiff.core.schedules import EDMSchedule, FlowSchedule, Schedule, VPSchedule, exponential, karras
+from multidiff.core.schedules import exponential, karras
 from multidiff.nn.io import config_from_dict, load_matching_state
+from multidiff.serialize import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    TEXT_ENCODER_FOLDER,
+    WEIGHTS_NAME,
+    backbones,
+    read_config,
+    save_tensors,
+    schedule_from_dict,
+    schedule_to_dict,
+    text_encoder_from_dict,
+    text_encoder_to_dict,
+)
 
 __all__ = [
     "CONFIG_NAME",
@@ -67,11 +79,6 @@ __all__ = [
     "mel_frame_mask",
 ]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "denoiser.safetensors"
-VOCODER_WEIGHTS_NAME = "vocoder.safetensors"
-TEXT_ENCODER_FOLDER = "text_encoder"
-FORMAT_VERSION = 1
 GRIDS: tuple[str, ...] = ("default", "karras", "exponential")
 
 P = TypeVar("P", bound="Pipeline")
@@ -130,178 +137,6 @@ class SamplingConfig:
             )
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"SamplingConfig.precision must be 'bf16' or 'fp32', got {self.precision!r}")
-
-
-def _backbones() -> dict[str, type[nn.Module]]:
-    """Backbone classes a pipeline folder may name (a fixed table, never an import path)."""
-    from multidiff.nn.dit import DiT
-    from multidiff.nn.unet import UNet
-
-    return {"UNet": UNet, "DiT": DiT}
-
-
-_SCHEDULES: dict[str, type[Schedule]] = {
-    "EDMSchedule": EDMSchedule,
-    "VPSchedule": VPSchedule,
-    "FlowSchedule": FlowSchedule,
-}
-
-
-def _schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
-    name = type(schedule).__name__
-    if name not in _SCHEDULES or not dataclasses.is_dataclass(schedule):
-        raise ValueError(f"cannot save a pipeline with schedule {name}; known: {sorted(_SCHEDULES)}")
-    return {"type": name, **{f.name: getattr(schedule, f.name) for f in dataclasses.fields(schedule)}}
-
-
-def _schedule_from_dict(d: Mapping[str, Any], source: str) -> Schedule:
-    d = dict(d)
-    name = d.pop("type", None)
-    if name not in _SCHEDULES:
-        raise ValueError(f"{source}: unknown schedule type {name!r}; known: {sorted(_SCHEDULES)}")
-    return config_from_dict(_SCHEDULES[name], d, source=source)
-
-
-# ---------------------------------------------------------------------------------------------------
-# MultiDiffusion windows
-# ---------------------------------------------------------------------------------------------------
-
-
-def window_starts(total: int, length: int, overlap: int) -> list[int]:
-    """Start indices of windows of ``length`` covering ``total`` positions, neighbours sharing ``overlap``.
-
-    The stride is ``length - overlap``; the last window is aligned to the end. One window when
-    ``total <= length``.
-    """
-    if length < 1 or not 0 <= overlap < length:
-        raise ValueError(
-            f"need length >= 1 and 0 <= overlap < length, got length={length}, overlap={overlap}"
-        )
-    if total <= length:
-        return [0]
-    stride = length - overlap
-    starts = list(range(0, total - length, stride))
-    starts.append(total - length)
-    return starts
-
-
-@dataclass(frozen=True, eq=False)
-class WindowedDenoiser:
-    """A denoiser for inputs longer than the model was trained on, by overlapping windows.
-
-    MultiDiffusion (Bar-Tal et al. 2023, "MultiDiffusion: Fusing Diffusion Paths for Controlled Image
-    Generation", Eq. 5): every window of ``length`` positions along ``axis`` is denoised on its own, and
-    each position's x0 prediction is the average over the windows that contain it (the least-squares
-    reconciliation of the per-window predictions). Conditioning tensors laid out like x (same number of
-    dims and the full length on ``axis``, e.g. ``cond_channels``) are cut into the same windows; tensors
-    with a leading batch axis are repeated; everything else is passed unchanged.
-
-    Attributes:
-        denoiser: ``D(x, sigma, **cond) -> x0_hat``.
-        length: Window length along ``axis`` (the training length).
-        overlap: Positions shared by neighbouring windows.
-        axis: The time axis of x (negative counts from the end).
-        windows_per_call: Windows evaluated together in one batched call.
-    """
-
-    denoiser: Callable[..., Tensor]
-    length: int
-    overlap: int
-    axis: int = -1
-    windows_per_call: int = 8
-
-    def __post_init__(self) -> None:
-        window_starts(self.length, self.length, self.overlap)  # validates length and overlap
-        if self.windows_per_call < 1:
-            raise ValueError(f"windows_per_call must be >= 1, got {self.windows_per_call}")
-
-    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
-        axis = self.axis % x.ndim
-        total = x.shape[axis]
-        if total <= self.length:
-            return self.denoiser(x, sigma, **cond)
-        starts = window_starts(total, self.length, self.overlap)
-        b = x.shape[0]
-        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
-        sigma = sigma.expand(b) if sigma.ndim == 0 else sigma
-        acc = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-        count = torch.zeros(total, device=x.device, dtype=torch.float32)
-        for g in range(0, len(starts), self.windows_per_call):
-            group = starts[g : g + self.windows_per_call]
-            k = len(group)
-            xs = torch.cat([x.narrow(axis, s, self.length) for s in group])  # (k·B, ..., L, ...)
-            cs = {key: self._cut(v, x, axis, group, b) for key, v in cond.items()}
-            out = self.denoiser(xs, sigma.repeat(k), **cs).float()  # (k·B, ..., L, ...)
-            for j, s in enumerate(group):
-                acc.narrow(axis, s, self.length).add_(out[j * b : (j + 1) * b])
-                count[s : s + self.length] += 1
-        shape = [1] * x.ndim
-        shape[axis] = total
-        return (acc / count.reshape(shape)).to(x.dtype)
-
-    def _cut(self, value: Any, x: Tensor, axis: int, group: list[int], b: int) -> Any:
-        if not isinstance(value, Tensor) or value.ndim == 0:
-            return value
-        if value.ndim == x.ndim and value.shape[axis] == x.shape[axis]:
-            return torch.cat([value.narrow(axis, s, self.length) for s in group])
-        if value.shape[0] == b:
-            return value.repeat(len(group), *([1] * (value.ndim - 1)))
-        return value
-
-
-@dataclass(frozen=True, eq=False)
-class StaticThreshold:
-    """A denoiser whose x0 prediction is clamped to a fixed range (static thresholding, Saharia et al. 2022,
-    "Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding", Imagen, Sec. 2.3).
-
-    With the range of the training latents (per channel or per mel bin), a guided or under-trained model
-    cannot predict values the data never had; for log-mel latents this keeps ``exp`` in the vocoder from
-    turning an overshoot into a loud click.
-
-    Attributes:
-        denoiser: ``D(x, sigma, **cond) -> x0_hat``.
-        lo: Lower bound, broadcastable to one sample's latent shape (e.g. ``[C, M, 1]``).
-        hi: Upper bound, likewise.
-    """
-
-    denoiser: Callable[..., Tensor]
-    lo: Tensor
-    hi: Tensor
-
-    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
-        out = self.denoiser(x, sigma, **cond)
-        lo = self.lo.to(device=out.device, dtype=out.dtype)
-        hi = self.hi.to(device=out.device, dtype=out.dtype)
-        return torch.maximum(torch.minimum(out, hi), lo)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pipeline
-# ---------------------------------------------------------------------------------------------------
-
-
-def _read_config(folder: Path) -> dict[str, Any]:
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: no such pipeline folder")
-    path = folder / CONFIG_NAME
-    if not path.is_file():
-        raise ValueError(f"{folder}: missing {CONFIG_NAME}; this is not a saved multidiff pipeline")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: could not read the pipeline config ({err})") from err
-    for key in ("pipeline", "backbone", "denoiser", "sampling"):
-        if not isinstance(data, dict) or key not in data:
-            raise ValueError(f"{path}: the pipeline config lacks the key {key!r}")
-    return data
-
-
-def _save_tensors(path: Path, state: Mapping[str, Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    save_file(
-        {k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"}
-    )
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -700,8 +535,8 @@ class Pipeline:
 
         backbone = self.backbone
         name = type(backbone).__name__
-        if name not in _backbones():
-            raise ValueError(f"cannot save a pipeline with backbone {name}; known: {sorted(_backbones())}")
+        if name not in backbones():
+            raise ValueError(f"cannot save a pipeline with backbone {name}; known: {sorted(backbones())}")
         d = self.denoiser
         return {
             "pipeline": type(self).__name__,
@@ -710,56 +545,15 @@ class Pipeline:
             "denoiser": {
                 "prediction": d.prediction,
                 "sigma_data": d.sigma_data,
-                "schedule": _schedule_to_dict(d.schedule),
+                "schedule": schedule_to_dict(d.schedule),
             },
             "sampling": dataclasses.asdict(self.sampling),
             "labels": self.labels,
             "window": {"length": self.window, "overlap": self.overlap},
             "x0_range": None if self.x0_range is None else [v.tolist() for v in self.x0_range],
             "adapter": self.adapter_to_dict(),
-            "text_encoder": self.text_encoder_to_dict(),
+            "text_encoder": text_encoder_to_dict(self.text_encoder),
         }
-
-    def text_encoder_to_dict(self) -> dict[str, Any] | None:
-        """``{"type": "byte"}`` (weights in ``text_encoder/``), ``{"type": "hf", "path": ...}`` (a local
-        transformers folder, referenced, not copied) or None."""
-        from multidiff.nn.text import ByteTextEncoder, HFTextEncoder
-
-        enc = self.text_encoder
-        if enc is None:
-            return None
-        if isinstance(enc, ByteTextEncoder):
-            return {"type": "byte"}
-        if isinstance(enc, HFTextEncoder):
-            path = getattr(enc.model, "name_or_path", None) or getattr(enc.model.config, "_name_or_path", "")
-            if not path or not Path(path).is_dir():
-                raise ValueError(
-                    f"cannot save a pipeline whose transformers text encoder has no local folder ({path!r})"
-                )
-            return {"type": "hf", "path": str(Path(path).resolve())}
-        raise ValueError(f"cannot save a pipeline with a text encoder of type {type(enc).__name__}")
-
-    @staticmethod
-    def text_encoder_from_dict(d: Mapping[str, Any] | None, folder: Path) -> nn.Module | None:
-        """Rebuild the text encoder that :meth:`text_encoder_to_dict` describes."""
-        from multidiff.nn.text import ByteTextEncoder, load_text_encoder
-
-        if d is None:
-            return None
-        source = str(folder / CONFIG_NAME)
-        if d.get("type") == "byte":
-            sub = folder / TEXT_ENCODER_FOLDER
-            if not (sub / CONFIG_NAME).is_file():
-                raise ValueError(
-                    f"{source} names a byte text encoder but {sub} is missing or has no config.json"
-                )
-            return ByteTextEncoder.from_pretrained(sub)
-        if d.get("type") == "hf":
-            path = Path(str(d.get("path")))
-            if not path.is_dir():
-                raise ValueError(f"{source}: the transformers text encoder folder {path} does not exist")
-            return load_text_encoder(path)
-        raise ValueError(f"{source}: unknown text encoder type {d.get('type')!r}; known: byte, hf")
 
     def save_pretrained(
         self, directory: str | os.PathLike[str], state_dict: Mapping[str, Tensor] | None = None
@@ -776,7 +570,7 @@ class Pipeline:
         (folder / CONFIG_NAME).write_text(
             json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        _save_tensors(
+        save_tensors(
             folder / WEIGHTS_NAME, state_dict if state_dict is not None else self.denoiser.state_dict()
         )
         self.save_adapter_files(folder)
@@ -801,7 +595,7 @@ class Pipeline:
         """
 
         folder = Path(directory)
-        data = _read_config(folder)
+        data = read_config(folder)
         source = str(folder / CONFIG_NAME)
         kind = data["pipeline"]
         target: type[Pipeline] | None = cls if kind == cls.__name__ else None
@@ -814,18 +608,16 @@ class Pipeline:
                 f"{source} has format version {data['format_version']}; this multidiff reads {FORMAT_VERSION}"
             )
         bb = data["backbone"]
-        backbones = _backbones()
-        if bb.get("type") not in backbones:
-            raise ValueError(
-                f"{source}: unknown backbone type {bb.get('type')!r}; known: {sorted(backbones)}"
-            )
-        bcls = backbones[bb["type"]]
+        table = backbones()
+        if bb.get("type") not in table:
+            raise ValueError(f"{source}: unknown backbone type {bb.get('type')!r}; known: {sorted(table)}")
+        bcls = table[bb["type"]]
         backbone = bcls(config_from_dict(bcls.config_class, bb["config"], source=source))  # type: ignore[attr-defined,call-arg]
         dd = data["denoiser"]
         if dd.get("prediction") not in PREDICTIONS:
             raise ValueError(f"{source}: unknown prediction {dd.get('prediction')!r}; known: {PREDICTIONS}")
         denoiser = Denoiser(
-            backbone, dd["prediction"], _schedule_from_dict(dd["schedule"], source), float(dd["sigma_data"])
+            backbone, dd["prediction"], schedule_from_dict(dd["schedule"], source), float(dd["sigma_data"])
         )
         state = load_matching_state(folder / WEIGHTS_NAME, denoiser.state_dict(), "denoiser")
         denoiser.load_state_dict(state, strict=True)
@@ -846,7 +638,7 @@ class Pipeline:
             x0_range=None
             if data.get("x0_range") is None
             else tuple(torch.tensor(v) for v in data["x0_range"]),
-            text_encoder=target.text_encoder_from_dict(data.get("text_encoder"), folder),
+            text_encoder=text_encoder_from_dict(data.get("text_encoder"), folder),
             **target.init_kwargs_from_config(data, source),
         )
         return pipe.to(device) if device is not None else pipe
@@ -857,603 +649,7 @@ def load_pipeline(directory: str | os.PathLike[str], *, device: str | torch.devi
     return Pipeline.from_pretrained(directory, device=device)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Audio
-# ---------------------------------------------------------------------------------------------------
-
-
-def mel_frame_mask(mask: Tensor, spec: Any, num_samples: int | None = None) -> Tensor:
-    """A waveform mask ``[N]`` or ``[B, N]`` (1 = known / real) -> a mel-frame mask ``[B or 1, 1, 1, T]``.
-
-    A frame counts only where its whole analysis window (``n_fft`` samples) is inside the mask, so no
-    kept frame mixes in generated or padded audio. The signal edges use the nearest sample's value (as
-    the reflect/replicate padding of the STFT does).
-
-    Args:
-        mask: Samples, bool or float in [0, 1].
-        spec: The :class:`~multidiff.modalities.audio.MelSpec`.
-        num_samples: Pad (with 0) or cut the mask to this length first.
-    """
-    m = mask.float()
-    if m.ndim == 1:
-        m = m[None]
-    if m.ndim != 2:
-        raise ValueError(f"an audio mask must be [N] or [B, N] (samples), got shape {tuple(m.shape)}")
-    if num_samples is not None:
-        m = F.pad(m, (0, max(0, num_samples - m.shape[-1])))[:, :num_samples]  # (B, N)
-    m = F.pad(m[:, None], (spec.pad, spec.pad), mode="replicate")  # (B, 1, N + 2·pad)
-    unknown = F.max_pool1d(1 - m, kernel_size=spec.n_fft, stride=spec.hop_length)  # (B, 1, T)
-    return (1 - unknown)[:, :, None, :]  # (B, 1, 1, T)
-
-
-def _vocoder_to_dict(vocoder: nn.Module) -> dict[str, Any]:
-    from multidiff.modalities.vocoders import GriffinLim, HiFiGAN
-
-    if isinstance(vocoder, GriffinLim):
-        return {
-            "type": "griffinlim",
-            "n_iter": vocoder.n_iter,
-            "momentum": vocoder.momentum,
-            "nnls_iter": vocoder.nnls_iter,
-        }
-    if isinstance(vocoder, HiFiGAN):
-        return {"type": "hifigan", "config": vocoder.config.to_dict(), "spec": vocoder.spec.to_dict()}
-    raise ValueError(
-        f"cannot save a pipeline with vocoder {type(vocoder).__name__}; use GriffinLim or HiFiGAN"
-    )
-
-
-class AudioPipeline(Pipeline):
-    """Waveforms from a mel-spectrogram diffusion model (a :class:`~multidiff.modalities.audio.MelAdapter`).
-
-    Latents are normalised log-mels ``[B, C, M, T]``; time is the last axis.
-
-    Args:
-        denoiser: The denoiser over mel latents.
-        adapter: The :class:`MelAdapter` (with its fitted statistics and vocoder).
-        **kwargs: As for :class:`Pipeline` (``window`` counts mel frames).
-    """
-
-    time_axis: ClassVar[int] = -1
-
-    def __init__(self, denoiser: Denoiser, adapter: nn.Module, **kwargs: Any) -> None:
-        from multidiff.modalities.audio import MelAdapter
-
-        if not isinstance(adapter, MelAdapter):
-            raise ValueError(f"AudioPipeline needs a MelAdapter, got {type(adapter).__name__}")
-        super().__init__(denoiser, adapter, **kwargs)
-
-    @property
-    def sample_rate(self) -> int:
-        """Sampling rate of the generated audio in Hz."""
-        return self.adapter.spec.sample_rate  # type: ignore[union-attr]
-
-    @property
-    def channels(self) -> int:
-        """Audio channels C (1 mono, 2 stereo)."""
-        return self.adapter.config.channels  # type: ignore[union-attr]
-
-    def num_samples(self, seconds: float) -> int:
-        """Waveform length N of ``seconds``."""
-        if not seconds > 0:
-            raise ValueError(f"seconds must be positive, got {seconds}")
-        return int(round(seconds * self.sample_rate))
-
-    def frame_mask(self, mask: Tensor, num_samples: int) -> Tensor:
-        """A waveform mask ``[N]`` or ``[B, N]`` (1 = known) -> a mel-frame mask ``[B or 1, 1, 1, T]``
-        (see :func:`mel_frame_mask`)."""
-        return mel_frame_mask(torch.as_tensor(mask, device=self.device), self.adapter.spec, num_samples)  # type: ignore[union-attr]
-
-    def encode_known(self, wave: Tensor, num_samples: int) -> Tensor:
-        """A waveform ``[C, N']`` or ``[B, C, N']`` (zero-padded or cut to N) -> mel latents."""
-        w = torch.as_tensor(wave, dtype=torch.float32, device=self.device)
-        if w.ndim == 1:
-            w = w[None]
-        if w.ndim == 2:
-            w = w[None]
-        if w.ndim != 3 or w.shape[1] != self.channels:
-            raise ValueError(
-                f"known audio must be [{self.channels}, N] or [B, {self.channels}, N], got {tuple(w.shape)}"
-            )
-        w = F.pad(w, (0, max(0, num_samples - w.shape[-1])))[..., :num_samples]
-        return self.adapter.encode(w)  # type: ignore[union-attr]  # (B, C, M, T)
-
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        seconds: float,
-        *,
-        steps: int | None = None,
-        sampler: str | None = None,
-        guidance: float | None = None,
-        label: Any = None,
-        prompt: str | Sequence[str] | None = None,
-        seed: int | Sequence[int] | None = None,
-        known: Tensor | None = None,
-        mask: Tensor | None = None,
-        strength: float | None = None,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = True,
-        **kwargs: Any,
-    ) -> Tensor:
-        """Generate ``num`` clips of ``seconds``.
-
-        Args:
-            num: Number of clips B.
-            seconds: Duration; longer than the training clips is done with overlapping windows.
-            steps: Sampler steps.
-            sampler: Sampler name.
-            guidance: CFG scale (with ``label``).
-            label: Class label(s): index, name, or one per clip.
-            prompt: Caption(s) for a model with a text encoder: one for all clips or one per clip.
-            seed: Base seed (clip k uses ``seed + k``) or one per clip.
-            known: Audio ``[C, N']`` or ``[B, C, N']`` at :attr:`sample_rate`: kept where ``mask`` is 1
-                (inpainting, continuation), or the input of audio-to-audio with ``strength``.
-            mask: Samples ``[N']`` or ``[B, N']``, 1 where ``known`` is kept.
-            strength: Audio-to-audio (SDEdit) strength in (0, 1].
-            callback: Called after every sampler step.
-            progress: Show a progress bar.
-            **kwargs: Further :meth:`Pipeline.sample` keywords (``grid``, ``sampler_options``, …).
-
-        Returns:
-            Waveforms ``[B, C, N]`` at :attr:`sample_rate`, ``N = round(seconds · sample_rate)``.
-        """
-        n = self.num_samples(seconds)
-        shape = self.adapter.latent_shape(n / self.sample_rate)  # type: ignore[union-attr]
-        known_z = self.encode_known(known, n) if known is not None else None
-        mask_z = self.frame_mask(mask, n) if mask is not None else None
-        latents = self.sample(
-            num,
-            shape,
-            steps=steps,
-            sampler=sampler,
-            guidance=guidance,
-            label=label,
-            prompt=prompt,
-            seed=seed,
-            known=known_z,
-            mask=mask_z,
-            strength=strength,
-            callback=callback,
-            progress=progress,
-            **kwargs,
-        )
-        return self.adapter.decode(latents, length=n)  # type: ignore[union-attr]  # (B, C, N)
-
-    def continue_audio(self, clip: Tensor, seconds: float, **kwargs: Any) -> Tensor:
-        """Continue ``clip`` (``[C, N']`` or ``[B, C, N']``) to a total of ``seconds``; keywords as :meth:`generate`.
-
-        The clip's frames are kept (inpainting of the rest); the output starts with the re-vocoded clip.
-        """
-        clip = torch.as_tensor(clip)
-        mask = torch.zeros(self.num_samples(seconds))
-        mask[: clip.shape[-1]] = 1
-        num = kwargs.pop("num", clip.shape[0] if clip.ndim == 3 else 1)
-        return self.generate(num, seconds, known=clip, mask=mask, **kwargs)
-
-    def audio_to_audio(self, wave: Tensor, strength: float, **kwargs: Any) -> Tensor:
-        """SDEdit on ``wave`` (``[C, N]`` or ``[B, C, N]``): keep its length; keywords as :meth:`generate`."""
-        wave = torch.as_tensor(wave)
-        num = kwargs.pop("num", wave.shape[0] if wave.ndim == 3 else 1)
-        return self.generate(num, wave.shape[-1] / self.sample_rate, known=wave, strength=strength, **kwargs)
-
-    # ----------------------------------------------------------------------------------- saving
-    def adapter_to_dict(self) -> dict[str, Any]:
-        d = self.adapter.to_dict()  # type: ignore[union-attr]
-        if "stats" not in d:
-            raise ValueError(
-                "the MelAdapter has no fitted statistics; call adapter.fit_stats(...) before saving"
-            )
-        d["vocoder"] = _vocoder_to_dict(self.adapter.vocoder)  # type: ignore[union-attr]
-        return d
-
-    def save_adapter_files(self, folder: Path) -> None:
-        from multidiff.modalities.vocoders import HiFiGAN
-
-        vocoder = self.adapter.vocoder  # type: ignore[union-attr]
-        if isinstance(vocoder, HiFiGAN):
-            _save_tensors(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict())
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.audio import MelAdapter, MelSpec
-        from multidiff.modalities.vocoders import GriffinLim, HiFiGAN, HiFiGANConfig
-
-        source = str(folder / CONFIG_NAME)
-        if d is None or d.get("type") != "mel":
-            raise ValueError(
-                f"{source}: an AudioPipeline needs a mel adapter, got {None if d is None else d.get('type')!r}"
-            )
-        d = dict(d)
-        v = d.pop("vocoder", None) or {"type": "griffinlim"}
-        spec = MelSpec.from_dict(d["spec"])
-        if v["type"] == "griffinlim":
-            vocoder: nn.Module = GriffinLim(
-                spec,
-                n_iter=int(v.get("n_iter", 64)),
-                momentum=float(v.get("momentum", 0.99)),
-                nnls_iter=int(v.get("nnls_iter", 100)),
-            )
-        elif v["type"] == "hifigan":
-            vocoder = HiFiGAN(HiFiGANConfig.from_dict(v["config"]), MelSpec.from_dict(v["spec"]))
-            vocoder.load_state_dict(
-                load_matching_state(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict(), "vocoder")
-            )
-            vocoder.eval()
-        else:
-            raise ValueError(f"{source}: unknown vocoder type {v['type']!r}; known: griffinlim, hifigan")
-        return MelAdapter.from_dict(d, vocoder)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Video and images
-# ---------------------------------------------------------------------------------------------------
-
-VAE_FOLDER = "vae"
-
-
-def _parse_size(size: int | Sequence[int] | None, default: tuple[int, int] | None = None) -> tuple[int, int]:
-    if size is None:
-        if default is None:
-            raise ValueError("pass size= (this pipeline records no training size)")
-        return default
-    if isinstance(size, int):
-        return (size, size)
-    h, w = (int(v) for v in size)
-    return (h, w)
-
-
-def _save_vae(image_adapter: nn.Module, folder: Path) -> None:
-    """Copy the adapter's VAE (if any) into ``folder/vae`` so the pipeline folder stands alone."""
-    vae = getattr(image_adapter, "vae", None)
-    if vae is not None:
-        vae.save_pretrained(str(folder / VAE_FOLDER), safe_serialization=True)
-
-
-def _vae_path(d: Mapping[str, Any], folder: Path) -> Path | None:
-    """The VAE saved beside the config when the adapter is in VAE space (else the recorded path is used)."""
-    if d.get("space") == "vae" and (folder / VAE_FOLDER).is_dir():
-        return folder / VAE_FOLDER
-    return None
-
-
-class VideoPipeline(Pipeline):
-    """Videos from a spatio-temporal latent diffusion model (a :class:`~multidiff.modalities.video.VideoAdapter`).
-
-    Latents are ``[B, C, F, h, w]``; frames are axis 2. A backbone with ``cond_channels = C + 1`` was trained
-    with frame-mask conditioning (:mod:`multidiff.train.masks`): it receives ``[known · mask, mask]`` as
-    extra channels (zeros for unconditional generation). Known frames are in addition pinned in x0 space by
-    :func:`multidiff.core.guidance.inpaint` (``replace_known``), which makes them exact in any model,
-    mask-trained or not.
-
-    Args:
-        denoiser: The denoiser over video latents.
-        adapter: The :class:`VideoAdapter` (pixel space or a per-frame VAE with fitted statistics).
-        **kwargs: As for :class:`Pipeline` (``window`` counts frames).
-    """
-
-    time_axis: ClassVar[int] = -3
-
-    def __init__(
-        self,
-        denoiser: Denoiser,
-        adapter: nn.Module,
-        *,
-        size: int | Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        from multidiff.modalities.video import VideoAdapter
-
-        if not isinstance(adapter, VideoAdapter):
-            raise ValueError(f"VideoPipeline needs a VideoAdapter, got {type(adapter).__name__}")
-        super().__init__(denoiser, adapter, **kwargs)
-        self.size = None if size is None else _parse_size(size)
-        extra = int(getattr(getattr(self.backbone, "config", None), "cond_channels", 0) or 0)
-        if extra not in (0, adapter.latent_channels + 1):
-            raise ValueError(
-                f"the backbone takes {extra} cond_channels; a frame-mask model needs "
-                f"{adapter.latent_channels + 1} (latents + mask) and an unconditional one 0"
-            )
-        self.frame_conditioned = extra > 0
-
-    def latent_shape(self, frames: int, size: int | Sequence[int]) -> tuple[int, int, int, int]:
-        """Latent shape ``(C, F, h, w)`` of ``frames`` frames of ``size`` (int or ``(H, W)``)."""
-        return self.adapter.latent_shape(frames, *_parse_size(size, self.size))  # type: ignore[union-attr]
-
-    def encode_known(self, known: Tensor, frames: int, size: int | Sequence[int]) -> Tensor:
-        """Frames ``[F', H, W, C]`` or ``[B, F', H, W, C]`` (uint8 or [-1, 1] float) -> latents
-        ``[B, C', F, h, w]``, zero frames appended up to ``frames`` (F' > F is refused)."""
-        v = torch.as_tensor(known)
-        if v.ndim == 4:
-            v = v[None]
-        h, w = _parse_size(size, self.size)
-        if v.ndim != 5 or tuple(v.shape[2:4]) != (h, w):
-            raise ValueError(
-                f"known frames must be [F', {h}, {w}, C] or [B, F', {h}, {w}, C], got {tuple(v.shape)}"
-            )
-        if v.shape[1] > frames:
-            raise ValueError(f"{v.shape[1]} known frames for a video of {frames} frames")
-        z = self.adapter.encode(v.to(self.device))  # type: ignore[union-attr]  # (B, C', F', h, w)
-        return F.pad(z, (0, 0, 0, 0, 0, frames - z.shape[2]))  # (B, C', F, h, w)
-
-    def frame_mask(self, mask: Tensor, frames: int) -> Tensor:
-        """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> ``[B or 1, 1, F, 1, 1]`` (zero-padded to F)."""
-        m = torch.as_tensor(mask, device=self.device).float()
-        if m.ndim == 1:
-            m = m[None]
-        if m.ndim != 2 or m.shape[1] > frames:
-            raise ValueError(
-                f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}"
-            )
-        m = F.pad(m, (0, frames - m.shape[1]))  # (B, F)
-        return m[:, None, :, None, None]  # (B, 1, F, 1, 1)
-
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        frames: int | None = None,
-        size: int | Sequence[int] | None = None,
-        *,
-        steps: int | None = None,
-        sampler: str | None = None,
-        guidance: float | None = None,
-        label: Any = None,
-        seed: int | Sequence[int] | None = None,
-        known: Tensor | None = None,
-        mask: Tensor | None = None,
-        strength: float | None = None,
-        replace_known: bool = True,
-        decode_chunk: int | None = None,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = True,
-        **kwargs: Any,
-    ) -> Tensor:
-        """Generate ``num`` videos of ``frames`` frames.
-
-        Args:
-            num: Number of videos B.
-            frames: Frames F (default: the training length); more than the training length is done with
-                overlapping temporal windows.
-            size: Frame size, int or ``(H, W)`` (default: the training size).
-            steps: Sampler steps.
-            sampler: Sampler name.
-            guidance: CFG scale (with ``label``).
-            label: Class label(s).
-            seed: Base seed (video k uses ``seed + k``) or one per video.
-            known: Frames ``[F', H, W, C]`` or ``[B, F', H, W, C]`` (F' <= F, uint8): kept where ``mask``
-                is 1 (image-to-video, continuation, interpolation), or the input of SDEdit with ``strength``.
-            mask: Per-frame ``[F']`` or ``[B, F']``, 1 where ``known`` is kept.
-            strength: Video-to-video (SDEdit) strength in (0, 1].
-            replace_known: Also pin the known frames in x0 space (:func:`~multidiff.core.guidance.inpaint`);
-                they then come back exactly (up to the VAE). Needed for a model without frame-mask training.
-            decode_chunk: Frames per VAE decode call (lower it if decoding runs out of memory).
-            callback: Called after every sampler step.
-            progress: Show a progress bar.
-            **kwargs: Further :meth:`Pipeline.sample` keywords.
-
-        Returns:
-            uint8 frames ``[B, F, H, W, C]`` on the CPU.
-        """
-        if frames is None:
-            if self.window is None:
-                raise ValueError("pass frames= (this pipeline records no training length)")
-            frames = self.window
-        shape = self.latent_shape(frames, size)
-        known_z = self.encode_known(known, frames, size) if known is not None else None
-        mask_z = self.frame_mask(mask, frames) if mask is not None else None
-        if mask_z is not None and known_z is None:
-            raise ValueError("a mask needs known= frames")
-        cond = dict(kwargs.pop("cond", None) or {})
-        if self.frame_conditioned:
-            if known_z is not None and mask_z is not None:
-                cc = frame_cond_channels(known_z.expand(num, *shape), mask_z.expand(num, 1, frames, 1, 1))
-            else:
-                cc = torch.zeros((num, shape[0] + 1, *shape[1:]), device=self.device)
-            cond["cond_channels"] = cc  # (B, C + 1, F, h, w)
-        latents = self.sample(
-            num,
-            shape,
-            steps=steps,
-            sampler=sampler,
-            guidance=guidance,
-            label=label,
-            seed=seed,
-            known=known_z,
-            mask=mask_z if replace_known else None,
-            strength=strength,
-            cond=cond,
-            callback=callback,
-            progress=progress,
-            **kwargs,
-        )
-        return self.adapter.decode(latents, chunk_frames=decode_chunk, out_device="cpu")  # type: ignore[union-attr]
-
-    def image_to_video(self, image: Tensor, frames: int, **kwargs: Any) -> Tensor:
-        """Animate ``image`` (``[H, W, C]`` or ``[B, H, W, C]``) as the first of ``frames`` frames."""
-        image = torch.as_tensor(image)
-        clip = image[:, None] if image.ndim == 4 else image[None]  # (B, 1, H, W, C) or (1, H, W, C)
-        num = kwargs.pop("num", image.shape[0] if image.ndim == 4 else 1)
-        size = tuple(image.shape[-3:-1])
-        return self.generate(num, frames, size, known=clip, mask=torch.ones(1), **kwargs)
-
-    def continue_video(self, clip: Tensor, frames: int, **kwargs: Any) -> Tensor:
-        """Continue ``clip`` (``[F', H, W, C]`` or ``[B, F', H, W, C]``) to ``frames`` frames in all."""
-        clip = torch.as_tensor(clip)
-        num = kwargs.pop("num", clip.shape[0] if clip.ndim == 5 else 1)
-        size = tuple(clip.shape[-3:-1])
-        return self.generate(num, frames, size, known=clip, mask=torch.ones(clip.shape[-4]), **kwargs)
-
-    def interpolate(self, first: Tensor, last: Tensor, frames: int, **kwargs: Any) -> Tensor:
-        """``frames`` frames from ``first`` to ``last`` (each ``[H, W, C]``), the inner ones generated."""
-        first, last = torch.as_tensor(first), torch.as_tensor(last)
-        if frames < 2:
-            raise ValueError(f"interpolation needs frames >= 2, got {frames}")
-        clip = torch.zeros((frames, *first.shape), dtype=first.dtype)
-        clip[0], clip[-1] = first, last
-        mask = torch.zeros(frames)
-        mask[0] = mask[-1] = 1
-        return self.generate(
-            kwargs.pop("num", 1), frames, tuple(first.shape[:2]), known=clip, mask=mask, **kwargs
-        )
-
-    # ----------------------------------------------------------------------------------- saving
-    def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "size": None if self.size is None else list(self.size)}
-
-    @classmethod
-    def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
-        return {"size": data.get("size")}
-
-    def save_adapter_files(self, folder: Path) -> None:
-        _save_vae(self.adapter.image, folder)  # type: ignore[union-attr]
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.video import VideoAdapter
-
-        if d is None or d.get("type") != "video":
-            raise ValueError(
-                f"{folder / CONFIG_NAME}: a VideoPipeline needs a video adapter, got "
-                f"{None if d is None else d.get('type')!r}"
-            )
-        return VideoAdapter.from_dict(d, vae_path=_vae_path(d["image"], folder))
-
-
-def frame_cond_channels(known: Tensor, mask: Tensor) -> Tensor:
-    """The ``C + 1`` channels of frame-mask conditioning, ``[known · mask, mask]`` (for ``cond_channels=``).
-
-    Masked-frame conditioning (Voleti et al. 2022, "MCVD", Sec. 3) with the mask given explicitly; see
-    :mod:`multidiff.train.masks` for the training curriculum.
-
-    Args:
-        known: Clean latents ``[B, C, F, H, W]`` (values on unknown frames are ignored).
-        mask: ``[B, 1, F, 1, 1]`` (or broadcastable to ``[B, 1, F, H, W]``), 1 on known frames.
-
-    Returns:
-        ``[B, C + 1, F, H, W]``.
-    """
-    if known.ndim != 5:
-        raise ValueError(f"known latents must be [B, C, F, H, W], got shape {tuple(known.shape)}")
-    b, _, f, h, w = known.shape
-    m = mask.to(device=known.device, dtype=known.dtype).expand(b, 1, f, h, w)  # (B, 1, F, H, W)
-    return torch.cat([known * m, m], dim=1)  # (B, C + 1, F, H, W)
-
-
-class ImagePipeline(Pipeline):
-    """Images from an image latent diffusion model (an :class:`~multidiff.modalities.image.ImageAdapter`).
-
-    Latents are ``[B, C, h, w]``; ``window`` (if set) counts latent columns, so wide images are made by
-    overlapping windows along the width.
-
-    Args:
-        denoiser: The denoiser over image latents.
-        adapter: The :class:`ImageAdapter` (pixels or a VAE with fitted statistics).
-        **kwargs: As for :class:`Pipeline`.
-    """
-
-    time_axis: ClassVar[int] = -1
-
-    def __init__(
-        self,
-        denoiser: Denoiser,
-        adapter: nn.Module,
-        *,
-        size: int | Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        from multidiff.modalities.image import ImageAdapter
-
-        if not isinstance(adapter, ImageAdapter):
-            raise ValueError(f"ImagePipeline needs an ImageAdapter, got {type(adapter).__name__}")
-        super().__init__(denoiser, adapter, **kwargs)
-        self.size = None if size is None else _parse_size(size)
-
-    def latent_mask(self, mask: Tensor, size: tuple[int, int]) -> Tensor:
-        """A pixel mask ``[H, W]`` or ``[B, H, W]`` (1 = known) -> ``[B or 1, 1, h, w]``: a latent pixel is
-        known only where its whole ``downsample x downsample`` patch is."""
-        m = torch.as_tensor(mask, device=self.device).float()
-        if m.ndim == 2:
-            m = m[None]
-        if m.ndim != 3 or tuple(m.shape[1:]) != size:
-            raise ValueError(
-                f"an image mask must be [{size[0]}, {size[1]}] or [B, ...], got {tuple(m.shape)}"
-            )
-        r = self.adapter.downsample  # type: ignore[union-attr]
-        return 1 - F.max_pool2d(1 - m[:, None], kernel_size=r, stride=r)  # (B, 1, h, w)
-
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        size: int | Sequence[int] | None = None,
-        *,
-        steps: int | None = None,
-        sampler: str | None = None,
-        guidance: float | None = None,
-        label: Any = None,
-        seed: int | Sequence[int] | None = None,
-        known: Tensor | None = None,
-        mask: Tensor | None = None,
-        strength: float | None = None,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = True,
-        **kwargs: Any,
-    ) -> Tensor:
-        """Generate ``num`` images of ``size`` (int or ``(H, W)``).
-
-        Args:
-            known: Image ``[H, W, C]`` or ``[B, H, W, C]`` (uint8): kept where ``mask`` is 1 (inpainting), or
-                the input of image-to-image with ``strength``.
-            mask: Pixel mask ``[H, W]`` or ``[B, H, W]``, 1 where ``known`` is kept.
-            Others: as for :meth:`VideoPipeline.generate`.
-
-        Returns:
-            uint8 images ``[B, H, W, C]`` on the CPU.
-        """
-        h, w = _parse_size(size, self.size)
-        shape = self.adapter.latent_shape(h, w)  # type: ignore[union-attr]
-        known_z = None
-        if known is not None:
-            img = torch.as_tensor(known)
-            img = img[None] if img.ndim == 3 else img
-            if img.ndim != 4 or tuple(img.shape[1:3]) != (h, w):
-                raise ValueError(f"known must be [{h}, {w}, C] or [B, {h}, {w}, C], got {tuple(img.shape)}")
-            known_z = self.adapter.encode(img.to(self.device))  # type: ignore[union-attr]
-        mask_z = self.latent_mask(mask, (h, w)) if mask is not None else None
-        latents = self.sample(
-            num,
-            shape,
-            steps=steps,
-            sampler=sampler,
-            guidance=guidance,
-            label=label,
-            seed=seed,
-            known=known_z,
-            mask=mask_z,
-            strength=strength,
-            callback=callback,
-            progress=progress,
-            **kwargs,
-        )
-        return self.adapter.decode(latents, out_device="cpu")  # type: ignore[union-attr]
-
-    # ----------------------------------------------------------------------------------- saving
-    def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "size": None if self.size is None else list(self.size)}
-
-    @classmethod
-    def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
-        return {"size": data.get("size")}
-
-    def save_adapter_files(self, folder: Path) -> None:
-        _save_vae(self.adapter, folder)  # type: ignore[arg-type]
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.image import ImageAdapter
-
-        if d is None or d.get("type") != "image":
-            raise ValueError(
-                f"{folder / CONFIG_NAME}: an ImagePipeline needs an image adapter, got "
-                f"{None if d is None else d.get('type')!r}"
-            )
-        return ImageAdapter.from_dict(d, vae_path=_vae_path(d, folder))
+# The modality pipelines live beside this module; imported here so that ``from multidiff.pipeline import
+# AudioPipeline`` keeps working and :func:`load_pipeline` knows every pipeline a folder may name.
+from multidiff.pipeline_audio import AudioPipeline, mel_frame_mask  # noqa: E402
+from multidiff.pipeline_video import ImagePipeline, VideoPipeline, frame_cond_channels  # noqa: E402

@@ -8,6 +8,8 @@ signature, so any sampler can run it unchanged (DESIGN.md, "Guidance").
   guidance interval of Kynkäänniemi et al. (2024) and the guidance rescale of Lin et al. (2023).
 * :func:`autoguidance`: guidance by a weaker version of the same model (Karras et al. 2024).
 * :func:`inpaint`: replace the x0 prediction by known data under a mask (inpainting, continuation).
+* :class:`WindowedDenoiser`: inputs longer than the training length by overlapping windows (MultiDiffusion).
+* :class:`StaticThreshold`: x0 predictions clamped to the training data's range (Imagen's static thresholding).
 
 No wrapper synchronises host and device: per-sample switches use ``torch.where`` on tensors.
 """
@@ -320,3 +322,116 @@ def inpaint(denoiser: Denoiser, known: Tensor, mask: Tensor) -> Inpaint:
         A denoiser with the same call signature.
     """
     return Inpaint(denoiser, known, mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Windows over long inputs and static thresholding (wrappers around a denoiser, as cfg and inpaint)
+# ---------------------------------------------------------------------------------------------------
+
+
+def window_starts(total: int, length: int, overlap: int) -> list[int]:
+    """Start indices of windows of ``length`` covering ``total`` positions, neighbours sharing ``overlap``.
+
+    The stride is ``length - overlap``; the last window is aligned to the end. One window when
+    ``total <= length``.
+    """
+    if length < 1 or not 0 <= overlap < length:
+        raise ValueError(
+            f"need length >= 1 and 0 <= overlap < length, got length={length}, overlap={overlap}"
+        )
+    if total <= length:
+        return [0]
+    stride = length - overlap
+    starts = list(range(0, total - length, stride))
+    starts.append(total - length)
+    return starts
+
+
+@dataclass(frozen=True, eq=False)
+class WindowedDenoiser:
+    """A denoiser for inputs longer than the model was trained on, by overlapping windows.
+
+    MultiDiffusion (Bar-Tal et al. 2023, "MultiDiffusion: Fusing Diffusion Paths for Controlled Image
+    Generation", Eq. 5): every window of ``length`` positions along ``axis`` is denoised on its own, and
+    each position's x0 prediction is the average over the windows that contain it (the least-squares
+    reconciliation of the per-window predictions). Conditioning tensors laid out like x (same number of
+    dims and the full length on ``axis``, e.g. ``cond_channels``) are cut into the same windows; tensors
+    with a leading batch axis are repeated; everything else is passed unchanged.
+
+    Attributes:
+        denoiser: ``D(x, sigma, **cond) -> x0_hat``.
+        length: Window length along ``axis`` (the training length).
+        overlap: Positions shared by neighbouring windows.
+        axis: The time axis of x (negative counts from the end).
+        windows_per_call: Windows evaluated together in one batched call.
+    """
+
+    denoiser: Callable[..., Tensor]
+    length: int
+    overlap: int
+    axis: int = -1
+    windows_per_call: int = 8
+
+    def __post_init__(self) -> None:
+        window_starts(self.length, self.length, self.overlap)  # validates length and overlap
+        if self.windows_per_call < 1:
+            raise ValueError(f"windows_per_call must be >= 1, got {self.windows_per_call}")
+
+    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
+        axis = self.axis % x.ndim
+        total = x.shape[axis]
+        if total <= self.length:
+            return self.denoiser(x, sigma, **cond)
+        starts = window_starts(total, self.length, self.overlap)
+        b = x.shape[0]
+        sigma = torch.as_tensor(sigma, device=x.device, dtype=torch.float32)
+        sigma = sigma.expand(b) if sigma.ndim == 0 else sigma
+        acc = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        count = torch.zeros(total, device=x.device, dtype=torch.float32)
+        for g in range(0, len(starts), self.windows_per_call):
+            group = starts[g : g + self.windows_per_call]
+            k = len(group)
+            xs = torch.cat([x.narrow(axis, s, self.length) for s in group])  # (k·B, ..., L, ...)
+            cs = {key: self._cut(v, x, axis, group, b) for key, v in cond.items()}
+            out = self.denoiser(xs, sigma.repeat(k), **cs).float()  # (k·B, ..., L, ...)
+            for j, s in enumerate(group):
+                acc.narrow(axis, s, self.length).add_(out[j * b : (j + 1) * b])
+                count[s : s + self.length] += 1
+        shape = [1] * x.ndim
+        shape[axis] = total
+        return (acc / count.reshape(shape)).to(x.dtype)
+
+    def _cut(self, value: Any, x: Tensor, axis: int, group: list[int], b: int) -> Any:
+        if not isinstance(value, Tensor) or value.ndim == 0:
+            return value
+        if value.ndim == x.ndim and value.shape[axis] == x.shape[axis]:
+            return torch.cat([value.narrow(axis, s, self.length) for s in group])
+        if value.shape[0] == b:
+            return value.repeat(len(group), *([1] * (value.ndim - 1)))
+        return value
+
+
+@dataclass(frozen=True, eq=False)
+class StaticThreshold:
+    """A denoiser whose x0 prediction is clamped to a fixed range (static thresholding, Saharia et al. 2022,
+    "Photorealistic Text-to-Image Diffusion Models with Deep Language Understanding", Imagen, Sec. 2.3).
+
+    With the range of the training latents (per channel or per mel bin), a guided or under-trained model
+    cannot predict values the data never had; for log-mel latents this keeps ``exp`` in the vocoder from
+    turning an overshoot into a loud click.
+
+    Attributes:
+        denoiser: ``D(x, sigma, **cond) -> x0_hat``.
+        lo: Lower bound, broadcastable to one sample's latent shape (e.g. ``[C, M, 1]``).
+        hi: Upper bound, likewise.
+    """
+
+    denoiser: Callable[..., Tensor]
+    lo: Tensor
+    hi: Tensor
+
+    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
+        out = self.denoiser(x, sigma, **cond)
+        lo = self.lo.to(device=out.device, dtype=out.dtype)
+        hi = self.hi.to(device=out.device, dtype=out.dtype)
+        return torch.maximum(torch.minimum(out, hi), lo)

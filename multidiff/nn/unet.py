@@ -38,11 +38,14 @@ from torch.utils.checkpoint import checkpoint
 from multidiff.nn.io import PretrainedMixin
 from multidiff.nn.layers import (
     Attention,
+    Downsample,
     GroupNorm,
     LabelEmbedding,
     LayerNorm,
     Mlp,
     NoiseEmbedding,
+    Upsample,
+    nearest_conv_to_transposed,
     rotary_tables,
 )
 
@@ -54,6 +57,7 @@ __all__ = [
     "AttentionBlock",
     "TemporalAttention",
     "Upsample",
+    "Downsample",
     "nearest_conv_to_transposed",
     "UNET_PRESETS",
     "unet_from_preset",
@@ -456,64 +460,6 @@ class UNetLayer(nn.Module):
         if self.tattn is not None and rope is not None:
             h = self.tattn(h, frames, rope)  # (B·F, C, H, W)
         return h
-
-
-class Downsample(nn.Module):
-    """Strided 3x3 convolution halving H and W (ADM's learned downsampling)."""
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B·F, C, H, W) -> (B·F, C, H/2, W/2)."""
-        return self.conv(x)  # (B·F, C, H/2, W/2)
-
-
-# Row k of this matrix says which taps (offsets -1, 0, +1) of a 3x3 kernel applied after nearest-neighbour
-# doubling land on tap k of the equivalent 4x4 stride-2 transposed kernel (see ``nearest_conv_to_transposed``).
-_SUBPIXEL = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
-
-
-def nearest_conv_to_transposed(weight: torch.Tensor) -> torch.Tensor:
-    """Turn a 3x3 conv weight (C_out, C_in, 3, 3) applied after nearest x2 upsampling into the weight
-    (C_in, C_out, 4, 4) of ``ConvTranspose2d(kernel_size=4, stride=2, padding=1)`` that computes the same map.
-
-    Output pixel 2i+a of nearest-upsample-then-conv reads input rows {i-1, i} (a = 0) or {i, i+1} (a = 1)
-    with summed taps; that is a 2x2 kernel per output phase, i.e. a sub-pixel convolution (Shi et al.
-    2016), which a stride-2 transposed convolution with a 4x4 kernel computes with 16 instead of 36
-    multiply-adds per input pixel and channel pair. Zero padding maps to zero padding, so the two are
-    equal everywhere, borders included.
-    """
-    A = torch.tensor(_SUBPIXEL, dtype=weight.dtype, device=weight.device)  # (4, 3)
-    return torch.einsum("ka,lb,ocab->cokl", A, A, weight)  # (C_in, C_out, 4, 4)
-
-
-class Upsample(nn.Module):
-    """Doubling of H and W: ADM's nearest-neighbour upsampling + 3x3 convolution, in sub-pixel form.
-
-    A 4x4 stride-2 transposed convolution, initialised to be exactly nearest x2 followed by a freshly
-    initialised 3x3 convolution (:func:`nearest_conv_to_transposed`), costs 44% of the multiply-adds of
-    the two-step form. Training may leave that subspace (each of the four output phases gets its own 2x2
-    kernel), which is the sub-pixel upsampler of Shi et al. 2016 ("Real-Time Single Image and Video
-    Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural Network"); starting from the
-    nearest-neighbour solution avoids the checkerboard artefacts of a random one (Aitken et al. 2017).
-
-    Args:
-        ch: Channels.
-    """
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv = nn.ConvTranspose2d(ch, ch, 4, stride=2, padding=1)
-        conv3 = nn.Conv2d(ch, ch, 3, padding=1)
-        with torch.no_grad():
-            self.conv.weight.copy_(nearest_conv_to_transposed(conv3.weight))
-            self.conv.bias.copy_(conv3.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B·F, C, H, W) -> (B·F, C, 2H, 2W)."""
-        return self.conv(x)  # (B·F, C, 2H, 2W)
 
 
 # --------------------------------------------------------------------------------------------------

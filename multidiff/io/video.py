@@ -1,18 +1,5 @@
-"""Reading and writing media files: audio, video and images.
-
-Audio goes through soundfile (libsndfile); video through imageio's ffmpeg plugin (imageio-ffmpeg ships
-the ffmpeg binary); GIF and still images through pillow, GIFs read with imageio's pillow plugin and
-written frame by frame, so they need no ffmpeg. Each is imported inside the functions that need it.
-Every write is atomic: the data goes to a temporary file in the destination folder, which then
-replaces the destination with ``os.replace``, so an interrupted run never leaves a half-written file
-under the final name.
-
-Media arrays are channels-last and uint8: a video is ``[F, H, W, C]``, an image ``[H, W, C]``.
-
-Every error about a file that exists but cannot be used is a :class:`MediaFileError` (a ValueError)
-whose message starts with the path and says what is wrong; a missing file is a
-:class:`MediaNotFoundError`, both a ValueError and a FileNotFoundError.
-"""
+"""Video files: ffmpeg through imageio (mp4, webm, mov, ...), GIFs through pillow; probe, read at a frame rate or
+stride, atomic write."""
 
 from __future__ import annotations
 
@@ -21,7 +8,6 @@ import math
 import os
 import re
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,234 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = [
-    "AUDIO_FORMATS",
-    "IMAGE_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
-    "AudioFileError",
-    "AudioInfo",
-    "ImageFileError",
-    "ImageInfo",
-    "MediaFileError",
-    "MediaNotFoundError",
-    "VideoFileError",
-    "VideoInfo",
-    "num_resampled_frames",
-    "probe_audio",
-    "probe_image",
-    "probe_video",
-    "read_audio",
-    "read_image",
-    "read_video",
-    "source_frame_index",
-    "write_audio",
-    "write_image",
-    "write_video",
-]
-
-# extension -> (libsndfile format, default subtype)
-AUDIO_FORMATS: dict[str, tuple[str, str]] = {
-    ".wav": ("WAV", "PCM_16"),
-    ".flac": ("FLAC", "PCM_16"),
-    ".ogg": ("OGG", "VORBIS"),
-}
-
-
-class MediaFileError(ValueError):
-    """A media file cannot be used; ``path`` names it and ``reason`` says why."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-class MediaNotFoundError(MediaFileError, FileNotFoundError):
-    """A media file does not exist (a ValueError and a FileNotFoundError)."""
-
-
-class AudioFileError(MediaFileError):
-    """An audio file exists but cannot be read (empty, truncated, not audio, unsupported format)."""
-
-
-class VideoFileError(MediaFileError):
-    """A video file cannot be read: empty, truncated, not a video, no video stream, unknown frame rate."""
-
-
-class ImageFileError(MediaFileError):
-    """An image file cannot be read: empty, truncated or not an image."""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What ``soundfile.info`` reports about a file.
-
-    Attributes:
-        sample_rate: Sampling rate in Hz.
-        frames: Samples per channel.
-        channels: Channel count.
-        format: libsndfile container name (e.g. ``"WAV"``).
-        subtype: libsndfile sample encoding (e.g. ``"PCM_16"``).
-    """
-
-    sample_rate: int
-    frames: int
-    channels: int
-    format: str
-    subtype: str
-
-    @property
-    def duration(self) -> float:
-        """Length in seconds."""
-        return self.frames / self.sample_rate
-
-
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    if not path.is_file():
-        raise AudioFileError(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise AudioFileError(path, "empty file (0 bytes)")
-
-
-def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
-    """Read the header of an audio file without decoding it.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        AudioFileError: If it is empty, not audio, truncated or in a format libsndfile cannot read.
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    _check_exists(path)
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, TypeError, ValueError) as err:  # LibsndfileError is a RuntimeError
-        raise AudioFileError(path, f"not a readable audio file ({err})") from err
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioFileError(
-            path, f"invalid header (sample rate {info.samplerate}, {info.channels} channels)"
-        )
-    return AudioInfo(
-        int(info.samplerate), int(info.frames), int(info.channels), str(info.format), str(info.subtype)
-    )
-
-
-def read_audio(
-    path: str | os.PathLike[str],
-    sample_rate: int | None = None,
-    mono: bool = False,
-    *,
-    start: int = 0,
-    frames: int = -1,
-) -> tuple[torch.Tensor, int]:
-    """Decode an audio file to float32 in [-1, 1].
-
-    Args:
-        path: Any format libsndfile reads (wav, flac, ogg, mp3 with libsndfile >= 1.1, ...).
-        sample_rate: Resample to this rate (``torchaudio.functional.resample``) if it differs.
-        mono: Average the channels into one.
-        start: First sample to read, in the file's own rate.
-        frames: Samples to read from ``start`` in the file's own rate (-1: to the end).
-
-    Returns:
-        ``(wave [C, N], sample_rate)``.
-
-    Raises:
-        FileNotFoundError: If the file does not exist.
-        AudioFileError: If it cannot be decoded; the message names the file and the reason.
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    _check_exists(path)
-    try:
-        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)  # (N, C)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise AudioFileError(path, f"could not decode audio ({err})") from err
-    wave = torch.from_numpy(np.ascontiguousarray(data.T))  # (C, N)
-    if mono and wave.shape[0] > 1:
-        wave = wave.mean(0, keepdim=True)
-    if sample_rate is not None and sample_rate != sr:
-        import torchaudio
-
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        wave = torchaudio.functional.resample(wave, int(sr), int(sample_rate))
-        sr = sample_rate
-    return wave, int(sr)
-
-
-def _as_array(wave: Any) -> np.ndarray:
-    if isinstance(wave, torch.Tensor):
-        wave = wave.detach().to("cpu", torch.float32).numpy()
-    arr = np.asarray(wave, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ValueError(f"expected a waveform [C, N] or [N] with N > 0, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("the waveform contains NaN or infinite samples")
-    return arr
-
-
-def write_audio(
-    path: str | os.PathLike[str],
-    wave: torch.Tensor | np.ndarray,
-    sample_rate: int,
-    subtype: str | None = None,
-) -> Path:
-    """Write a waveform atomically; the format follows the extension (.wav, .flac, .ogg).
-
-    Samples are clipped to [-1, 1] unless ``subtype`` is ``"FLOAT"`` or ``"DOUBLE"``.
-
-    Args:
-        path: Destination; its folder must exist.
-        wave: ``[C, N]`` (channels first) or ``[N]``, float.
-        sample_rate: Sampling rate in Hz.
-        subtype: libsndfile subtype (default PCM_16 for wav/flac, VORBIS for ogg).
-
-    Returns:
-        The destination path.
-
-    Raises:
-        ValueError: For an unsupported extension or subtype, or a bad waveform (the file is named).
-    """
-    import soundfile as sf
-
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in AUDIO_FORMATS:
-        raise ValueError(
-            f"cannot write {path}: unsupported extension {ext!r}; use one of {sorted(AUDIO_FORMATS)}"
-        )
-    if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"cannot write {path}: sample_rate must be a positive int, got {sample_rate!r}")
-    fmt, default_subtype = AUDIO_FORMATS[ext]
-    subtype = subtype or default_subtype
-    if not sf.check_format(fmt, subtype):
-        raise ValueError(f"cannot write {path}: subtype {subtype!r} is not valid for {fmt}")
-    arr = _as_array(wave)
-    if subtype not in ("FLOAT", "DOUBLE"):
-        arr = np.clip(arr, -1.0, 1.0)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        sf.write(str(tmp), arr.T, sample_rate, subtype=subtype, format=fmt)  # soundfile wants (N, C)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-# ============================================================================================ video
+from multidiff.io.common import (
+    VideoFileError,
+    check_media_file,
+    temp_path,
+)
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 # extension -> (ffmpeg encoder, output pixel format, extra ffmpeg output arguments); GIFs: _gif_bytes
 _VIDEO_WRITERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -336,15 +101,6 @@ def num_resampled_frames(
     while source_frame_index(n, src_fps, fps=fps, stride=stride) < num_frames:
         n += 1
     return n
-
-
-def _check_media_file(path: Path, error: type[MediaFileError]) -> None:
-    if not path.exists():
-        raise MediaNotFoundError(path, "file not found")
-    if not path.is_file():
-        raise error(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise error(path, "empty file (0 bytes)")
 
 
 def _check_resample_args(fps: float | None, stride: int | None) -> None:
@@ -441,7 +197,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         VideoFileError: If it is empty, not a video, has no video stream or no decodable frame.
     """
     path = Path(path)
-    _check_media_file(path, VideoFileError)
+    check_media_file(path, VideoFileError)
     if path.suffix.lower() == ".gif":
         frames, fps = _read_gif(path)
         f, h, w, _ = frames.shape
@@ -501,7 +257,7 @@ def read_video(
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start!r}")
     path = Path(path)
-    _check_media_file(path, VideoFileError)
+    check_media_file(path, VideoFileError)
     stop = math.inf if max_frames is None else start + max_frames
 
     if path.suffix.lower() == ".gif":
@@ -557,11 +313,6 @@ def _frames_array(frames: Any, path: Path) -> np.ndarray:
     elif arr.shape[-1] == 4:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)
-
-
-def _temp_path(path: Path) -> Path:
-    # keep the extension last: ffmpeg and pillow pick the container from it
-    return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
 
 
 def _gif_bytes(frames: np.ndarray, fps: float, path: Path) -> bytes:
@@ -689,7 +440,7 @@ def write_video(
     arr = _frames_array(frames, path)  # (F, H, W, 3)
     if ext == ".gif":
         gif = _gif_bytes(arr, float(fps), path)
-        tmp = _temp_path(path)
+        tmp = temp_path(path)
         try:
             tmp.write_bytes(gif)
             os.replace(tmp, path)
@@ -712,7 +463,7 @@ def write_video(
     params = list(extra)
     if codec in ("libx264", "libvpx-vp9"):
         params += ["-crf", str(int(crf))]
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         # imageio-ffmpeg's engine directly, with the encoder, pixel format and arguments chosen above
         writer = imageio_ffmpeg.write_frames(
@@ -733,136 +484,6 @@ def write_video(
                 writer.send(frame)
         finally:
             writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-# ============================================================================================ images
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What an image file's header says.
-
-    Attributes:
-        height: Height in pixels.
-        width: Width in pixels.
-        mode: Pillow mode (``"RGB"``, ``"L"``, ``"P"``, ...).
-        format: Pillow format name (``"PNG"``, ``"JPEG"``, ...).
-    """
-
-    height: int
-    width: int
-    mode: str
-    format: str
-
-
-def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
-    """Read an image's header (size, mode, format) without decoding its pixels.
-
-    Raises:
-        MediaNotFoundError: If the file does not exist.
-        ImageFileError: If it is empty or not an image.
-    """
-    from PIL import Image  # pillow: imageio's image backend
-
-    path = Path(path)
-    _check_media_file(path, ImageFileError)
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            mode, fmt = str(im.mode), str(im.format)
-    except (OSError, ValueError, SyntaxError, EOFError) as err:  # UnidentifiedImageError is an OSError
-        raise ImageFileError(path, f"not a readable image ({err})") from err
-    if width <= 0 or height <= 0:
-        raise ImageFileError(path, f"invalid size {width}x{height}")
-    return ImageInfo(int(height), int(width), mode, fmt)
-
-
-def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
-    """Decode an image (png, jpg, bmp, webp, ...) through pillow.
-
-    Args:
-        path: The file.
-        mode: Pillow mode to convert to: ``"RGB"`` (default), ``"RGBA"`` or ``"L"``.
-
-    Returns:
-        ``[H, W, C]`` uint8 (C = 3, 4 or 1).
-
-    Raises:
-        MediaNotFoundError: If the file does not exist.
-        ImageFileError: If it is empty, truncated or not an image.
-    """
-    import imageio.v3 as iio
-
-    if mode not in ("RGB", "RGBA", "L"):
-        raise ValueError(f"mode must be 'RGB', 'RGBA' or 'L', got {mode!r}")
-    path = Path(path)
-    _check_media_file(path, ImageFileError)
-    try:
-        arr = iio.imread(str(path), plugin="pillow", mode=mode)
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        IndexError,
-    ) as err:  # UnidentifiedImageError is an OSError
-        raise ImageFileError(path, f"not a readable image ({err})") from err
-    arr = np.asarray(arr)
-    if arr.ndim == 4:  # an animated file: its first frame
-        arr = arr[0]
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageFileError(path, f"unexpected decoded image {arr.dtype} {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def write_image(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, *, quality: int = 95) -> Path:
-    """Write a uint8 image atomically; the format follows the extension (png, jpg/jpeg, bmp, webp).
-
-    Args:
-        path: Destination; its folder must exist.
-        image: ``[H, W, C]`` uint8 (C = 1, 3 or 4; alpha is dropped for jpg) or ``[H, W]``.
-        quality: JPEG / WebP quality (1-100).
-
-    Returns:
-        The destination path.
-
-    Raises:
-        ValueError: For an unsupported extension or a bad array (the file is named).
-    """
-    import imageio.v3 as iio
-
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTENSIONS:
-        raise ValueError(
-            f"cannot write {path}: unsupported extension {ext!r}; use one of {list(IMAGE_EXTENSIONS)}"
-        )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"cannot write {path}: the image must be uint8, got {arr.dtype}")
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))) or 0 in arr.shape:
-        raise ValueError(
-            f"cannot write {path}: expected an image [H, W, C] with C in (1, 3, 4), got {arr.shape}"
-        )
-    if ext in (".jpg", ".jpeg", ".bmp") and arr.ndim == 3 and arr.shape[-1] == 4:
-        arr = arr[..., :3]
-    kwargs: dict[str, Any] = {"quality": int(quality)} if ext in (".jpg", ".jpeg", ".webp") else {}
-    tmp = _temp_path(path)
-    try:
-        iio.imwrite(str(tmp), np.ascontiguousarray(arr), plugin="pillow", extension=ext, **kwargs)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

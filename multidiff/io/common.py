@@ -1,0 +1,55 @@
+"""Errors about media files and the checks and temporary names every reader and writer shares."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+class MediaFileError(ValueError):
+    """A media file cannot be used; ``path`` names it and ``reason`` says why."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class MediaNotFoundError(MediaFileError, FileNotFoundError):
+    """A media file does not exist (a ValueError and a FileNotFoundError)."""
+
+
+class AudioFileError(MediaFileError):
+    """An audio file exists but cannot be read (empty, truncated, not audio, unsupported format)."""
+
+
+class VideoFileError(MediaFileError):
+    """A video file cannot be read: empty, truncated, not a video, no video stream, unknown frame rate."""
+
+
+class ImageFileError(MediaFileError):
+    """An image file cannot be read: empty, truncated or not an image."""
+
+
+def check_exists(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if not path.is_file():
+        raise AudioFileError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioFileError(path, "empty file (0 bytes)")
+
+
+def check_media_file(path: Path, error: type[MediaFileError]) -> None:
+    if not path.exists():
+        raise MediaNotFoundError(path, "file not found")
+    if not path.is_file():
+        raise error(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise error(path, "empty file (0 bytes)")
+
+
+def temp_path(path: Path) -> Path:
+    # keep the extension last: ffmpeg and pillow pick the container from it
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"

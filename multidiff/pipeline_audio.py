@@ -1,0 +1,224 @@
+"""Waveforms from a mel-spectrogram diffusion model: :class:`AudioPipeline` and the mel-frame mask of known audio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multidiff.core.denoiser import Denoiser
+from multidiff.nn.io import load_matching_state
+from multidiff.pipeline import Pipeline
+from multidiff.serialize import CONFIG_NAME, VOCODER_WEIGHTS_NAME, save_tensors, vocoder_to_dict
+
+__all__ = ["AudioPipeline", "mel_frame_mask"]
+
+
+def mel_frame_mask(mask: Tensor, spec: Any, num_samples: int | None = None) -> Tensor:
+    """A waveform mask ``[N]`` or ``[B, N]`` (1 = known / real) -> a mel-frame mask ``[B or 1, 1, 1, T]``.
+
+    A frame counts only where its whole analysis window (``n_fft`` samples) is inside the mask, so no
+    kept frame mixes in generated or padded audio. The signal edges use the nearest sample's value (as
+    the reflect/replicate padding of the STFT does).
+
+    Args:
+        mask: Samples, bool or float in [0, 1].
+        spec: The :class:`~multidiff.modalities.audio.MelSpec`.
+        num_samples: Pad (with 0) or cut the mask to this length first.
+    """
+    m = mask.float()
+    if m.ndim == 1:
+        m = m[None]
+    if m.ndim != 2:
+        raise ValueError(f"an audio mask must be [N] or [B, N] (samples), got shape {tuple(m.shape)}")
+    if num_samples is not None:
+        m = F.pad(m, (0, max(0, num_samples - m.shape[-1])))[:, :num_samples]  # (B, N)
+    m = F.pad(m[:, None], (spec.pad, spec.pad), mode="replicate")  # (B, 1, N + 2·pad)
+    unknown = F.max_pool1d(1 - m, kernel_size=spec.n_fft, stride=spec.hop_length)  # (B, 1, T)
+    return (1 - unknown)[:, :, None, :]  # (B, 1, 1, T)
+
+
+class AudioPipeline(Pipeline):
+    """Waveforms from a mel-spectrogram diffusion model (a :class:`~multidiff.modalities.audio.MelAdapter`).
+
+    Latents are normalised log-mels ``[B, C, M, T]``; time is the last axis.
+
+    Args:
+        denoiser: The denoiser over mel latents.
+        adapter: The :class:`MelAdapter` (with its fitted statistics and vocoder).
+        **kwargs: As for :class:`Pipeline` (``window`` counts mel frames).
+    """
+
+    time_axis: ClassVar[int] = -1
+
+    def __init__(self, denoiser: Denoiser, adapter: nn.Module, **kwargs: Any) -> None:
+        from multidiff.modalities.audio import MelAdapter
+
+        if not isinstance(adapter, MelAdapter):
+            raise ValueError(f"AudioPipeline needs a MelAdapter, got {type(adapter).__name__}")
+        super().__init__(denoiser, adapter, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        """Sampling rate of the generated audio in Hz."""
+        return self.adapter.spec.sample_rate  # type: ignore[union-attr]
+
+    @property
+    def channels(self) -> int:
+        """Audio channels C (1 mono, 2 stereo)."""
+        return self.adapter.config.channels  # type: ignore[union-attr]
+
+    def num_samples(self, seconds: float) -> int:
+        """Waveform length N of ``seconds``."""
+        if not seconds > 0:
+            raise ValueError(f"seconds must be positive, got {seconds}")
+        return int(round(seconds * self.sample_rate))
+
+    def frame_mask(self, mask: Tensor, num_samples: int) -> Tensor:
+        """A waveform mask ``[N]`` or ``[B, N]`` (1 = known) -> a mel-frame mask ``[B or 1, 1, 1, T]``
+        (see :func:`mel_frame_mask`)."""
+        return mel_frame_mask(torch.as_tensor(mask, device=self.device), self.adapter.spec, num_samples)  # type: ignore[union-attr]
+
+    def encode_known(self, wave: Tensor, num_samples: int) -> Tensor:
+        """A waveform ``[C, N']`` or ``[B, C, N']`` (zero-padded or cut to N) -> mel latents."""
+        w = torch.as_tensor(wave, dtype=torch.float32, device=self.device)
+        if w.ndim == 1:
+            w = w[None]
+        if w.ndim == 2:
+            w = w[None]
+        if w.ndim != 3 or w.shape[1] != self.channels:
+            raise ValueError(
+                f"known audio must be [{self.channels}, N] or [B, {self.channels}, N], got {tuple(w.shape)}"
+            )
+        w = F.pad(w, (0, max(0, num_samples - w.shape[-1])))[..., :num_samples]
+        return self.adapter.encode(w)  # type: ignore[union-attr]  # (B, C, M, T)
+
+    def generate(  # type: ignore[override]
+        self,
+        num: int,
+        seconds: float,
+        *,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        label: Any = None,
+        prompt: str | Sequence[str] | None = None,
+        seed: int | Sequence[int] | None = None,
+        known: Tensor | None = None,
+        mask: Tensor | None = None,
+        strength: float | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Generate ``num`` clips of ``seconds``.
+
+        Args:
+            num: Number of clips B.
+            seconds: Duration; longer than the training clips is done with overlapping windows.
+            steps: Sampler steps.
+            sampler: Sampler name.
+            guidance: CFG scale (with ``label``).
+            label: Class label(s): index, name, or one per clip.
+            prompt: Caption(s) for a model with a text encoder: one for all clips or one per clip.
+            seed: Base seed (clip k uses ``seed + k``) or one per clip.
+            known: Audio ``[C, N']`` or ``[B, C, N']`` at :attr:`sample_rate`: kept where ``mask`` is 1
+                (inpainting, continuation), or the input of audio-to-audio with ``strength``.
+            mask: Samples ``[N']`` or ``[B, N']``, 1 where ``known`` is kept.
+            strength: Audio-to-audio (SDEdit) strength in (0, 1].
+            callback: Called after every sampler step.
+            progress: Show a progress bar.
+            **kwargs: Further :meth:`Pipeline.sample` keywords (``grid``, ``sampler_options``, …).
+
+        Returns:
+            Waveforms ``[B, C, N]`` at :attr:`sample_rate`, ``N = round(seconds · sample_rate)``.
+        """
+        n = self.num_samples(seconds)
+        shape = self.adapter.latent_shape(n / self.sample_rate)  # type: ignore[union-attr]
+        known_z = self.encode_known(known, n) if known is not None else None
+        mask_z = self.frame_mask(mask, n) if mask is not None else None
+        latents = self.sample(
+            num,
+            shape,
+            steps=steps,
+            sampler=sampler,
+            guidance=guidance,
+            label=label,
+            prompt=prompt,
+            seed=seed,
+            known=known_z,
+            mask=mask_z,
+            strength=strength,
+            callback=callback,
+            progress=progress,
+            **kwargs,
+        )
+        return self.adapter.decode(latents, length=n)  # type: ignore[union-attr]  # (B, C, N)
+
+    def continue_audio(self, clip: Tensor, seconds: float, **kwargs: Any) -> Tensor:
+        """Continue ``clip`` (``[C, N']`` or ``[B, C, N']``) to a total of ``seconds``; keywords as :meth:`generate`.
+
+        The clip's frames are kept (inpainting of the rest); the output starts with the re-vocoded clip.
+        """
+        clip = torch.as_tensor(clip)
+        mask = torch.zeros(self.num_samples(seconds))
+        mask[: clip.shape[-1]] = 1
+        num = kwargs.pop("num", clip.shape[0] if clip.ndim == 3 else 1)
+        return self.generate(num, seconds, known=clip, mask=mask, **kwargs)
+
+    def audio_to_audio(self, wave: Tensor, strength: float, **kwargs: Any) -> Tensor:
+        """SDEdit on ``wave`` (``[C, N]`` or ``[B, C, N]``): keep its length; keywords as :meth:`generate`."""
+        wave = torch.as_tensor(wave)
+        num = kwargs.pop("num", wave.shape[0] if wave.ndim == 3 else 1)
+        return self.generate(num, wave.shape[-1] / self.sample_rate, known=wave, strength=strength, **kwargs)
+
+    # ----------------------------------------------------------------------------------- saving
+    def adapter_to_dict(self) -> dict[str, Any]:
+        d = self.adapter.to_dict()  # type: ignore[union-attr]
+        if "stats" not in d:
+            raise ValueError(
+                "the MelAdapter has no fitted statistics; call adapter.fit_stats(...) before saving"
+            )
+        d["vocoder"] = vocoder_to_dict(self.adapter.vocoder)  # type: ignore[union-attr]
+        return d
+
+    def save_adapter_files(self, folder: Path) -> None:
+        from multidiff.modalities.vocoders import HiFiGAN
+
+        vocoder = self.adapter.vocoder  # type: ignore[union-attr]
+        if isinstance(vocoder, HiFiGAN):
+            save_tensors(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict())
+
+    @classmethod
+    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
+        from multidiff.modalities.audio import MelAdapter, MelSpec
+        from multidiff.modalities.vocoders import GriffinLim, HiFiGAN, HiFiGANConfig
+
+        source = str(folder / CONFIG_NAME)
+        if d is None or d.get("type") != "mel":
+            raise ValueError(
+                f"{source}: an AudioPipeline needs a mel adapter, got {None if d is None else d.get('type')!r}"
+            )
+        d = dict(d)
+        v = d.pop("vocoder", None) or {"type": "griffinlim"}
+        spec = MelSpec.from_dict(d["spec"])
+        if v["type"] == "griffinlim":
+            vocoder: nn.Module = GriffinLim(
+                spec,
+                n_iter=int(v.get("n_iter", 64)),
+                momentum=float(v.get("momentum", 0.99)),
+                nnls_iter=int(v.get("nnls_iter", 100)),
+            )
+        elif v["type"] == "hifigan":
+            vocoder = HiFiGAN(HiFiGANConfig.from_dict(v["config"]), MelSpec.from_dict(v["spec"]))
+            vocoder.load_state_dict(
+                load_matching_state(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict(), "vocoder")
+            )
+            vocoder.eval()
+        else:
+            raise ValueError(f"{source}: unknown vocoder type {v['type']!r}; known: griffinlim, hifigan")
+        return MelAdapter.from_dict(d, vocoder)

@@ -1,0 +1,172 @@
+"""The pipeline folder format, written once: names, the backbone and schedule tables, config and tensor I/O, and
+the (de)serialisation of the components a pipeline carries (text encoder, vocoder, VAE).
+
+A pipeline folder holds ``config.json`` (backbone type and config, prediction, schedule, sigma_data, adapter
+settings, sampler defaults, label names, window settings) and ``denoiser.safetensors``; an adapter may add
+its own weight files (``vocoder.safetensors``, ``vae/``), and a caption model its trainable text encoder
+(``text_encoder/``; a transformers encoder is referenced by its local path). Nothing is pickled; classes are
+named from fixed tables, never by import path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from multidiff.core.schedules import EDMSchedule, FlowSchedule, Schedule, VPSchedule
+from multidiff.nn.io import config_from_dict
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "VOCODER_WEIGHTS_NAME",
+    "TEXT_ENCODER_FOLDER",
+    "VAE_FOLDER",
+    "FORMAT_VERSION",
+    "backbones",
+    "schedule_to_dict",
+    "schedule_from_dict",
+    "read_config",
+    "save_tensors",
+    "text_encoder_to_dict",
+    "text_encoder_from_dict",
+    "vocoder_to_dict",
+    "save_vae",
+    "vae_path",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "denoiser.safetensors"
+VOCODER_WEIGHTS_NAME = "vocoder.safetensors"
+TEXT_ENCODER_FOLDER = "text_encoder"
+VAE_FOLDER = "vae"
+FORMAT_VERSION = 1
+
+
+def backbones() -> dict[str, type[nn.Module]]:
+    """Backbone classes a pipeline folder may name (a fixed table, never an import path)."""
+    from multidiff.nn.dit import DiT
+    from multidiff.nn.unet import UNet
+
+    return {"UNet": UNet, "DiT": DiT}
+
+
+_SCHEDULES: dict[str, type[Schedule]] = {
+    "EDMSchedule": EDMSchedule,
+    "VPSchedule": VPSchedule,
+    "FlowSchedule": FlowSchedule,
+}
+
+
+def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
+    name = type(schedule).__name__
+    if name not in _SCHEDULES or not dataclasses.is_dataclass(schedule):
+        raise ValueError(f"cannot save a pipeline with schedule {name}; known: {sorted(_SCHEDULES)}")
+    return {"type": name, **{f.name: getattr(schedule, f.name) for f in dataclasses.fields(schedule)}}
+
+
+def schedule_from_dict(d: Mapping[str, Any], source: str) -> Schedule:
+    d = dict(d)
+    name = d.pop("type", None)
+    if name not in _SCHEDULES:
+        raise ValueError(f"{source}: unknown schedule type {name!r}; known: {sorted(_SCHEDULES)}")
+    return config_from_dict(_SCHEDULES[name], d, source=source)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such pipeline folder")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise ValueError(f"{folder}: missing {CONFIG_NAME}; this is not a saved multidiff pipeline")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: could not read the pipeline config ({err})") from err
+    for key in ("pipeline", "backbone", "denoiser", "sampling"):
+        if not isinstance(data, dict) or key not in data:
+            raise ValueError(f"{path}: the pipeline config lacks the key {key!r}")
+    return data
+
+
+def save_tensors(path: Path, state: Mapping[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file(
+        {k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"}
+    )
+
+
+def text_encoder_to_dict(enc: nn.Module | None) -> dict[str, Any] | None:
+    """``{"type": "byte"}`` (weights in ``text_encoder/``), ``{"type": "hf", "path": ...}`` (a local
+    transformers folder, referenced, not copied) or None."""
+    from multidiff.nn.text import ByteTextEncoder, HFTextEncoder
+
+    if enc is None:
+        return None
+    if isinstance(enc, ByteTextEncoder):
+        return {"type": "byte"}
+    if isinstance(enc, HFTextEncoder):
+        path = getattr(enc.model, "name_or_path", None) or getattr(enc.model.config, "_name_or_path", "")
+        if not path or not Path(path).is_dir():
+            raise ValueError(
+                f"cannot save a pipeline whose transformers text encoder has no local folder ({path!r})"
+            )
+        return {"type": "hf", "path": str(Path(path).resolve())}
+    raise ValueError(f"cannot save a pipeline with a text encoder of type {type(enc).__name__}")
+
+
+def text_encoder_from_dict(d: Mapping[str, Any] | None, folder: Path) -> nn.Module | None:
+    """Rebuild the text encoder that :meth:`text_encoder_to_dict` describes."""
+    from multidiff.nn.text import ByteTextEncoder, load_text_encoder
+
+    if d is None:
+        return None
+    source = str(folder / CONFIG_NAME)
+    if d.get("type") == "byte":
+        sub = folder / TEXT_ENCODER_FOLDER
+        if not (sub / CONFIG_NAME).is_file():
+            raise ValueError(f"{source} names a byte text encoder but {sub} is missing or has no config.json")
+        return ByteTextEncoder.from_pretrained(sub)
+    if d.get("type") == "hf":
+        path = Path(str(d.get("path")))
+        if not path.is_dir():
+            raise ValueError(f"{source}: the transformers text encoder folder {path} does not exist")
+        return load_text_encoder(path)
+    raise ValueError(f"{source}: unknown text encoder type {d.get('type')!r}; known: byte, hf")
+
+
+def vocoder_to_dict(vocoder: nn.Module) -> dict[str, Any]:
+    from multidiff.modalities.vocoders import GriffinLim, HiFiGAN
+
+    if isinstance(vocoder, GriffinLim):
+        return {
+            "type": "griffinlim",
+            "n_iter": vocoder.n_iter,
+            "momentum": vocoder.momentum,
+            "nnls_iter": vocoder.nnls_iter,
+        }
+    if isinstance(vocoder, HiFiGAN):
+        return {"type": "hifigan", "config": vocoder.config.to_dict(), "spec": vocoder.spec.to_dict()}
+    raise ValueError(
+        f"cannot save a pipeline with vocoder {type(vocoder).__name__}; use GriffinLim or HiFiGAN"
+    )
+
+
+def save_vae(image_adapter: nn.Module, folder: Path) -> None:
+    """Copy the adapter's VAE (if any) into ``folder/vae`` so the pipeline folder stands alone."""
+    vae = getattr(image_adapter, "vae", None)
+    if vae is not None:
+        vae.save_pretrained(str(folder / VAE_FOLDER), safe_serialization=True)
+
+
+def vae_path(d: Mapping[str, Any], folder: Path) -> Path | None:
+    """The VAE saved beside the config when the adapter is in VAE space (else the recorded path is used)."""
+    if d.get("space") == "vae" and (folder / VAE_FOLDER).is_dir():
+        return folder / VAE_FOLDER
+    return None
