@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from multidiff.nn.dit import DiTConfig
 from multidiff.nn.io import config_to_dict
 from multidiff.nn.unet import UNET_PRESETS, UNetConfig
 from multidiff.pipeline import AudioPipeline, SamplingConfig, mel_frame_mask
+from multidiff.train import TRAIN_DEFAULTS, TrainDefaults
 
 
 @dataclass(frozen=True)
@@ -46,21 +48,14 @@ class AudioPreset:
     unet: UNetConfig
     dit: DiTConfig
     seconds: float
-    batch: int
-    lr: float
-    steps: int
-    warmup: int
-    ema_decay: float
-    ckpt_every: int
-    preview_every: int
-    log_every: int
-    sample_steps: int
+    train: TrainDefaults
 
 
 PRESETS: dict[str, AudioPreset] = {
     # A very small U-Net (~0.8M parameters, attention only in the middle) on 16 kHz / 32-mel clips of one
     # second: trains on a CPU in a few minutes.
     "tiny": AudioPreset(
+        train=TRAIN_DEFAULTS["tiny"],
         mel=MelSpec(
             sample_rate=16000, n_fft=512, win_length=512, hop_length=128, n_mels=32, fmax=8000.0, edge_pad=192
         ),
@@ -77,47 +72,22 @@ PRESETS: dict[str, AudioPreset] = {
         ),
         dit=DiTConfig(in_channels=1, patch=(2, 2), width=64, depth=2, heads=4, noise_freq_dim=64),
         seconds=1.0,
-        batch=8,
-        lr=1e-3,
-        steps=300,
-        warmup=20,
-        ema_decay=0.99,
-        ckpt_every=100,
-        preview_every=0,
-        log_every=10,
-        sample_steps=16,
     ),
     # ~18.6M parameters on HiFi-GAN 22.05 kHz / 80-mel clips of 3 s: one GPU, an afternoon.
     "small": AudioPreset(
+        train=dataclasses.replace(TRAIN_DEFAULTS["small"], steps=50_000),
         mel=MEL_PRESETS["hifigan-22k"],
         unet=UNET_PRESETS["mel-S"],
         dit=DiTConfig(in_channels=1, patch=(4, 4), width=384, depth=12, heads=6),  # DiT-S/4
         seconds=3.0,
-        batch=32,
-        lr=2e-4,
-        steps=50_000,
-        warmup=1000,
-        ema_decay=0.999,
-        ckpt_every=2000,
-        preview_every=2000,
-        log_every=50,
-        sample_steps=32,
     ),
     # ~75M parameters: a GPU (or several through torchrun) for a day or more.
     "base": AudioPreset(
+        train=dataclasses.replace(TRAIN_DEFAULTS["base"], steps=200_000),
         mel=MEL_PRESETS["hifigan-22k"],
         unet=UNET_PRESETS["mel-75M"],
         dit=DiTConfig(in_channels=1, patch=(4, 4), width=768, depth=12, heads=12),  # DiT-B/4
         seconds=3.0,
-        batch=64,
-        lr=1e-4,
-        steps=200_000,
-        warmup=2000,
-        ema_decay=0.9999,
-        ckpt_every=5000,
-        preview_every=5000,
-        log_every=100,
-        sample_steps=32,
     ),
 }
 
@@ -130,18 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, previews, pipeline/")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and defaults")
-    p.add_argument("--steps", type=int, help="total optimiser steps")
-    p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--seconds", type=float, help="training clip length")
-    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
-    p.add_argument("--ema-decay", type=float, help="EMA decay")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
-    p.add_argument(
-        "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
-    )
-    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    train.add_train_options(p)
     train.add_caption_options(p)
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
     train.add_model_options(p)
@@ -156,10 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as err:
         p.error(str(err))
     preset = PRESETS[args.preset]
-    for name in ("steps", "batch", "seconds", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
-                 "log_every", "sample_steps"):  # fmt: skip
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(preset, name))
+    train.apply_defaults(args, preset.train, seconds=preset.seconds)
     return args
 
 

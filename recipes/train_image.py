@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from multidiff.nn.dit import DiTConfig
 from multidiff.nn.io import config_to_dict
 from multidiff.nn.unet import UNetConfig
 from multidiff.pipeline import ImagePipeline, SamplingConfig
+from multidiff.train import TRAIN_DEFAULTS, TrainDefaults
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,13 @@ class ImagePreset:
     unet: UNetConfig
     dit: DiTConfig
     size: int
-    batch: int
-    lr: float
-    steps: int
-    warmup: int
-    ema_decay: float
-    ckpt_every: int
-    preview_every: int
-    log_every: int
-    sample_steps: int
+    train: TrainDefaults
 
 
 PRESETS: dict[str, ImagePreset] = {
     # ~0.2M parameters, 16 x 16 pixels: a CPU, a minute or two.
     "tiny": ImagePreset(
+        train=dataclasses.replace(TRAIN_DEFAULTS["tiny"], batch=16),
         unet=UNetConfig(
             channels=(16, 32),
             num_res_blocks=1,
@@ -73,18 +68,10 @@ PRESETS: dict[str, ImagePreset] = {
         ),
         dit=DiTConfig(patch=(2, 2), width=64, depth=2, heads=4, noise_freq_dim=32),
         size=16,
-        batch=16,
-        lr=1e-3,
-        steps=300,
-        warmup=20,
-        ema_decay=0.99,
-        ckpt_every=100,
-        preview_every=0,
-        log_every=10,
-        sample_steps=16,
     ),
     # ~20M parameters, 64 x 64 pixels (or 32 x 32 latents of 256 px images with --vae): one GPU.
     "small": ImagePreset(
+        train=TRAIN_DEFAULTS["small"],
         unet=UNetConfig(
             channels=(64, 128, 256),
             num_res_blocks=2,
@@ -93,18 +80,10 @@ PRESETS: dict[str, ImagePreset] = {
         ),
         dit=DiTConfig(patch=(4, 4), width=384, depth=12, heads=6),  # DiT-S/4 (pixels; S/2 on 32x32 latents)
         size=64,
-        batch=32,
-        lr=2e-4,
-        steps=100_000,
-        warmup=1000,
-        ema_decay=0.999,
-        ckpt_every=2000,
-        preview_every=2000,
-        log_every=50,
-        sample_steps=32,
     ),
     # ~110M parameters, 256 px through a VAE: several GPUs through torchrun.
     "base": ImagePreset(
+        train=TRAIN_DEFAULTS["base"],
         unet=UNetConfig(
             channels=(128, 256, 384, 512),
             num_res_blocks=2,
@@ -113,15 +92,6 @@ PRESETS: dict[str, ImagePreset] = {
         ),
         dit=DiTConfig(patch=(2, 2), width=768, depth=12, heads=12),  # DiT-B/2 on 32 x 32 latents
         size=256,
-        batch=64,
-        lr=1e-4,
-        steps=300_000,
-        warmup=2000,
-        ema_decay=0.9999,
-        ckpt_every=5000,
-        preview_every=5000,
-        log_every=100,
-        sample_steps=32,
     ),
 }
 
@@ -134,21 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, previews, pipeline/")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and defaults")
-    p.add_argument("--steps", type=int, help="total optimiser steps")
     p.add_argument("--size", type=int, help="image height and width (square crops)")
     p.add_argument(
         "--vae", help="local AutoencoderKL folder: train on its latents (cached) instead of pixels"
     )
-    p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
-    p.add_argument("--ema-decay", type=float, help="EMA decay")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
-    p.add_argument(
-        "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
-    )
-    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    train.add_train_options(p)
     train.add_model_options(p)
     train.add_run_options(p, previews="pngs", items="images")
     args = p.parse_args(argv)
@@ -157,10 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as err:
         p.error(str(err))
     preset = PRESETS[args.preset]
-    for name in ("steps", "batch", "size", "lr", "warmup", "ema_decay", "ckpt_every", "preview_every",
-                 "log_every", "sample_steps"):  # fmt: skip
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(preset, name))
+    train.apply_defaults(args, preset.train, size=preset.size)
     return args
 
 

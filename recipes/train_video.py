@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from multidiff.nn.dit import DiTConfig
 from multidiff.nn.io import config_to_dict
 from multidiff.nn.unet import UNetConfig
 from multidiff.pipeline import SamplingConfig, VideoPipeline
+from multidiff.train import TRAIN_DEFAULTS, TrainDefaults
 from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_masks
 
 
@@ -66,21 +68,14 @@ class VideoPreset:
     dit: DiTConfig
     frames: int
     size: int
-    batch: int
-    lr: float
     dit_lr: float
-    steps: int
-    warmup: int
-    ema_decay: float
-    ckpt_every: int
-    preview_every: int
-    log_every: int
-    sample_steps: int
+    train: TrainDefaults
 
 
 PRESETS: dict[str, VideoPreset] = {
     # ~0.2M parameters, 8 frames of 16 x 16 pixels, temporal attention only in the middle: a CPU, ~3 minutes.
     "tiny": VideoPreset(
+        train=dataclasses.replace(TRAIN_DEFAULTS["tiny"], steps=200),
         unet=UNetConfig(
             channels=(16, 32),
             num_res_blocks=1,
@@ -95,22 +90,14 @@ PRESETS: dict[str, VideoPreset] = {
         dit=DiTConfig(patch=(1, 2, 2), width=64, depth=2, heads=4, attention="factorised"),
         frames=8,
         size=16,
-        batch=8,
-        lr=1e-3,
         dit_lr=1e-3,
-        steps=200,
-        warmup=20,
-        ema_decay=0.99,
-        ckpt_every=100,
-        preview_every=0,
-        log_every=10,
-        sample_steps=16,
     ),
     # ~20M parameters, 16 frames of 64 x 64 pixels (or 32 x 32 latents of 256 px frames with --vae): one GPU.
     # ~5M parameters, 16 frames of 32 x 32 pixels (or 32 x 32 latents of 256 px frames with --vae): one GPU,
     # minutes. Widths 32-64-128 cost 59 GFLOP per 16-frame clip (forward + backward), a quarter of
     # 64-128-256 (235), which trained 4x fewer clips per minute and learned no more in a short run.
     "small": VideoPreset(
+        train=dataclasses.replace(TRAIN_DEFAULTS["small"], batch=64, lr=1e-3, warmup=200),
         unet=UNetConfig(
             channels=(32, 64, 128),
             num_res_blocks=2,
@@ -123,19 +110,11 @@ PRESETS: dict[str, VideoPreset] = {
         dit=DiTConfig(patch=(1, 4, 4), width=384, depth=12, heads=6, attention="factorised"),
         frames=16,
         size=32,
-        batch=64,
-        lr=1e-3,
         dit_lr=5e-4,
-        steps=100_000,
-        warmup=200,
-        ema_decay=0.999,
-        ckpt_every=2000,
-        preview_every=2000,
-        log_every=50,
-        sample_steps=32,
     ),
     # ~110M parameters, 16 frames at 256 px through a VAE: several GPUs through torchrun.
     "base": VideoPreset(
+        train=TRAIN_DEFAULTS["base"],
         unet=UNetConfig(
             channels=(128, 256, 384, 512),
             num_res_blocks=2,
@@ -146,16 +125,7 @@ PRESETS: dict[str, VideoPreset] = {
         dit=DiTConfig(patch=(1, 2, 2), width=768, depth=12, heads=12, attention="factorised"),
         frames=16,
         size=256,
-        batch=64,
-        lr=1e-4,
         dit_lr=1e-4,
-        steps=300_000,
-        warmup=2000,
-        ema_decay=0.9999,
-        ckpt_every=5000,
-        preview_every=5000,
-        log_every=100,
-        sample_steps=32,
     ),
 }
 
@@ -168,7 +138,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, previews, pipeline/")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and defaults")
-    p.add_argument("--steps", type=int, help="total optimiser steps")
     p.add_argument("--frames", type=int, help="frames per training clip")
     p.add_argument("--size", type=int, help="frame height and width (square crops)")
     p.add_argument("--fps", type=float, help="read every file at this frame rate (default: its own)")
@@ -184,20 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--image-every", type=int, default=4, help="with --images: every n-th step is an image batch"
     )
-    p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
-    p.add_argument("--ema-decay", type=float, help="EMA decay")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
     p.add_argument("--p-none", type=float, default=0.4, help="share of clips with no known frame")
     p.add_argument("--p-first", type=float, default=0.25, help="share with the first frame known")
     p.add_argument("--p-first-k", type=float, default=0.2, help="share with the first few frames known")
     p.add_argument("--p-ends", type=float, default=0.15, help="share with both end frames known")
-    p.add_argument(
-        "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
-    )
-    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+    train.add_train_options(p)
     # EDM at ln σ ~ N(0.5, 1.2²) rather than EDM's image default -1.2: the frames of a clip repeat its content,
     # so what the clip shows (which digit, that it stays the same) is decided at high σ, where -1.2 hardly
     # trains (benchmarks/RESULTS.md, issue 9)
@@ -216,18 +176,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except ValueError as err:
         p.error(f"--caption-dropout: {err}")
     preset = PRESETS[args.preset]
-    for name in ("steps", "batch", "frames", "size", "warmup", "ema_decay", "ckpt_every", "preview_every",
-                 "log_every", "sample_steps"):  # fmt: skip
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(preset, name))
+    if args.lr is None and args.backbone == "dit":
+        args.lr = preset.dit_lr
+    train.apply_defaults(args, preset.train, frames=preset.frames, size=preset.size)
     try:
         train.check_model_options(args)
     except ValueError as err:
         p.error(str(err))
     if args.guidance is None:
         args.guidance = 1.5 if (args.labels or args.captions) else 1.0
-    if args.lr is None:
-        args.lr = preset.lr if args.backbone == "unet" else preset.dit_lr
     return args
 
 

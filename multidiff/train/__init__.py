@@ -54,8 +54,12 @@ from multidiff.train.objective import (
 from multidiff.train.preview import save_audio_previews, save_mel_png
 from multidiff.train.recipe import (
     RESUME_MAY_CHANGE,
+    TRAIN_DEFAULTS,
+    TrainDefaults,
     Training,
     add_run_options,
+    add_train_options,
+    apply_defaults,
     compile_backbone,
     run_loop,
     start_training,
@@ -75,6 +79,10 @@ from multidiff.train.step import (
 __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
+    "add_train_options",
+    "apply_defaults",
+    "TRAIN_DEFAULTS",
+    "TrainDefaults",
     "Objective",
     "add_model_options",
     "check_model_options",

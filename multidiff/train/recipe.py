@@ -7,8 +7,10 @@ same for every modality, so it lives here once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +52,65 @@ RESUME_MAY_CHANGE = (
     "compile",
     "guidance",
 )
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """The optimisation and bookkeeping defaults of a recipe preset (each overridden by its option)."""
+
+    batch: int
+    lr: float
+    steps: int
+    warmup: int
+    ema_decay: float
+    ckpt_every: int
+    preview_every: int
+    log_every: int
+    sample_steps: int
+
+
+#: The three sizes every train recipe offers; a recipe's preset table replaces what its modality needs.
+TRAIN_DEFAULTS: dict[str, TrainDefaults] = {
+    # a CPU, minutes
+    "tiny": TrainDefaults(
+        batch=8, lr=1e-3, steps=300, warmup=20, ema_decay=0.99, ckpt_every=100, preview_every=0, log_every=10,
+        sample_steps=16,
+    ),
+    # one GPU
+    "small": TrainDefaults(
+        batch=32, lr=2e-4, steps=100_000, warmup=1000, ema_decay=0.999, ckpt_every=2000, preview_every=2000,
+        log_every=50, sample_steps=32,
+    ),
+    # one or several GPUs, days
+    "base": TrainDefaults(
+        batch=64, lr=1e-4, steps=300_000, warmup=2000, ema_decay=0.9999, ckpt_every=5000, preview_every=5000,
+        log_every=100, sample_steps=32,
+    ),
+}  # fmt: skip
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """The optimisation options of every diffusion train recipe (unset ones come from its preset through
+    :func:`apply_defaults`) and class labels."""
+    p.add_argument("--steps", type=int, help="total optimiser steps")
+    p.add_argument("--batch", type=int, help="global batch size (over all processes and accumulation)")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=int, help="linear learning-rate warm-up steps")
+    p.add_argument("--ema-decay", type=float, help="EMA decay")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument(
+        "--labels", action="store_true", help="class-conditional on subfolder names / metadata.csv"
+    )
+    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability (for CFG)")
+
+
+def apply_defaults(args: argparse.Namespace, defaults: TrainDefaults, **more: Any) -> None:
+    """Fill every option left unset (None) from ``defaults`` and from ``more`` (modality settings such as
+    ``size=64``)."""
+    for name, value in {**dataclasses.asdict(defaults), **more}.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> None:
