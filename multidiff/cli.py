@@ -152,20 +152,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 _demo_audio(rest)
             except (ValueError, FileNotFoundError) as err:
-                print(f"multidiff demo audio: error: {err}", file=sys.stderr)
+                print(f"multidiff: error: demo audio: {err}", file=sys.stderr)
                 return 2
             return 0
         recipes = COMMANDS[command]
         if modality not in recipes:
             parser.error(f"cannot {command} {modality!r}; available: {', '.join(sorted(recipes))}")
+        from multidiff.train import TrainingInterrupted
+
+        debug = "--debug" in rest
+        rest = [a for a in rest if a != "--debug"]
         try:
             load_recipe(recipes[modality]).main(rest)
+        except TrainingInterrupted as err:  # a checkpoint is written; the message says where
+            print(f"multidiff: {err}", file=sys.stderr)
+            return 128 + err.signum
         except (
             ValueError,
             FileNotFoundError,
-        ) as err:  # user errors (bad folder, changed settings): no traceback
-            print(f"multidiff {command} {modality}: error: {err}", file=sys.stderr)
+        ) as err:  # bad input (folder, settings, a busy run): no traceback
+            if debug:
+                raise
+            print(f"multidiff: error: {command} {modality}: {err}", file=sys.stderr)
             return 2
+        except OSError as err:  # a full disk, a permission: say so and name the path
+            if debug:
+                raise
+            print(
+                f"multidiff: error: {command} {modality}: {err.strerror or err} ({err.filename})",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     parser.parse_args(argv)  # prints help or a usage error
     parser.print_help()

@@ -11,35 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
+from multidiff.modalities.mel import mel_frame_mask
 from multidiff.nn.io import load_matching_state
 from multidiff.pipeline import Pipeline
 from multidiff.serialize import CONFIG_NAME, VOCODER_WEIGHTS_NAME, save_tensors, vocoder_to_dict
 
 __all__ = ["AudioPipeline", "mel_frame_mask"]
-
-
-def mel_frame_mask(mask: Tensor, spec: Any, num_samples: int | None = None) -> Tensor:
-    """A waveform mask ``[N]`` or ``[B, N]`` (1 = known / real) -> a mel-frame mask ``[B or 1, 1, 1, T]``.
-
-    A frame counts only where its whole analysis window (``n_fft`` samples) is inside the mask, so no
-    kept frame mixes in generated or padded audio. The signal edges use the nearest sample's value (as
-    the reflect/replicate padding of the STFT does).
-
-    Args:
-        mask: Samples, bool or float in [0, 1].
-        spec: The :class:`~multidiff.modalities.audio.MelSpec`.
-        num_samples: Pad (with 0) or cut the mask to this length first.
-    """
-    m = mask.float()
-    if m.ndim == 1:
-        m = m[None]
-    if m.ndim != 2:
-        raise ValueError(f"an audio mask must be [N] or [B, N] (samples), got shape {tuple(m.shape)}")
-    if num_samples is not None:
-        m = F.pad(m, (0, max(0, num_samples - m.shape[-1])))[:, :num_samples]  # (B, N)
-    m = F.pad(m[:, None], (spec.pad, spec.pad), mode="replicate")  # (B, 1, N + 2·pad)
-    unknown = F.max_pool1d(1 - m, kernel_size=spec.n_fft, stride=spec.hop_length)  # (B, 1, T)
-    return (1 - unknown)[:, :, None, :]  # (B, 1, 1, T)
 
 
 class AudioPipeline(Pipeline):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
+from multidiff.modalities.base import Extent
 from multidiff.pipeline import Pipeline
 from multidiff.serialize import CONFIG_NAME, save_vae, vae_path
 
@@ -89,16 +90,9 @@ class VideoPipeline(Pipeline):
         return F.pad(z, (0, 0, 0, 0, 0, frames - z.shape[2]))  # (B, C', F, h, w)
 
     def frame_mask(self, mask: Tensor, frames: int) -> Tensor:
-        """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> ``[B or 1, 1, F, 1, 1]`` (zero-padded to F)."""
-        m = torch.as_tensor(mask, device=self.device).float()
-        if m.ndim == 1:
-            m = m[None]
-        if m.ndim != 2 or m.shape[1] > frames:
-            raise ValueError(
-                f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}"
-            )
-        m = F.pad(m, (0, frames - m.shape[1]))  # (B, F)
-        return m[:, None, :, None, None]  # (B, 1, F, 1, 1)
+        """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> ``[B or 1, 1, F, 1, 1]`` (zero-padded to F);
+        the adapter's :meth:`~multidiff.modalities.video.VideoAdapter.latent_mask`."""
+        return self.adapter.latent_mask(torch.as_tensor(mask, device=self.device), Extent(frames=frames))  # type: ignore[union-attr]
 
     def generate(  # type: ignore[override]
         self,
@@ -281,17 +275,9 @@ class ImagePipeline(Pipeline):
         self.size = None if size is None else _parse_size(size)
 
     def latent_mask(self, mask: Tensor, size: tuple[int, int]) -> Tensor:
-        """A pixel mask ``[H, W]`` or ``[B, H, W]`` (1 = known) -> ``[B or 1, 1, h, w]``: a latent pixel is
-        known only where its whole ``downsample x downsample`` patch is."""
-        m = torch.as_tensor(mask, device=self.device).float()
-        if m.ndim == 2:
-            m = m[None]
-        if m.ndim != 3 or tuple(m.shape[1:]) != size:
-            raise ValueError(
-                f"an image mask must be [{size[0]}, {size[1]}] or [B, ...], got {tuple(m.shape)}"
-            )
-        r = self.adapter.downsample  # type: ignore[union-attr]
-        return 1 - F.max_pool2d(1 - m[:, None], kernel_size=r, stride=r)  # (B, 1, h, w)
+        """A pixel mask ``[H, W]`` or ``[B, H, W]`` (1 = known) -> ``[B or 1, 1, h, w]``; the adapter's
+        :meth:`~multidiff.modalities.image.ImageAdapter.latent_mask`."""
+        return self.adapter.latent_mask(torch.as_tensor(mask, device=self.device), Extent(size=size))  # type: ignore[union-attr]
 
     def generate(  # type: ignore[override]
         self,

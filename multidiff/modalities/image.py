@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from multidiff.modalities.base import Adapter, Extent
 from multidiff.nn.io import config_from_dict
 
 __all__ = [
@@ -178,7 +180,7 @@ def _state_digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-class ImageAdapter(nn.Module):
+class ImageAdapter(Adapter):
     """Images <-> latents, in pixel space or through a local ``AutoencoderKL``.
 
     ``encode``: uint8 (or [-1, 1] float) images ``[B, H, W, C]`` -> latents ``[B, C', h, w]``; pixel space
@@ -195,6 +197,8 @@ class ImageAdapter(nn.Module):
     Raises:
         ValueError: If the VAE is missing, or its channel count differs from ``config.channels``.
     """
+
+    modality = "image"
 
     def __init__(
         self,
@@ -248,18 +252,36 @@ class ImageAdapter(nn.Module):
             return 1
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """Latent shape ``(C', h, w)`` of an image of ``height x width`` pixels.
+    def latent_shape(self, height: int | Extent, width: int | None = None) -> tuple[int, int, int]:
+        """Latent shape ``(C', h, w)`` of an image of ``height x width`` pixels (or ``Extent(size=...)``).
 
         Raises:
             ValueError: If the size is not a multiple of :attr:`downsample`.
         """
+        if isinstance(height, Extent):
+            height, width = height.need("an image adapter", "size")[0]
+        if width is None:
+            raise ValueError("latent_shape needs (height, width) or an Extent with a size")
         f = self.downsample
         if height < 1 or width < 1 or height % f or width % f:
             raise ValueError(
                 f"image size {height}x{width} must be positive multiples of the VAE downsampling {f}"
             )
         return (self.latent_channels, height // f, width // f)
+
+    def latent_mask(self, mask: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """A pixel mask ``[H, W]`` or ``[B, H, W]`` (1 = known) -> ``[B or 1, 1, h, w]``: a latent pixel is
+        known only where its whole ``downsample x downsample`` patch is."""
+        size = tuple(extent.need("an image mask", "size")[0])
+        m = torch.as_tensor(mask, device=self.device).float()
+        if m.ndim == 2:
+            m = m[None]
+        if m.ndim != 3 or tuple(m.shape[1:]) != size:
+            raise ValueError(
+                f"an image mask must be [{size[0]}, {size[1]}] or [B, ...], got {tuple(m.shape)}"
+            )
+        r = self.downsample
+        return 1 - F.max_pool2d(1 - m[:, None], kernel_size=r, stride=r)  # (B, 1, h, w)
 
     def image_shape(self, h: int, w: int) -> tuple[int, int]:
         """Pixel size ``(H, W)`` decoded from latents of ``h x w``."""
@@ -427,6 +449,7 @@ class ImageAdapter(nn.Module):
     def decode(
         self,
         latents: torch.Tensor,
+        extent: Extent | None = None,
         *,
         chunk_size: int | None = None,
         out_device: torch.device | str | None = None,

@@ -15,21 +15,25 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from multidiff.modalities.base import Adapter, Extent
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig, to_pixels
 
 __all__ = ["VideoAdapter"]
 
 
-class VideoAdapter(nn.Module):
+class VideoAdapter(Adapter):
     """Videos <-> latents ``[B, C', F, h, w]`` through an image adapter applied frame by frame.
 
     Args:
         image: The per-frame adapter (pixel space for small videos, or a VAE).
         chunk_frames: Frames per VAE call (default: the image adapter's ``chunk_size``).
     """
+
+    modality = "video"
 
     def __init__(self, image: ImageAdapter, chunk_frames: int | None = None) -> None:
         super().__init__()
@@ -55,12 +59,41 @@ class VideoAdapter(nn.Module):
         """Channels C' of the latents."""
         return self.image.latent_channels
 
-    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """Latent shape ``(C', F, h, w)`` of a clip of ``frames`` frames of ``height x width``."""
+    def latent_shape(
+        self, frames: int | Extent, height: int | None = None, width: int | None = None
+    ) -> tuple[int, int, int, int]:
+        """Latent shape ``(C', F, h, w)`` of a clip of ``frames`` frames of ``height x width`` (or
+        ``Extent(frames=..., size=...)``)."""
+        if isinstance(frames, Extent):
+            frames, (height, width) = frames.need("a video adapter", "frames", "size")
+        if height is None or width is None:
+            raise ValueError("latent_shape needs (frames, height, width) or an Extent with frames and size")
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         c, h, w = self.image.latent_shape(height, width)
         return (c, frames, h, w)
+
+    def latent_mask(self, mask: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> ``[B or 1, 1, F, 1, 1]``, zero-padded to the
+        extent's F frames (frames are encoded one by one, so a known frame gives known latents)."""
+        (frames,) = extent.need("a video mask", "frames")
+        m = torch.as_tensor(mask, device=self.image.device).float()
+        if m.ndim == 1:
+            m = m[None]
+        if m.ndim != 2 or m.shape[1] > frames:
+            raise ValueError(
+                f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}"
+            )
+        m = F.pad(m, (0, frames - m.shape[1]))  # (B, F)
+        return m[:, None, :, None, None]  # (B, 1, F, 1, 1)
+
+    def normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw per-frame latents ``[B, C', F, h, w]`` -> normalised (the image adapter's statistics)."""
+        return self.image.normalise(raw)
+
+    def denormalise(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalise`."""
+        return self.image.denormalise(latents)
 
     def _check_frames(self, frames: torch.Tensor) -> None:
         if frames.ndim != 5 or frames.shape[-1] != self.config.channels:
@@ -108,6 +141,7 @@ class VideoAdapter(nn.Module):
     def decode(
         self,
         latents: torch.Tensor,
+        extent: Extent | None = None,
         *,
         chunk_frames: int | None = None,
         out_device: torch.device | str | None = None,

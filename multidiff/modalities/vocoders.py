@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multidiff.modalities.audio import MelSpec
+from multidiff.modalities.mel import MelSpec
 
 __all__ = [
     "GriffinLim",

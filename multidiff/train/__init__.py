@@ -53,14 +53,18 @@ from multidiff.train.objective import (
 )
 from multidiff.train.preview import save_audio_previews, save_mel_png
 from multidiff.train.recipe import (
+    LOCK_NAME,
     RESUME_MAY_CHANGE,
     TRAIN_DEFAULTS,
+    RunLockedError,
     TrainDefaults,
     Training,
+    TrainingInterrupted,
     add_run_options,
     add_train_options,
     apply_defaults,
     compile_backbone,
+    run_lock,
     run_loop,
     start_training,
 )
@@ -79,6 +83,10 @@ from multidiff.train.step import (
 __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
+    "LOCK_NAME",
+    "RunLockedError",
+    "TrainingInterrupted",
+    "run_lock",
     "add_train_options",
     "apply_defaults",
     "TRAIN_DEFAULTS",

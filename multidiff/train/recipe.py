@@ -7,9 +7,16 @@ same for every modality, so it lives here once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
+import os
+import signal
+import socket
+import threading
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,8 +35,10 @@ __all__ = [
     "Training",
     "add_run_options",
     "compile_backbone",
+    "run_lock",
     "run_loop",
     "start_training",
+    "stop_signals",
 ]
 
 #: Settings that may change between a run and its resumption (everything else must match).
@@ -194,6 +203,104 @@ def start_training(
     return Training(wrap_ddp(net, dist), optimizer, ema, guard, step)
 
 
+LOCK_NAME = "lock"
+
+
+class RunLockedError(ValueError):
+    """Another live process trains in this run folder."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; ``signum`` says which signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``run/lock`` (JSON: pid, host, start time) while a process trains in ``run``.
+
+    The lock file is created exclusively, so of two processes started on one run folder only one trains;
+    the other gets :class:`RunLockedError` naming the owner. A lock left by a process that no longer runs
+    on this host is taken over with a warning; one from another host is never guessed dead (its path is
+    named, to be removed by hand once that run is known to be gone).
+    """
+    if not enabled:
+        yield
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text(encoding="utf-8"))
+                pid, host = int(owner["pid"]), str(owner["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                owner, pid, host = {}, -1, "?"
+            if host == me["host"] and pid > 0 and not _alive(pid):
+                warnings.warn(
+                    f"{path}: taking over the lock of process {pid}, which no longer runs", stacklevel=3
+                )
+                path.unlink(missing_ok=True)
+                continue
+            raise RunLockedError(
+                f"{run} is in use: process {pid} on {host} has trained in it since {owner.get('started', '?')} "
+                f"({path}); wait for it, or use another --out (remove {path} only if that process is gone)"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(me) + "\n")
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") == me["pid"]:
+                path.unlink()
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[dict[str, int | None]]:
+    """While inside, the first SIGINT or SIGTERM only records itself (``state["signum"]``) so the loop can
+    finish its step and checkpoint; a second one aborts at once (KeyboardInterrupt). Handlers are only
+    installed from the main thread and restored on exit."""
+    state: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if state["signum"] is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without a checkpoint")
+        state["signum"] = signum
+        print(
+            f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+            "(send it again to abort at once)",
+            flush=True,
+        )
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def run_loop(
     run: Path,
     args: argparse.Namespace,
@@ -221,6 +328,32 @@ def run_loop(
     set, the loop also stops, with a checkpoint, at the first step that ends past that much wall time
     (every rank stops at the same step: rank 0's clock decides). Returns the last step.
     """
+    with run_lock(run, enabled=dist.is_main), stop_signals() as stop:
+        return _loop(run, args, step, stop, dist=dist, model=model, optimizer=optimizer, ema=ema, guard=guard,
+                     device=device, next_batches=next_batches, loss_fn=loss_fn, preview=preview, config=config,
+                     data_position=data_position, extra_state=extra_state, extra_files=extra_files)  # fmt: skip
+
+
+def _loop(
+    run: Path,
+    args: argparse.Namespace,
+    step: int,
+    stop: dict[str, int | None],
+    *,
+    dist: DistInfo,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: Any,
+    guard: NonFiniteGuard,
+    device: torch.device,
+    next_batches: Callable[[int], list[Any]],
+    loss_fn: Callable[..., torch.Tensor],
+    preview: Callable[[int], None],
+    config: Mapping[str, Any],
+    data_position: Callable[[int], dict[str, Any]],
+    extra_state: Callable[[], dict[str, Any]],
+    extra_files: Callable[[Path], None],
+) -> int:
     logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
     deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
     try:
@@ -246,7 +379,8 @@ def run_loop(
             if dist.is_main and args.preview_every and step % args.preview_every == 0:
                 preview(step)
             out_of_time = deadline is not None and _past(deadline, device, dist)
-            if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            signum = _agreed_signal(stop["signum"], device, dist)
+            if step % args.ckpt_every == 0 or step == args.steps or out_of_time or signum:
                 save_training_state(
                     run,
                     step,
@@ -260,12 +394,28 @@ def run_loop(
                     extra_files=extra_files,
                     keep=args.keep,
                 )
+            if signum:
+                name = signal.Signals(signum).name
+                message = (
+                    f"{name} at step {step}: checkpoint written to {run}; rerun the same command to continue"
+                )
+                logger.write(message)
+                raise TrainingInterrupted(message, signum)
             if out_of_time and step < args.steps:
                 logger.write(f"--max-minutes {args.max_minutes:g} reached at step {step}; rerun to continue")
                 break
     finally:
         logger.close()
     return step
+
+
+def _agreed_signal(signum: int | None, device: torch.device, dist: DistInfo) -> int:
+    """The stop signal any rank received (0: none), agreed by every rank so they stop at the same step."""
+    if dist.world_size == 1:
+        return int(signum or 0)
+    flag = torch.tensor([float(signum or 0)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item())
 
 
 def _past(deadline: float, device: torch.device, dist: DistInfo) -> bool:
