@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from multidiff.io import read_audio, write_audio
+from multidiff.io import free_path, read_audio, write_audio
 from multidiff.pipeline import AudioPipeline
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strength", type=float, default=0.5, help="audio-to-audio strength in (0, 1]")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
+    )
     return p.parse_args(argv)
 
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         else:
             waves = pipe.generate(n, seconds, **common)
         for k in range(n):
-            path = out / f"sample-{start + k:03d}-seed{seed + start + k}.wav"
+            path = free_path(out / f"sample-{start + k:03d}-seed{seed + start + k}.wav", args.overwrite)
             paths.append(write_audio(path, waves[k].cpu(), sr))
     for path in paths:
         print(path)

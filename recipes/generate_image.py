@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from multidiff.data.common import resize_and_crop
-from multidiff.io import read_image, write_image
+from multidiff.io import free_path, read_image, write_image
 from multidiff.pipeline import ImagePipeline
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image strength in (0, 1]")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
+    )
     return p.parse_args(argv)
 
 
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             progress=not args.quiet,
         )  # fmt: skip
         for k in range(n):
-            path = out / f"sample-{start + k:03d}-seed{seed + start + k}.png"
+            path = free_path(out / f"sample-{start + k:03d}-seed{seed + start + k}.png", args.overwrite)
             paths.append(write_image(path, images[k]))
     for path in paths:
         print(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from multidiff.data.common import resize_and_crop
-from multidiff.io import read_image, read_video, write_video
+from multidiff.io import free_path, read_image, read_video, write_video
 from multidiff.pipeline import VideoPipeline
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gif", action="store_true", help="write gif instead of mp4")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
+    )
     return p.parse_args(argv)
 
 
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             progress=not args.quiet,
         )  # fmt: skip
         for k in range(n):
-            path = out / f"sample-{start + k:03d}-seed{seed + start + k}.{suffix}"
+            path = free_path(out / f"sample-{start + k:03d}-seed{seed + start + k}.{suffix}", args.overwrite)
             paths.append(write_video(path, videos[k], fps=args.fps))
     for path in paths:
         print(path)

@@ -23,6 +23,7 @@ from multidiff.io.common import (
     MediaFileError,
     MediaNotFoundError,
     VideoFileError,
+    free_path,
 )
 from multidiff.io.image import IMAGE_EXTENSIONS, ImageInfo, probe_image, read_image, write_image
 from multidiff.io.video import (
@@ -47,6 +48,7 @@ __all__ = [
     "MediaNotFoundError",
     "VideoFileError",
     "VideoInfo",
+    "free_path",
     "num_resampled_frames",
     "probe_audio",
     "probe_image",

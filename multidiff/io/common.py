@@ -53,3 +53,15 @@ def check_media_file(path: Path, error: type[MediaFileError]) -> None:
 def temp_path(path: Path) -> Path:
     # keep the extension last: ffmpeg and pillow pick the container from it
     return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
+
+
+def free_path(path: Path, overwrite: bool = False) -> Path:
+    """``path`` itself when it does not exist yet (or ``overwrite``), else the first free
+    ``NAME-2.EXT``, ``NAME-3.EXT``, ...: a writer that asks here never replaces an existing file."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return path
+    k = 2
+    while (candidate := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
+        k += 1
+    return candidate
