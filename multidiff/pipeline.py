@@ -80,6 +80,8 @@ __all__ = [
 ]
 
 GRIDS: tuple[str, ...] = ("default", "karras", "exponential")
+#: Latents larger than this are refused before anything is allocated (a mistyped length, not a real request).
+MAX_LATENT_BYTES = 16 * 2**30
 
 P = TypeVar("P", bound="Pipeline")
 
@@ -420,6 +422,24 @@ class Pipeline:
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
         shape = tuple(int(s) for s in shape)
+        if any(s < 1 for s in shape):
+            raise ValueError(f"the latent shape {shape} is empty: ask for more seconds, frames or pixels")
+        size = num * math.prod(shape) * 4
+        if size > MAX_LATENT_BYTES:
+            raise ValueError(
+                f"{num} sample(s) of latent shape {shape} need {size / 2**30:.1f} GiB for the latents alone "
+                f"(the limit is {MAX_LATENT_BYTES / 2**30:.0f} GiB): ask for less media or a smaller batch"
+            )
+        if (
+            guidance is not None
+            and float(guidance) != 1.0
+            and self.num_classes is None
+            and self.text_encoder is None
+        ):
+            raise ValueError(
+                "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
+                "text encoder, so the scale would be ignored"
+            )
         guidance = self.sampling.guidance if guidance is None else float(guidance)
         steps = self.sampling.steps if steps is None else steps
         sample_fn = get_sampler(sampler or self.sampling.sampler)

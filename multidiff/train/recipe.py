@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import socket
@@ -116,10 +117,42 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def apply_defaults(args: argparse.Namespace, defaults: TrainDefaults, **more: Any) -> None:
     """Fill every option left unset (None) from ``defaults`` and from ``more`` (modality settings such as
-    ``size=64``)."""
+    ``size=64``), then check every setting (:func:`check_settings`) before any work starts."""
     for name, value in {**dataclasses.asdict(defaults), **more}.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    check_settings(args)
+
+
+# option -> (lowest allowed value, whether the lowest value itself is allowed)
+_AT_LEAST: dict[str, tuple[float, bool]] = {
+    "steps": (1, True), "batch": (1, True), "accum": (1, True), "ckpt_every": (1, True), "keep": (1, True),
+    "log_every": (1, True), "sample_steps": (1, True), "preview_num": (1, True), "threads": (1, True),
+    "workers": (0, True), "warmup": (0, True), "preview_every": (0, True), "grad_clip": (0, True),
+    "max_nonfinite": (1, True), "frames": (1, True), "size": (1, True), "lr": (0, False),
+    "seconds": (0, False), "max_minutes": (0, False),
+}  # fmt: skip
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Refuse nonsense settings with a ValueError naming the option and the allowed range (the CLI prints
+    it as one line and exits 2): counts that must be positive, rates and times that must be, probabilities
+    and decays in [0, 1)."""
+    for name, (low, inclusive) in _AT_LEAST.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+        if not ok:
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise ValueError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+    for name in ("ema_decay", "label_dropout", "caption_dropout"):
+        value = getattr(args, name, None)
+        if value is not None and not 0 <= value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1), got {value}")
+    batch, accum = getattr(args, "batch", None), getattr(args, "accum", None)
+    if batch is not None and accum is not None and batch % accum:
+        raise ValueError(f"--batch {batch} must be a multiple of --accum {accum}")
 
 
 def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> None:

@@ -1,0 +1,89 @@
+"""Nonsense settings are refused before any work starts (issue 11, item 5): through the ``multidiff`` command,
+each case exits 2 with one line ``multidiff: error: ...`` naming the option, no traceback, and writes no
+checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from multidiff import train
+from multidiff.cli import main as cli
+from multidiff.io import write_audio
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    t = torch.arange(8000, dtype=torch.float64) / 16000
+    (root / "data").mkdir()
+    for k in range(2):
+        write_audio(
+            root / "data" / f"{k}.wav", (0.3 * torch.sin(2 * math.pi * 300 * (k + 1) * t)).float(), 16000
+        )
+    run = root / "uncond"
+    base = [
+        "--data",
+        str(root / "data"),
+        "--preset",
+        "tiny",
+        "--batch",
+        "2",
+        "--seconds",
+        "0.25",
+        "--device",
+        "cpu",
+    ]
+    assert cli(["train", "audio", *base, "--out", str(run), "--steps", "1"]) == 0
+    return {"data": root / "data", "uncond": run, "root": root}
+
+
+TRAIN_CASES = {
+    "--keep 0": ["--keep", "0"],
+    "--ckpt-every 0": ["--ckpt-every", "0"],
+    "--log-every 0": ["--log-every", "0"],
+    "--accum 0": ["--accum", "0"],
+    "--steps 0": ["--steps", "0"],
+    "--steps -1": ["--steps", "-1"],
+    "--warmup -5": ["--warmup", "-5"],
+    "--threads 0": ["--threads", "0"],
+    "--lr 0": ["--lr", "0"],
+    "--ema-decay 1": ["--ema-decay", "1"],
+    "--label-dropout 1": ["--label-dropout", "1"],
+    "--seconds 0": ["--seconds", "0"],
+    "--batch 3 --accum 2": ["--batch", "3", "--accum", "2"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_bad_train_settings_are_one_line_errors(case: str, folders, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "audio", "--data", str(folders["data"]), "--out", str(run), "--preset", "tiny",
+            "--device", "cpu", "--batch", "2", *TRAIN_CASES[case]]  # fmt: skip
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    option = case.split()[0] if case != "--batch 3 --accum 2" else "--batch"
+    assert err.startswith("multidiff: error:") and option in err and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and train.latest_checkpoint(run) is None
+
+
+GENERATE_CASES = {
+    "guidance on an unconditional model": (["--guidance", "3"], "guidance needs a class-conditional"),
+    "a length that would need terabytes": (["--seconds", "1e9"], "GiB"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GENERATE_CASES))
+def test_bad_generate_settings_are_one_line_errors(case: str, folders, tmp_path: Path, capsys) -> None:
+    extra, words = GENERATE_CASES[case]
+    out = tmp_path / "gen"
+    assert cli(["generate", "audio", "--ckpt", str(folders["uncond"]), "--num", "1", "--steps", "2",
+                "--out", str(out), "--quiet", *extra]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("multidiff: error:") and words in err and len(err.splitlines()) == 1, err
+    assert not any(out.glob("*.wav"))
