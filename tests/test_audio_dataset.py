@@ -95,9 +95,12 @@ def test_labels_and_captions_from_metadata(tmp_path) -> None:
     items = {ds[i]["path"]: ds[i] for i in range(2)}
     assert items["x.wav"]["label"] == 1 and items["x.wav"]["caption"] == "a bird sings"
     assert items["sub/y.wav"]["label"] == 0 and items["sub/y.wav"]["caption"] == "an alarm, loud"
-    assert ds.skipped == [(str(tmp_path / "gone.wav"), "listed in metadata.csv but not found")]
+    assert ds.skipped == [
+        (str(tmp_path / "gone.wav"), "listed in metadata.csv but not found"),
+        (str(tmp_path / "unlisted.wav"), "not listed in metadata.csv (add a row to use it)"),
+    ]
     (tmp_path / "metadata.csv").write_text("file,label\nx.wav,bird\n")
-    with pytest.raises(ValueError, match="metadata.csv needs a 'path' column"):
+    with pytest.raises(ValueError, match="metadata.csv needs a 'path' \(or 'file_name'\) column"):
         AudioFolder(tmp_path, sample_rate=SR)
 
 
@@ -233,3 +236,63 @@ def test_mel_cache(tmp_path) -> None:
     assert torch.all(short["mel"][..., n_frames:] == math.log(spec.log_floor))
     with pytest.raises(ValueError, match="sample_rate"):
         AudioFolder(data, sample_rate=22050, spec=spec, cache_dir=cache)
+
+
+METADATA_FAULTS = {
+    "an unclosed quote": (
+        'path,label\n"x.wav,bird\ny.wav,cat\nz.wav,cat\n',
+        "line 2: unexpected end of data",
+    ),
+    "a quote closed rows later": (
+        'path,label\n"x.wav,bird\ny.wav",cat\nz.wav,cat\n',
+        "line 2: a quoted field runs",
+    ),
+    "a row with more fields": ("path,label\nx.wav,bird,extra\n", "line 2: 3 fields, the header has 2"),
+    "undecodable bytes": (b"path,label\nx.wav,b\xffird\n", "line 2: not UTF-8"),
+    "a path outside the folder": (
+        "path,label\n../elsewhere.wav,bird\n",
+        "line 2: '../elsewhere.wav' is outside",
+    ),
+    "an absolute path outside": ("path,label\n/etc/passwd,bird\n", "outside the data folder"),
+    "a file listed twice": (
+        "path,label\nx.wav,bird\nx.wav,cat\n",
+        "line 3: 'x.wav' is listed again (first on line 2)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METADATA_FAULTS))
+def test_malformed_metadata_is_refused_naming_the_file_and_line(tmp_path, case) -> None:
+    write_audio(tmp_path / "x.wav", tone(300.0, 0.3), SR)
+    text, message = METADATA_FAULTS[case]
+    path = tmp_path / "metadata.csv"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match="metadata.csv, " if "line" in message else "metadata.csv") as err:
+        AudioFolder(tmp_path, sample_rate=SR)
+    assert message in str(err.value)
+
+
+def test_metadata_with_a_bom_file_name_column_or_jsonl(tmp_path) -> None:
+    """A spreadsheet's UTF-8 BOM, the ``file_name`` column of the common folder convention and
+    ``metadata.jsonl`` all read the same labels and captions."""
+    write_audio(tmp_path / "x.wav", tone(300.0, 0.3), SR)
+    write_audio(tmp_path / "y.wav", tone(600.0, 0.3), SR)
+    forms = {
+        "metadata.csv": "\ufeffpath,label,caption\nx.wav,low,a low tone\ny.wav,high,a high tone\n",
+        "metadata.jsonl": '{"file_name": "x.wav", "label": "low", "caption": "a low tone"}\n'
+        '{"file_name": "y.wav", "label": "high", "caption": "a high tone"}\n',
+    }
+    seen = []
+    for name, text in forms.items():
+        for other in forms:
+            (tmp_path / other).unlink(missing_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        ds = AudioFolder(tmp_path, sample_rate=SR)
+        seen.append(
+            sorted((ds.entries[i].rel, ds.entries[i].label, ds.entries[i].caption) for i in range(len(ds)))
+        )
+    (tmp_path / "metadata.jsonl").unlink()
+    (tmp_path / "metadata.csv").write_text("file_name,label\nx.wav,low\ny.wav,high\n")
+    ds = AudioFolder(tmp_path, sample_rate=SR)
+    assert seen[0] == seen[1] == [("x.wav", "low", "a low tone"), ("y.wav", "high", "a high tone")]
+    assert ds.classes == ["high", "low"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import json
 import math
 import os
 import uuid
@@ -73,14 +75,21 @@ def select_files(
     if labels not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
     metadata = root / "metadata.csv"
+    if not metadata.is_file() and (root / "metadata.jsonl").is_file():
+        metadata = root / "metadata.jsonl"
     mode = labels
     if mode == "metadata" and not metadata.is_file():
-        raise ValueError(f"labels='metadata' but {metadata} does not exist")
+        raise ValueError(f"labels='metadata' but {metadata} (or metadata.jsonl) does not exist")
     if mode == "auto" and metadata.is_file():
         mode = "metadata"
-    if mode == "metadata":
-        return read_metadata(root, metadata, skipped)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if mode == "metadata":
+        listed = read_metadata(root, metadata, skipped)
+        known = {rel for _, rel in listed[0]} | {Path(p).resolve().as_posix() for p, _ in skipped}
+        for p in files:  # present but not listed: reported with the skipped files, not used unlabelled
+            if p.relative_to(root).as_posix() not in known and p.resolve().as_posix() not in known:
+                skipped.append((str(p), f"not listed in {metadata.name} (add a row to use it)"))
+        return listed
     pairs = [(p, p.relative_to(root).as_posix()) for p in files]
     if mode == "auto":
         mode = "folders" if pairs and all("/" in rel for _, rel in pairs) else "none"
@@ -100,30 +109,101 @@ def select_files(
 def read_metadata(
     root: Path, metadata: Path, skipped: list[tuple[str, str]]
 ) -> tuple[list[tuple[Path, str]], dict[str, str], dict[str, str]]:
-    """Files, labels and captions listed in a ``metadata.csv`` (columns path, label and/or caption)."""
-    with open(metadata, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        if "path" not in columns or not ({"label", "caption"} & set(columns)):
-            raise ValueError(
-                f"{metadata} needs a 'path' column and a 'label' and/or 'caption' column, found {columns}"
-            )
-        rows = list(reader)
+    """Files, labels and captions listed in ``metadata.csv`` or ``metadata.jsonl``, read strictly.
+
+    Columns: ``path`` (or ``file_name``, the convention of the common audio and image folder datasets) and
+    ``label`` and/or ``caption``. A UTF-8 byte-order mark (as spreadsheet programs write it) is accepted.
+    Refused with a ValueError naming the file and line: undecodable bytes, a row whose field count differs
+    from the header's, a quoted field that runs over lines (an unclosed quote would otherwise swallow the
+    rows after it), a path outside the folder, a listed file twice. A listed file that is missing is
+    skipped (``skipped`` says so).
+    """
+    rows = _metadata_rows(metadata)
     pairs: list[tuple[Path, str]] = []
     labels: dict[str, str] = {}
     captions: dict[str, str] = {}
-    for row in rows:
-        rel = Path(row["path"]).as_posix()
+    seen: dict[str, int] = {}
+    top = root.resolve()
+    for line, row in rows:
+        raw = row["path"]
+        if not raw:
+            raise ValueError(f"{metadata}, line {line}: empty path")
+        path = (root / raw) if not Path(raw).is_absolute() else Path(raw)
+        try:
+            rel = path.resolve().relative_to(top).as_posix()
+        except ValueError:
+            raise ValueError(
+                f"{metadata}, line {line}: {raw!r} is outside the data folder {root}; list files inside it"
+            ) from None
+        if rel in seen:
+            raise ValueError(f"{metadata}, line {line}: {raw!r} is listed again (first on line {seen[rel]})")
+        seen[rel] = line
         path = root / rel
         if not path.is_file():
-            skipped.append((str(path), "listed in metadata.csv but not found"))
+            skipped.append((str(path), f"listed in {metadata.name} but not found"))
             continue
         pairs.append((path, rel))
-        if "label" in row and row["label"] not in (None, ""):
-            labels[rel] = row["label"]
-        if "caption" in row and row["caption"] is not None:
-            captions[rel] = row["caption"]
+        if row.get("label") not in (None, ""):
+            labels[rel] = str(row["label"])
+        if row.get("caption") is not None:
+            captions[rel] = str(row["caption"])
     return pairs, labels, captions
+
+
+def _metadata_rows(metadata: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` of a metadata.csv / metadata.jsonl with the path under ``"path"``."""
+    try:
+        text = metadata.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = metadata.read_bytes()[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{metadata}, line {line}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if metadata.suffix == ".jsonl":
+        for line, raw in enumerate(text.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{metadata}, line {line}: not a JSON object ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{metadata}, line {line}: not a JSON object")
+            rows.append((line, row))
+        columns = set().union(*(r.keys() for _, r in rows)) if rows else set()
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        start = 0
+        try:
+            header = next(reader, [])
+            columns = set(header)
+            start = reader.line_num
+            for fields in reader:
+                line = start + 1
+                if reader.line_num != line:
+                    raise ValueError(
+                        f"{metadata}, line {line}: a quoted field runs over lines {line}-{reader.line_num} "
+                        "(an unclosed quote?)"
+                    )
+                start = reader.line_num
+                if not fields:
+                    continue
+                if len(fields) > len(header):  # fewer: the trailing cells are empty (absent)
+                    raise ValueError(
+                        f"{metadata}, line {line}: {len(fields)} fields, the header has {len(header)} ({header})"
+                    )
+                rows.append((line, dict(zip(header, fields))))
+        except csv.Error as err:
+            hint = " (a quoted field opened there is never closed)" if "end of data" in str(err) else ""
+            raise ValueError(f"{metadata}, line {start + 1}: {err}{hint}") from None
+    key = "path" if "path" in columns else "file_name" if "file_name" in columns else None
+    if key is None or not ({"label", "caption"} & columns):
+        raise ValueError(
+            f"{metadata} needs a 'path' (or 'file_name') column and a 'label' and/or 'caption' column, "
+            f"found {sorted(columns)}"
+        )
+    return [(line, {**row, "path": str(row.get(key) or "")}) for line, row in rows]
 
 
 def warn_skipped(
