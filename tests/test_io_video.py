@@ -309,3 +309,41 @@ def test_unreadable_images_raise_named_errors(tmp_path) -> None:
         read_image(tmp_path / "nope.png")
     with pytest.raises(ValueError, match=r"x.tif.*unsupported extension"):
         write_image(tmp_path / "x.tif", np.zeros((4, 4, 3), np.uint8))
+
+
+def test_images_of_every_bit_depth_and_mode_read_right(tmp_path) -> None:
+    """16-bit grey (the case that read as solid white), 32-bit and float greys are scaled by their range;
+    palettes expand; transparency is composited on black (RGB, L) or kept (RGBA)."""
+    from PIL import Image
+
+    from multidiff.io import read_image
+
+    ramp16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp16).save(tmp_path / "g16.png")  # mode I;16
+    want = np.round(ramp16 / 65535 * 255).astype(np.uint8)
+    got = read_image(tmp_path / "g16.png").numpy()
+    assert got.shape == (8, 8, 3) and np.array_equal(got[..., 0], want) and np.array_equal(got[..., 2], want)
+    assert np.array_equal(read_image(tmp_path / "g16.png", mode="L").numpy()[..., 0], want)
+
+    Image.fromarray(ramp16.astype(np.int32)).save(tmp_path / "g32.tiff")  # mode I (32-bit)
+    assert np.array_equal(read_image(tmp_path / "g32.tiff", mode="L").numpy()[..., 0], want)
+    Image.fromarray((ramp16 / 65535).astype(np.float32), "F").save(tmp_path / "gf.tiff")
+    assert np.abs(read_image(tmp_path / "gf.tiff", mode="L").numpy()[..., 0].astype(int) - want).max() <= 1
+
+    pal = Image.new("P", (4, 4))
+    pal.putpalette([0, 0, 0, 200, 10, 30] + [0] * 762)
+    pal.putpixel((1, 2), 1)
+    pal.save(tmp_path / "pal.png")
+    p = read_image(tmp_path / "pal.png").numpy()
+    assert tuple(p[2, 1]) == (200, 10, 30) and tuple(p[0, 0]) == (0, 0, 0)
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (250, 250, 250)
+    rgba[..., 3] = 0
+    rgba[0, 0, 3] = 255
+    rgba[0, 1, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    rgb = read_image(tmp_path / "alpha.png").numpy()
+    assert tuple(rgb[0, 0]) == (250, 250, 250) and tuple(rgb[1, 1]) == (0, 0, 0)  # transparent -> black
+    assert abs(int(rgb[0, 1, 0]) - 126) <= 1  # half transparent: half way to black
+    assert np.array_equal(read_image(tmp_path / "alpha.png", mode="RGBA").numpy(), rgba)

@@ -59,11 +59,17 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
 
 
 def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
-    """Decode an image (png, jpg, bmp, webp, ...) through pillow.
+    """Decode an image (png, jpg, bmp, webp, ...) of any bit depth and mode through pillow.
+
+    High bit depths are scaled, not clipped: 16-bit and 32-bit integer greys by their full range
+    (65535 -> 255), float greys in [0, 1] by 255. Palette images are expanded. Transparency (an alpha band or
+    a palette's transparent entry) is composited on black for ``"RGB"`` and ``"L"`` (the rule: transparent
+    pixels become black, as the background of the moving-digit and mask data sets), kept for ``"RGBA"``.
+    Animated files give their first frame.
 
     Args:
         path: The file.
-        mode: Pillow mode to convert to: ``"RGB"`` (default), ``"RGBA"`` or ``"L"``.
+        mode: ``"RGB"`` (default), ``"RGBA"`` or ``"L"``.
 
     Returns:
         ``[H, W, C]`` uint8 (C = 3, 4 or 1).
@@ -72,30 +78,42 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
         MediaNotFoundError: If the file does not exist.
         ImageFileError: If it is empty, truncated or not an image.
     """
-    import imageio.v3 as iio
+    from PIL import Image
 
     if mode not in ("RGB", "RGBA", "L"):
         raise ValueError(f"mode must be 'RGB', 'RGBA' or 'L', got {mode!r}")
     path = Path(path)
     check_media_file(path, ImageFileError)
     try:
-        arr = iio.imread(str(path), plugin="pillow", mode=mode)
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        IndexError,
-    ) as err:  # UnidentifiedImageError is an OSError
+        with Image.open(path) as im:
+            im.load()
+            im = _to_8bit(im)
+            if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                if mode != "RGBA":
+                    im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im)
+            arr = np.asarray(im.convert(mode))
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as err:  # UnidentifiedImageError: OSError
         raise ImageFileError(path, f"not a readable image ({err})") from err
-    arr = np.asarray(arr)
-    if arr.ndim == 4:  # an animated file: its first frame
-        arr = arr[0]
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageFileError(path, f"unexpected decoded image {arr.dtype} {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _to_8bit(im: Any) -> Any:
+    """A pillow image of a high-bit-depth grey mode (I;16*, I, F) as 8-bit ``L``, scaled by its range."""
+    from PIL import Image
+
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F" and a.size and float(np.nanmax(a)) <= 1.0:
+        a = a * 255.0
+    else:
+        a = a * (255.0 / 65535.0)
+    return Image.fromarray(np.clip(np.round(np.nan_to_num(a)), 0, 255).astype(np.uint8), "L")
 
 
 def write_image(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, *, quality: int = 95) -> Path:
