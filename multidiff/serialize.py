@@ -95,11 +95,9 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 
 def save_tensors(path: Path, state: Mapping[str, Tensor]) -> None:
-    from safetensors.torch import save_file
+    from multidiff.io.common import save_safetensors
 
-    save_file(
-        {k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"}
-    )
+    save_safetensors({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, path, {"format": "pt"})
 
 
 def text_encoder_to_dict(enc: nn.Module | None) -> dict[str, Any] | None:

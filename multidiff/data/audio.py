@@ -350,7 +350,9 @@ class AudioFolder(Dataset):
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
     def _full_mel(self, index: int) -> torch.Tensor:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
+
+        from multidiff.io.common import save_safetensors
 
         entry = self.entries[index]
         path = self.cache_path(index)
@@ -364,7 +366,7 @@ class AudioFolder(Dataset):
             mel = self._logmel(wave * gain).contiguous()  # type: ignore[misc]  # (C, M, T)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"mel": mel}, str(tmp), metadata={"path": entry.rel, "spec": self.spec.fingerprint()})  # type: ignore[union-attr]
+        save_safetensors({"mel": mel}, tmp, metadata={"path": entry.rel, "spec": self.spec.fingerprint()})  # type: ignore[union-attr]
         os.replace(tmp, path)
         return mel
 

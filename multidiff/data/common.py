@@ -398,7 +398,9 @@ def load_or_build(
     path: Path, build: Callable[[], torch.Tensor], metadata: dict[str, str], key: str = "latents"
 ) -> torch.Tensor:
     """The tensor cached at ``path`` (safetensors, under ``key``), built and written atomically if missing."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from multidiff.io.common import save_safetensors
 
     if path.is_file():
         return load_file(str(path))[key]
@@ -406,7 +408,7 @@ def load_or_build(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file({key: value}, str(tmp), metadata=metadata)
+        save_safetensors({key: value}, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

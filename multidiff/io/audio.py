@@ -14,6 +14,7 @@ import torch
 from multidiff.io.common import (
     AudioFileError,
     check_exists,
+    write_error,
 )
 
 # extension -> (libsndfile format, default subtype)
@@ -173,7 +174,10 @@ def write_audio(
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        sf.write(str(tmp), arr.T, sample_rate, subtype=subtype, format=fmt)  # soundfile wants (N, C)
+        try:
+            sf.write(str(tmp), arr.T, sample_rate, subtype=subtype, format=fmt)  # soundfile wants (N, C)
+        except (RuntimeError, OSError) as err:  # LibsndfileError says "System error." for a full disk
+            raise write_error(err, path) from err
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 
 class MediaFileError(ValueError):
@@ -65,3 +66,36 @@ def free_path(path: Path, overwrite: bool = False) -> Path:
     while (candidate := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
         k += 1
     return candidate
+
+
+def write_error(err: BaseException, path: str | os.PathLike[str]) -> OSError:
+    """An OSError that names ``path`` and the cause, for a failed write whose library said too little
+    (safetensors' ``SafetensorError``, libsndfile's "System error."): a full disk is said as such."""
+    import errno
+    import shutil
+
+    if isinstance(err, OSError) and err.filename:
+        return err
+    folder = Path(path).parent
+    text = str(err)
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    if full or "code: 28" in text or "No space left" in text:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    if "code: 13" in text or "Permission denied" in text:
+        return OSError(errno.EACCES, "Permission denied", str(path))
+    return OSError(errno.EIO, f"could not write the file ({text})", str(path))
+
+
+def save_safetensors(
+    tensors: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
+    """``safetensors.torch.save_file`` whose failures are OSErrors naming the path (see :func:`write_error`)."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as err:  # SafetensorError is no OSError
+        raise write_error(err, path) from err

@@ -102,7 +102,7 @@ class PretrainedMixin:
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if missing)."""
-        from safetensors.torch import save_file
+        from multidiff.io.common import save_safetensors
 
         if not isinstance(self, nn.Module):
             raise TypeError(f"{type(self).__name__} is not an nn.Module")
@@ -111,7 +111,7 @@ class PretrainedMixin:
         payload = {"model": type(self).__name__, "config": config_to_dict(self.config)}
         (path / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_safetensors(state, path / WEIGHTS_NAME, metadata={"format": "pt"})
 
     @classmethod
     def from_pretrained(

@@ -98,10 +98,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from multidiff.io.common import save_safetensors
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(flat, str(path), metadata={"format": "pt"})
+    save_safetensors(flat, path, metadata={"format": "pt"})
     _fsync_file(path)
 
 
