@@ -296,3 +296,21 @@ def test_metadata_with_a_bom_file_name_column_or_jsonl(tmp_path) -> None:
     ds = AudioFolder(tmp_path, sample_rate=SR)
     assert seen[0] == seen[1] == [("x.wav", "low", "a low tone"), ("y.wav", "high", "a high tone")]
     assert ds.classes == ["high", "low"]
+
+
+@pytest.mark.parametrize("where", [0.1, 20.0])
+def test_non_finite_samples_anywhere_are_found_and_named(tmp_path, where) -> None:
+    """A float wav with NaN past its first seconds (the scan used to read only the start) or a short one
+    (it used to be called silent) is skipped naming the file and the time of the first bad sample."""
+    n = int((where + 1.0) * SR)
+    wave = 0.3 * torch.sin(2 * math.pi * 440 * torch.arange(n) / SR)
+    wave[int(where * SR) :] = float("nan")
+    import soundfile as sf
+
+    sf.write(str(tmp_path / "nan.wav"), wave.float().numpy(), SR, subtype="FLOAT")  # write_audio refuses NaN
+    write_audio(tmp_path / "ok.wav", tone(300.0, 0.5), SR)
+    with pytest.warns(SkippedFileWarning):
+        ds = AudioFolder(tmp_path, sample_rate=SR)
+    assert len(ds) == 1
+    ((path, reason),) = ds.skipped
+    assert path.endswith("nan.wav") and f"NaN or infinite samples (the first at {where:.2f} s)" in reason

@@ -222,9 +222,16 @@ class AudioFolder(Dataset):
             raise AudioFileError(path, f"too short ({info.duration:.3f} s < min_seconds={cfg.min_seconds})")
         gain: float | None = None
         if cfg.scan_content:
-            peak, sq, n = 0.0, 0.0, 0
+            peak, sq, n, done = 0.0, 0.0, 0, 0
             try:
                 for block in sf.blocks(str(path), blocksize=_BLOCK, dtype="float32", always_2d=True):
+                    bad = ~np.isfinite(block).all(axis=1)  # every block to the end, not only the first
+                    if bad.any():
+                        at = (done + int(np.argmax(bad))) / info.sample_rate
+                        raise AudioFileError(
+                            path, f"contains NaN or infinite samples (the first at {at:.2f} s)"
+                        )
+                    done += block.shape[0]
                     block = _mix(block, cfg.channels)
                     peak = max(peak, float(np.abs(block).max(initial=0.0)))
                     sq += float(np.square(block, dtype=np.float64).sum())
@@ -233,8 +240,6 @@ class AudioFolder(Dataset):
                 raise AudioFileError(path, f"could not decode the audio data ({err})") from err
             if n == 0:
                 raise AudioFileError(path, "no audio frames could be decoded")
-            if not math.isfinite(peak):
-                raise AudioFileError(path, "contains NaN or infinite samples")
             if _db(peak) < cfg.silence_db:
                 raise AudioFileError(
                     path, f"silent (peak {_db(peak):.1f} dBFS < silence_db={cfg.silence_db})"
