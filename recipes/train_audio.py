@@ -31,6 +31,7 @@ import torch
 
 from multidiff import train
 from multidiff.data.audio import AudioFolder, AudioFolderConfig
+from multidiff.data.common import data_fingerprint
 from multidiff.modalities.audio import PRESETS as MEL_PRESETS
 from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec
 from multidiff.nn.dit import DiTConfig
@@ -130,6 +131,7 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
         preset.unet if args.backbone == "unet" else preset.dit
     )
     config["num_files"] = len(dataset)
+    config["data_fingerprint"] = data_fingerprint(dataset.entries)
     config["classes"] = dataset.classes if args.labels else None
     if args.text_encoder:
         config["text_encoder"] = str(Path(args.text_encoder).resolve())
@@ -190,9 +192,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = run_config(args, dataset)
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
-        train.check_resume_config(
-            ckpt.state["config"], config, ignore=train.RESUME_MAY_CHANGE, where=str(ckpt.path)
-        )
+        train.check_resume(ckpt, config, args)
 
     # --- mel adapter: per-bin statistics measured on (a sample of) the data, so latents have std 0.5
     vocoder = None
@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
-    if ckpt is not None and layout.position(step).to_dict() != ckpt.state["data"]:
+    if (
+        ckpt is not None
+        and not args.allow_data_change
+        and layout.position(step).to_dict() != ckpt.state["data"]
+    ):
         raise SystemExit(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )

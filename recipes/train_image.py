@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from multidiff import train
+from multidiff.data.common import data_fingerprint
 from multidiff.data.image import ImageFolder, ImageFolderConfig
 from multidiff.io import write_image
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
@@ -173,13 +174,12 @@ def main(argv: list[str] | None = None) -> Path:
         **{args.backbone: config_to_dict(preset.unet if args.backbone == "unet" else preset.dit)},
         adapter=adapter.fingerprint(),
         num_files=len(dataset),
+        data_fingerprint=data_fingerprint(dataset.entries),
         classes=dataset.classes if args.labels else None,
     )
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
-        train.check_resume_config(
-            ckpt.state["config"], config, ignore=train.RESUME_MAY_CHANGE, where=str(ckpt.path)
-        )
+        train.check_resume(ckpt, config, args)
 
     # --- latent statistics (VAE only: per-channel mean/std of the cached latents, so latents have std 0.5)
     if args.vae:
@@ -225,7 +225,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
-    if ckpt is not None and layout.position(step).to_dict() != ckpt.state["data"]:
+    if (
+        ckpt is not None
+        and not args.allow_data_change
+        and layout.position(step).to_dict() != ckpt.state["data"]
+    ):
         raise SystemExit(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )

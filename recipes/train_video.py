@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from multidiff import train
+from multidiff.data.common import data_fingerprint
 from multidiff.data.image import ImageFolder, ImageFolderConfig
 from multidiff.data.video import VideoFolder, VideoFolderConfig
 from multidiff.io import write_video
@@ -293,7 +294,9 @@ def main(argv: list[str] | None = None) -> Path:
         **{args.backbone: config_to_dict(preset.unet if args.backbone == "unet" else preset.dit)},
         adapter=adapter.fingerprint(),
         num_files=len(dataset),
+        data_fingerprint=data_fingerprint(dataset.entries),
         num_images=None if images is None else len(images),
+        images_fingerprint=None if images is None else data_fingerprint(images.entries),
         images=None if images is None else str(Path(args.images).resolve()),
         classes=dataset.classes if args.labels else None,
     )
@@ -301,9 +304,7 @@ def main(argv: list[str] | None = None) -> Path:
         config["text_encoder"] = str(Path(args.text_encoder).resolve())
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
-        train.check_resume_config(
-            ckpt.state["config"], config, ignore=train.RESUME_MAY_CHANGE, where=str(ckpt.path)
-        )
+        train.check_resume(ckpt, config, args)
 
     # --- latent statistics (VAE only: per-channel mean/std of the cached latents, so latents have std 0.5)
     if args.vae:
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> Path:
     image_layout = None
     if images is not None:
         image_layout = train.StreamLayout(len(images), micro, args.accum, dist.world_size, args.seed + 1)
-    if ckpt is not None and data_position(step) != ckpt.state["data"]:
+    if ckpt is not None and not args.allow_data_change and data_position(step) != ckpt.state["data"]:
         raise SystemExit(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )

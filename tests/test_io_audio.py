@@ -95,7 +95,7 @@ def test_write_is_atomic(tmp_path, monkeypatch) -> None:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sf, "write", failing_write)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match="disk full"):
         write_audio(path, tone(880.0, 5000), SR)
     assert path.read_bytes() == before  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]  # no temporary file left behind

@@ -29,6 +29,7 @@ from multidiff.io import MediaFileError
 
 __all__ = [
     "LABEL_MODES",
+    "data_fingerprint",
     "FileEntry",
     "MediaFolder",
     "file_key",
@@ -82,7 +83,11 @@ def select_files(
         raise ValueError(f"labels='metadata' but {metadata} (or metadata.jsonl) does not exist")
     if mode == "auto" and metadata.is_file():
         mode = "metadata"
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in extensions and not _in_run_folder(p, root)
+    )
     if mode == "metadata":
         listed = read_metadata(root, metadata, skipped)
         known = {rel for _, rel in listed[0]} | {Path(p).resolve().as_posix() for p, _ in skipped}
@@ -104,6 +109,27 @@ def select_files(
                 skipped.append((str(p), "not inside a label subfolder"))
         pairs = kept
     return pairs, found, {}
+
+
+def _in_run_folder(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies in a multidiff run folder below ``root`` (one with a ``log.jsonl``, a ``latest``
+    pointer or a ``lock``): a run's previews inside its own data folder are never training data."""
+    for parent in path.parents:
+        if parent == root or root not in parent.parents:
+            return False
+        if any((parent / name).is_file() for name in ("log.jsonl", "latest", "lock")):
+            return True
+    return False
+
+
+def data_fingerprint(entries: Any) -> str:
+    """What identifies a data set's content for resume: a hash of every used file's relative path, size and
+    modification time (so an added, removed, renamed or replaced file changes it, whatever the count)."""
+    h = hashlib.sha256()
+    for e in sorted(entries, key=lambda e: e.rel):
+        st = Path(e.path).stat()
+        h.update(f"{e.rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
 
 
 def read_metadata(

@@ -47,6 +47,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
+    "verify_checkpoint",
     "list_checkpoints",
     "optimizer_state_to_tensors",
     "optimizer_state_from_tensors",
@@ -188,19 +189,53 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Checkpoint | None:
-    """The newest complete checkpoint of a run, or None.
+    """The newest checkpoint of a run that loads, or None.
 
-    Follows the ``latest`` pointer when it names a complete folder; otherwise (pointer missing or stale
-    after a crash) takes the complete folder with the highest step.
+    Candidates, newest first: the folder the ``latest`` pointer names, then every complete folder by step.
+    Each is checked (``state.json`` parses, every ``*.safetensors`` file's header and size agree); one that
+    fails, e.g. corrupted on disk after it was written, is skipped with a warning naming it and why, and the
+    previous one is taken.
     """
+    import warnings
+
     run = Path(run_dir)
+    candidates: list[Path] = []
     pointer = run / LATEST_NAME
     if pointer.is_file():
-        name = pointer.read_text(encoding="utf-8").strip()
-        if _step_of(name) is not None and (run / name / STATE_NAME).is_file():
-            return load_checkpoint(run / name)
-    found = list_checkpoints(run)
-    return found[-1] if found else None
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        if _step_of(name) is not None and (run / name).is_dir():
+            candidates.append(run / name)
+    if run.is_dir():
+        found = sorted((s, p) for p in run.iterdir() if (s := _step_of(p.name)) is not None and p.is_dir())
+        candidates += [p for _, p in reversed(found) if p not in candidates]
+    for path in candidates:
+        try:
+            return verify_checkpoint(path)
+        except ValueError as err:
+            if (path / STATE_NAME).is_file():  # an incomplete folder is a crashed write, not news
+                warnings.warn(f"skipping checkpoint {path}: {err}", stacklevel=2)
+    return None
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """:func:`load_checkpoint` plus a check of every tensor file's header against its size (no tensor is
+    read), so a truncated or corrupted file is found before training starts.
+
+    Raises:
+        ValueError: Naming the file and the problem.
+    """
+    from safetensors import safe_open
+
+    ckpt = load_checkpoint(path)
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                keys = list(handle.keys())
+                if keys:
+                    handle.get_slice(keys[-1])  # the last tensor's extent must lie inside the file
+        except Exception as err:  # noqa: BLE001 - any safetensors failure names the file
+            raise ValueError(f"{f.name} is unreadable ({err})") from None
+    return ckpt
 
 
 def save_checkpoint(

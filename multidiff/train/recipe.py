@@ -26,7 +26,13 @@ import torch
 from torch import nn
 
 from multidiff.core.ema import EMA
-from multidiff.train.checkpoint import Checkpoint, restore_training_state, save_training_state
+from multidiff.train.checkpoint import (
+    Checkpoint,
+    ResumeConfigError,
+    check_resume_config,
+    restore_training_state,
+    save_training_state,
+)
 from multidiff.train.distributed import DistInfo, wrap_ddp
 from multidiff.train.monitor import RunLogger
 from multidiff.train.step import NonFiniteGuard, optimizer_step, set_lr, warmup_lr
@@ -186,6 +192,12 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         "faster; default: on with CUDA, off on the CPU (--no-compile turns it off)",
     )
     p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume although files of the data folder were added, removed or replaced since the checkpoint "
+        "(the data order restarts on the new files; recorded in the run's log)",
+    )
+    p.add_argument(
         "--max-minutes",
         type=float,
         help="stop after this much training time, with a checkpoint (rerun the command to go on)",
@@ -201,6 +213,37 @@ def compile_backbone(backbone: nn.Module, args: argparse.Namespace, device: torc
     if on:
         backbone.compile()
     return on
+
+
+#: Config keys that describe the data folder's content (compared by :func:`check_resume`).
+DATA_KEYS = ("num_files", "num_images", "data_fingerprint", "images_fingerprint")
+
+
+def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: argparse.Namespace) -> None:
+    """Refuse to resume ``ckpt`` with settings that matter changed (:func:`check_resume_config`), and with
+    a changed data folder unless ``--allow-data-change`` (then the change is written to the run's log).
+
+    Raises:
+        ResumeConfigError: Naming what changed and what to do.
+    """
+    saved = ckpt.state["config"]
+    changed = [k for k in DATA_KEYS if k in config and saved.get(k) != config.get(k)]
+    if changed and not getattr(args, "allow_data_change", False):
+        counts = f"{saved.get('num_files')} files then, {config.get('num_files')} now"
+        raise ResumeConfigError(
+            f"cannot resume from {ckpt.path}: the data folder {config.get('data')} changed since it was written "
+            f"({counts}; files added, removed, renamed or replaced); rerun with --allow-data-change to continue "
+            "on the new data, or use a new --out"
+        )
+    ignore = (*RESUME_MAY_CHANGE, "allow_data_change", *(DATA_KEYS if changed else ()))
+    check_resume_config(saved, config, ignore=ignore, where=str(ckpt.path))
+    if changed:
+        from multidiff.train.monitor import LOG_NAME
+
+        with open(Path(ckpt.path).parent / LOG_NAME, "a", encoding="utf-8") as f:
+            note = f"resumed at step {ckpt.step} on changed data (--allow-data-change): {', '.join(changed)}"
+            f.write(json.dumps({"step": ckpt.step, "event": note}) + "\n")
+        print(note, flush=True)
 
 
 class Training(NamedTuple):
