@@ -19,6 +19,7 @@ import importlib
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -136,9 +137,27 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> str:
+    """Warnings of the command as one line each, with no Python source line under them."""
+    return f"multidiff: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multidiff`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        return _main(argv)
+    saved = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = saved
+
+
+def _main(argv: list[str]) -> int:
     parser = _build_parser()
     if not argv:
         parser.print_help()

@@ -188,6 +188,15 @@ def main(argv: list[str] | None = None) -> Path:
         except ValueError as err:
             raise SystemExit(f"--captions: {err}") from None
 
+    # --- what training uses: files used and skipped (RUN/skipped.txt), conversions applied
+    train.data_summary(
+        dataset,
+        run,
+        kind="audio",
+        target=f"{args.seconds:g} s clips at {dataset.config.sample_rate} Hz, {dataset.config.channels} channel(s)",
+        enabled=dist.is_main,
+    )
+
     # --- resume? (refuse if a setting that matters changed)
     config = run_config(args, dataset)
     ckpt = train.latest_checkpoint(run)

@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     num_classes = len(dataset.classes) if args.labels else None
 
+    # --- what training uses: files used and skipped (RUN/skipped.txt), conversions applied
+    train.data_summary(dataset, run, kind="image", target=f"{args.size}x{args.size} px", enabled=dist.is_main)
+
     # --- resume? (refuse if a setting that matters changed)
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config.update(

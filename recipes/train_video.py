@@ -287,6 +287,15 @@ def main(argv: list[str] | None = None) -> Path:
         dataset.build_frame_cache(workers=max(1, args.workers), progress=True)
     train.barrier()
 
+    # --- what training uses: files used and skipped (RUN/skipped.txt), conversions applied
+    train.data_summary(
+        dataset,
+        run,
+        kind="video",
+        target=f"{args.frames} frames of {args.size}x{args.size} px",
+        enabled=dist.is_main,
+    )
+
     # --- resume? (refuse if a setting that matters changed)
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config.update(

@@ -246,7 +246,7 @@ def warn_skipped(
     if skipped:
         warnings.warn(
             f"{kind} folder {root}: skipped {len(skipped)} of {n_files} files "
-            "(see dataset.skipped for every path and reason)",
+            "(a training run lists every path and reason in RUN/skipped.txt)",
             SkippedFileWarning,
             stacklevel=stacklevel + 1,
         )

@@ -215,6 +215,44 @@ def compile_backbone(backbone: nn.Module, args: argparse.Namespace, device: torc
     return on
 
 
+def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bool = True) -> str:
+    """Say what training uses before it starts: files used and skipped (every skipped path and reason
+    written to ``RUN/skipped.txt``), and the conversions applied to reach ``target`` (the training sample
+    rate and channels, or frame size), counted over the files that need them. Returns the summary line."""
+    entries, skipped = list(dataset.entries), list(getattr(dataset, "skipped", []))
+    converted: dict[str, int] = {}
+    for e in entries:
+        info = getattr(e.info, "video", e.info)  # video entries wrap the file's own info
+        if hasattr(info, "sample_rate") and info.sample_rate != dataset.config.sample_rate:
+            key = f"resampled {info.sample_rate} Hz -> {dataset.config.sample_rate} Hz"
+            converted[key] = converted.get(key, 0) + 1
+        if (
+            hasattr(info, "channels")
+            and hasattr(dataset.config, "channels")
+            and info.channels != dataset.config.channels
+        ):
+            key = f"{info.channels} -> {dataset.config.channels} channel(s)"
+            converted[key] = converted.get(key, 0) + 1
+        if hasattr(info, "height") and (info.height, info.width) != tuple(dataset.config.size):
+            key = f"{info.height}x{info.width} resized to cover {target} and cropped"
+            converted[key] = converted.get(key, 0) + 1
+    line = f"data: {len(entries)} {kind} file(s) used, {len(skipped)} skipped"
+    if skipped:
+        line += f" (every path and reason in {run / 'skipped.txt'})"
+    if converted:
+        parts = sorted(converted.items(), key=lambda kv: -kv[1])
+        line += "; " + "; ".join(f"{n} {what}" for what, n in parts[:4]) + (" ..." if len(parts) > 4 else "")
+    line += f"; training on {target}"
+    if enabled:
+        run.mkdir(parents=True, exist_ok=True)
+        if skipped:
+            tmp = run / f".skipped.txt.{os.getpid()}.tmp"
+            tmp.write_text("".join(f"{p}\t{r}\n" for p, r in skipped), encoding="utf-8")
+            os.replace(tmp, run / "skipped.txt")
+        print(line, flush=True)
+    return line
+
+
 #: Config keys that describe the data folder's content (compared by :func:`check_resume`).
 DATA_KEYS = ("num_files", "num_images", "data_fingerprint", "images_fingerprint")
 
