@@ -106,3 +106,34 @@ def test_a_stale_lock_is_taken_over_with_a_warning(data: Path, tmp_path: Path) -
     with pytest.warns(UserWarning, match="no longer runs"):
         assert cli(args(data, run, 2)) == 0
     assert train.latest_checkpoint(run).step == 2 and not (run / train.LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_9_at_a_random_moment_then_rerun_is_bit_identical(data: Path, tmp_path: Path, seed: int) -> None:
+    """SIGKILL cannot be caught: the process dies mid-step (or mid-checkpoint). The folder still loads, its
+    lock is a dead process's and is taken over, and the rerun ends bit-identical to an uninterrupted run."""
+    import random
+
+    run = tmp_path / "run"
+    steps = 40
+    argv = [*args(data, run, steps)]
+    argv[argv.index("--ckpt-every") + 1] = "2"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "multidiff", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while logged_steps(run) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.Random(seed).uniform(0.0, 0.4))
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed; give it more steps"
+    ckpt = train.latest_checkpoint(run)  # whatever moment it died at, what is there loads
+    assert ckpt is None or ckpt.step < steps
+    with pytest.warns(UserWarning, match="no longer runs"):
+        assert cli(argv) == 0
+    straight = [*argv]
+    straight[straight.index("--out") + 1] = str(tmp_path / "straight")
+    assert cli(straight) == 0
+    a = load_file(str(train.latest_checkpoint(run).path / "model.safetensors"))
+    b = load_file(str(train.latest_checkpoint(tmp_path / "straight").path / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
