@@ -20,11 +20,12 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any, NoReturn
 
-__all__ = ["main", "load_recipe", "synth_tone_folder", "COMMANDS"]
+__all__ = ["main", "load_recipe", "run_recipe", "OneLineParser", "synth_tone_folder", "COMMANDS"]
 
 # command -> modality -> recipe file
 COMMANDS: dict[str, dict[str, str]] = {
@@ -137,6 +138,46 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: str) -> int:
+    """Run a recipe's ``main(argv)`` as the command does: bad input (a folder, a setting, a busy run folder)
+    is one line ``multidiff: error: ...`` and exit 2; a failure of the machine (a full disk, a permission) one
+    line naming the path and exit 1; an interrupted training exits 128 + the signal after its checkpoint;
+    ``--debug`` shows the traceback instead. The recipes' own ``__main__`` blocks call this too."""
+    from multidiff.train import TrainingInterrupted
+
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    saved = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    try:
+        main_fn(argv)
+    except TrainingInterrupted as err:  # a checkpoint is written; the message says where
+        print(f"multidiff: {err}", file=sys.stderr)
+        return 128 + err.signum
+    except (ValueError, FileNotFoundError) as err:  # bad input: no traceback
+        if debug:
+            raise
+        print(f"multidiff: error: {what}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a permission: say so and name the path
+        if debug:
+            raise
+        print(f"multidiff: error: {what}: {err.strerror or err} ({err.filename})", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = saved
+    return 0
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line ``multidiff: error: PROG: ...`` (exit 2), as every other
+    error of the command; ``--help`` is unchanged."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"multidiff: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _one_line_warning(
     message: Warning | str, category: type[Warning], *args: object, **kwargs: object
 ) -> str:
@@ -147,17 +188,6 @@ def _one_line_warning(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multidiff`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--debug" in argv:
-        return _main(argv)
-    saved = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
-    try:
-        return _main(argv)
-    finally:
-        warnings.formatwarning = saved
-
-
-def _main(argv: list[str]) -> int:
     parser = _build_parser()
     if not argv:
         parser.print_help()
@@ -177,32 +207,7 @@ def _main(argv: list[str]) -> int:
         recipes = COMMANDS[command]
         if modality not in recipes:
             parser.error(f"cannot {command} {modality!r}; available: {', '.join(sorted(recipes))}")
-        from multidiff.train import TrainingInterrupted
-
-        debug = "--debug" in rest
-        rest = [a for a in rest if a != "--debug"]
-        try:
-            load_recipe(recipes[modality]).main(rest)
-        except TrainingInterrupted as err:  # a checkpoint is written; the message says where
-            print(f"multidiff: {err}", file=sys.stderr)
-            return 128 + err.signum
-        except (
-            ValueError,
-            FileNotFoundError,
-        ) as err:  # bad input (folder, settings, a busy run): no traceback
-            if debug:
-                raise
-            print(f"multidiff: error: {command} {modality}: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:  # a full disk, a permission: say so and name the path
-            if debug:
-                raise
-            print(
-                f"multidiff: error: {command} {modality}: {err.strerror or err} ({err.filename})",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
+        return run_recipe(load_recipe(recipes[modality]).main, rest, f"{command} {modality}")
     parser.parse_args(argv)  # prints help or a usage error
     parser.print_help()
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from multidiff.cli import OneLineParser
 from multidiff.io import free_path, read_audio, write_audio
 from multidiff.pipeline import AudioPipeline
 from multidiff.train.checkpoint import resolve_pipeline_dir
@@ -25,7 +26,7 @@ from multidiff.train.checkpoint import resolve_pipeline_dir
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
-    p = argparse.ArgumentParser(prog="multidiff generate audio", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="multidiff generate audio", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
     p.add_argument("--out", required=True, help="folder for the wav files (created)")
     p.add_argument("--num", type=int, default=4, help="number of clips")
@@ -57,17 +58,17 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.num < 1 or args.batch < 1:
-        raise SystemExit("--num and --batch must be >= 1")
+        raise ValueError("--num and --batch must be >= 1")
     if args.cont and args.init:
-        raise SystemExit("use either --continue or --init, not both")
+        raise ValueError("use either --continue or --init, not both")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         folder = resolve_pipeline_dir(args.ckpt)
         pipe = AudioPipeline.from_pretrained(folder, device=device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
+        raise ValueError(str(err)) from err
     if args.prompt is not None and pipe.text_encoder is None:
-        raise SystemExit(f"error: {folder} was trained without captions; --prompt needs a caption model")
+        raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
     sr = pipe.sample_rate
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if seconds is None:
         seconds = clip.shape[-1] / sr if args.init else (pipe.window or 0) * pipe.adapter.spec.hop_length / sr
         if seconds <= 0:
-            raise SystemExit("pass --seconds")
+            raise ValueError("pass --seconds")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,4 +111,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "generate audio"))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
 from multidiff.io import free_path, read_image, write_image
 from multidiff.pipeline import ImagePipeline
@@ -24,7 +25,7 @@ from multidiff.train.checkpoint import resolve_pipeline_dir
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
-    p = argparse.ArgumentParser(prog="multidiff generate image", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="multidiff generate image", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
     p.add_argument("--out", required=True, help="folder for the png files (created)")
     p.add_argument("--num", type=int, default=4, help="number of images")
@@ -52,16 +53,16 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.num < 1 or args.batch < 1:
-        raise SystemExit("--num and --batch must be >= 1")
+        raise ValueError("--num and --batch must be >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         folder = resolve_pipeline_dir(args.ckpt)
         pipe = ImagePipeline.from_pretrained(folder, device=device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
+        raise ValueError(str(err)) from err
     size = (args.size, args.size) if args.size else pipe.size
     if size is None:
-        raise SystemExit("pass --size (the pipeline records no training size)")
+        raise ValueError("pass --size (the pipeline records no training size)")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     init = None
     if args.init:
@@ -87,4 +88,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "generate image"))

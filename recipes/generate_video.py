@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
 from multidiff.io import free_path, read_image, read_video, write_video
 from multidiff.pipeline import VideoPipeline
@@ -27,7 +28,7 @@ from multidiff.train.checkpoint import resolve_pipeline_dir
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
-    p = argparse.ArgumentParser(prog="multidiff generate video", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="multidiff generate video", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
     p.add_argument("--out", required=True, help="folder for the video files (created)")
     p.add_argument("--num", type=int, default=4, help="number of videos")
@@ -61,25 +62,27 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.num < 1 or args.batch < 1:
-        raise SystemExit("--num and --batch must be >= 1")
+        raise ValueError("--num and --batch must be >= 1")
     if args.cont and args.first_frame:
-        raise SystemExit("use either --continue or --first-frame, not both")
+        raise ValueError("use either --continue or --first-frame, not both")
     if args.last_frame and not args.first_frame:
-        raise SystemExit("--last-frame needs --first-frame")
+        raise ValueError("--last-frame needs --first-frame")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         folder = resolve_pipeline_dir(args.ckpt)
         pipe = VideoPipeline.from_pretrained(folder, device=device)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from err
+        raise ValueError(str(err)) from err
     if args.prompt is not None and pipe.text_encoder is None:
-        raise SystemExit(f"error: {folder} was trained without captions; --prompt needs a caption model")
+        raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
     size = (args.size, args.size) if args.size else pipe.size
     if size is None:
-        raise SystemExit("pass --size (the pipeline records no training size)")
-    frames = args.frames or pipe.window
+        raise ValueError("pass --size (the pipeline records no training size)")
+    frames = args.frames if args.frames is not None else pipe.window
+    if frames is not None and frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {frames}")
     if not frames:
-        raise SystemExit("pass --frames")
+        raise ValueError("pass --frames")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
 
     # Known frames (resized and centre-cropped to the frame size) and the mask of the ones kept.
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     elif args.cont:
         clip, _ = read_video(args.cont, max_frames=frames)
         if clip.shape[0] >= frames:
-            raise SystemExit(
+            raise ValueError(
                 f"--continue: {args.cont} already has {frames} frames; ask for more with --frames"
             )
         known = resize_and_crop(clip, size)  # (F', H, W, C)
@@ -123,4 +126,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "generate video"))

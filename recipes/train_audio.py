@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from multidiff import train
+from multidiff.cli import OneLineParser
 from multidiff.data.audio import AudioFolder, AudioFolderConfig
 from multidiff.data.common import data_fingerprint
 from multidiff.modalities.audio import PRESETS as MEL_PRESETS
@@ -95,7 +96,7 @@ PRESETS: dict[str, AudioPreset] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; those left unset come from the preset."""
-    p = argparse.ArgumentParser(prog="multidiff train audio", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="multidiff train audio", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--data", required=True, help="folder of audio files (wav, flac, ogg, mp3), searched recursively"
     )
@@ -155,19 +156,19 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
     micro = args.batch // (dist.world_size * args.accum)
     if micro < 1 or micro * dist.world_size * args.accum != args.batch:
-        raise SystemExit(
+        raise ValueError(
             f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
         )
     run = Path(args.out)
     if args.text_encoder and not args.captions:
-        raise SystemExit("--text-encoder needs --captions")
+        raise ValueError("--text-encoder needs --captions")
 
     # --- data: fixed-length clips; broken files are skipped with a warning naming each one
     if args.captions:
         try:
             train.require_caption_metadata(args.data)
         except ValueError as err:
-            raise SystemExit(f"--captions: {err}") from None
+            raise ValueError(f"--captions: {err}") from None
     dataset = AudioFolder(
         args.data,
         AudioFolderConfig(
@@ -179,14 +180,14 @@ def main(argv: list[str] | None = None) -> Path:
         ),
     )
     if args.labels and not dataset.classes:
-        raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+        raise ValueError(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     num_classes = len(dataset.classes) if args.labels else None
     captions: list[str] = []
     if args.captions:
         try:
             captions = train.distinct_captions(dataset.entries, args.data)  # every file has one
         except ValueError as err:
-            raise SystemExit(f"--captions: {err}") from None
+            raise ValueError(f"--captions: {err}") from None
 
     # --- what training uses: files used and skipped (RUN/skipped.txt), conversions applied
     train.data_summary(
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         text_encoder = train.caption_encoder(args.captions, args.text_encoder, args.preset)
     except ValueError as err:
-        raise SystemExit(f"--text-encoder: {err}") from err
+        raise ValueError(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
     backbone = train.make_backbone(
         args.backbone, preset.unet, preset.dit, num_classes=num_classes, context_dim=context_dim
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> Path:
         and not args.allow_data_change
         and layout.position(step).to_dict() != ckpt.state["data"]
     ):
-        raise SystemExit(
+        raise ValueError(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )
     batches = iter(
@@ -361,7 +362,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except train.ResumeConfigError as err:  # a clear message, no traceback
-        raise SystemExit(f"error: {err}") from None
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "train audio"))

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from multidiff import train
+from multidiff.cli import OneLineParser
 from multidiff.data.common import data_fingerprint
 from multidiff.data.image import ImageFolder, ImageFolderConfig
 from multidiff.io import write_image
@@ -99,7 +100,7 @@ PRESETS: dict[str, ImagePreset] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; those left unset come from the preset."""
-    p = argparse.ArgumentParser(prog="multidiff train image", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="multidiff train image", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--data", required=True, help="folder of images (png, jpg, webp, ...), searched recursively"
     )
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
     micro = args.batch // (dist.world_size * args.accum)
     if micro < 1 or micro * dist.world_size * args.accum != args.batch:
-        raise SystemExit(
+        raise ValueError(
             f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
         )
     run = Path(args.out)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> Path:
         cache_dir=run / "latent-cache" if args.vae else None,
     )
     if args.labels and not dataset.classes:
-        raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+        raise ValueError(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     num_classes = len(dataset.classes) if args.labels else None
 
     # --- what training uses: files used and skipped (RUN/skipped.txt), conversions applied
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> Path:
         and not args.allow_data_change
         and layout.position(step).to_dict() != ckpt.state["data"]
     ):
-        raise SystemExit(
+        raise ValueError(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )
     batches = iter(
@@ -306,7 +307,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except train.ResumeConfigError as err:  # a clear message, no traceback
-        raise SystemExit(f"error: {err}") from None
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "train image"))

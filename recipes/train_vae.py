@@ -232,4 +232,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "train_vae"))

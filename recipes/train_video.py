@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from multidiff import train
+from multidiff.cli import OneLineParser
 from multidiff.data.common import data_fingerprint
 from multidiff.data.image import ImageFolder, ImageFolderConfig
 from multidiff.data.video import VideoFolder, VideoFolderConfig
@@ -133,7 +134,7 @@ PRESETS: dict[str, VideoPreset] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; those left unset come from the preset."""
-    p = argparse.ArgumentParser(prog="multidiff train video", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="multidiff train video", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--data", required=True, help="folder of videos (mp4, webm, mov, avi, gif), searched recursively"
     )
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         curriculum = FrameMaskCurriculum(args.p_none, args.p_first, args.p_first_k, args.p_ends)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise ValueError(str(err)) from None
 
     # --- processes and devices (torchrun / accelerate variables, or one process)
     dist = train.setup_distributed(args.device)
@@ -209,12 +210,12 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
     micro = args.batch // (dist.world_size * args.accum)
     if micro < 1 or micro * dist.world_size * args.accum != args.batch:
-        raise SystemExit(
+        raise ValueError(
             f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
         )
     run = Path(args.out)
     if args.text_encoder and not args.captions:
-        raise SystemExit("--text-encoder needs --captions")
+        raise ValueError("--text-encoder needs --captions")
 
     # --- the video adapter: pixels in [-1, 1], or a per-frame VAE whose latents are cached
     image_config = (
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> Path:
                 if folder is not None:
                     train.require_caption_metadata(folder)
         except ValueError as err:
-            raise SystemExit(f"--captions: {err}") from None
+            raise ValueError(f"--captions: {err}") from None
     dataset = VideoFolder(
         args.data,
         VideoFolderConfig(
@@ -251,12 +252,12 @@ def main(argv: list[str] | None = None) -> Path:
         frame_cache_dir=None if args.vae else run / "frame-cache",
     )
     if args.labels and not dataset.classes:
-        raise SystemExit(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+        raise ValueError(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
     # Optional still images: one-frame clips of the same size, through the same adapter and cache.
     images = None
     if args.images:
         if args.image_every < 1:
-            raise SystemExit(f"--image-every must be >= 1, got {args.image_every}")
+            raise ValueError(f"--image-every must be >= 1, got {args.image_every}")
         images = ImageFolder(
             args.images,
             ImageFolderConfig(
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> Path:
             cache_dir=run / "latent-cache" if args.vae else None,
         )
         if args.labels and images.classes != dataset.classes:
-            raise SystemExit(
+            raise ValueError(
                 f"--labels: the image classes {images.classes} differ from the video classes {dataset.classes}"
             )
     num_classes = len(dataset.classes) if args.labels else None
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> Path:
             if images is not None:
                 train.distinct_captions(images.entries, args.images)
         except ValueError as err:
-            raise SystemExit(f"--captions: {err}") from None
+            raise ValueError(f"--captions: {err}") from None
 
     if not args.vae and dist.is_main:  # settings checked: decode every clip once into the frame cache
         dataset.build_frame_cache(workers=max(1, args.workers), progress=True)
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         text_encoder = train.caption_encoder(args.captions, args.text_encoder, args.preset)
     except ValueError as err:
-        raise SystemExit(f"--text-encoder: {err}") from err
+        raise ValueError(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
     backbone = train.make_backbone(
         args.backbone, preset.unet, preset.dit,
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> Path:
     if images is not None:
         image_layout = train.StreamLayout(len(images), micro, args.accum, dist.world_size, args.seed + 1)
     if ckpt is not None and not args.allow_data_change and data_position(step) != ckpt.state["data"]:
-        raise SystemExit(
+        raise ValueError(
             f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
         )
     batches = loader(dataset, layout, step - image_steps(step))
@@ -487,7 +488,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except train.ResumeConfigError as err:  # a clear message, no traceback
-        raise SystemExit(f"error: {err}") from None
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "train video"))

@@ -100,7 +100,7 @@ def test_labels_and_captions_from_metadata(tmp_path) -> None:
         (str(tmp_path / "unlisted.wav"), "not listed in metadata.csv (add a row to use it)"),
     ]
     (tmp_path / "metadata.csv").write_text("file,label\nx.wav,bird\n")
-    with pytest.raises(ValueError, match="metadata.csv needs a 'path' \(or 'file_name'\) column"):
+    with pytest.raises(ValueError, match=r"metadata.csv needs a 'path' \(or 'file_name'\) column"):
         AudioFolder(tmp_path, sample_rate=SR)
 
 

@@ -87,3 +87,27 @@ def test_bad_generate_settings_are_one_line_errors(case: str, folders, tmp_path:
     err = capsys.readouterr().err.strip()
     assert err.startswith("multidiff: error:") and words in err and len(err.splitlines()) == 1, err
     assert not any(out.glob("*.wav"))
+
+
+def test_unknown_options_and_direct_recipe_runs_are_one_line_errors(folders, tmp_path: Path, capsys) -> None:
+    """argparse's own errors and a recipe run as a script (``python recipes/train_audio.py``) follow the
+    same rule: one line, exit 2."""
+    import subprocess
+    import sys
+
+    with pytest.raises(SystemExit) as err:
+        cli(["train", "audio", "--data", str(folders["data"]), "--out", str(tmp_path / "r"), "--frobnicate"])
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("multidiff: error: multidiff train audio:")
+        and "--frobnicate" in lines[0]
+    )
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "train_audio.py"
+    proc = subprocess.run(
+        [sys.executable, str(recipe), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "--device", "cpu"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("multidiff: error:") and "missing" in proc.stderr
