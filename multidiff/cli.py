@@ -155,6 +155,11 @@ def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: s
     except TrainingInterrupted as err:  # a checkpoint is written; the message says where
         print(f"multidiff: {err}", file=sys.stderr)
         return 128 + err.signum
+    except KeyboardInterrupt as err:  # a second Ctrl-C, or one outside training: stop now
+        if debug:
+            raise
+        print(f"multidiff: aborted ({err or 'interrupted'}); the last checkpoint is intact", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as err:  # bad input: no traceback
         if debug:
             raise

@@ -109,7 +109,18 @@ def main(argv: list[str] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     suffix = "gif" if args.gif else "mp4"
     paths: list[Path] = []
-    print(f"{folder}: {args.num} video(s) of {frames} frames at {size[0]}x{size[1]}, seed {seed}", flush=True)
+    padded = (
+        ""
+        if args.gif or not (size[0] % 2 or size[1] % 2)
+        else (
+            f" (mp4 needs even sizes: written padded to {size[0] + size[0] % 2}x{size[1] + size[1] % 2} by "
+            "repeating the last row/column; --gif keeps the size)"
+        )
+    )
+    print(
+        f"{folder}: {args.num} video(s) of {frames} frames at {size[0]}x{size[1]}{padded}, seed {seed}",
+        flush=True,
+    )
     for start in range(0, args.num, args.batch):
         n = min(args.batch, args.num - start)
         videos = pipe.generate(

@@ -111,3 +111,26 @@ def test_unknown_options_and_direct_recipe_runs_are_one_line_errors(folders, tmp
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("multidiff: error:") and "missing" in proc.stderr
+
+
+CSV_FAULTS = {
+    "an unclosed quote": 'path,label\n"0.wav,a\n1.wav,b\n',
+    "extra fields": "path,label\n0.wav,a,b\n",
+    "a path outside": "path,label\n../../etc/passwd,a\n",
+    "undecodable": b"path,label\n0.wav,\xff\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_FAULTS))
+def test_malformed_metadata_through_the_command(case: str, folders, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folders["data"], data)
+    text = CSV_FAULTS[case]
+    (data / "metadata.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
+    rc = cli(["train", "audio", "--data", str(data), "--out", str(tmp_path / "r"), "--preset", "tiny",
+              "--batch", "2", "--seconds", "0.25", "--device", "cpu", "--labels"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("multidiff: error:") and "metadata.csv, line" in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

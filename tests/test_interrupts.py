@@ -137,3 +137,18 @@ def test_kill_9_at_a_random_moment_then_rerun_is_bit_identical(data: Path, tmp_p
     a = load_file(str(train.latest_checkpoint(run).path / "model.safetensors"))
     b = load_file(str(train.latest_checkpoint(tmp_path / "straight").path / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_signal_aborts_at_once_without_a_traceback(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "multidiff", *args(data, run, 400)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while logged_steps(run) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "aborted" in err or "SIGINT at step" in err  # the second came before or after the step ended
