@@ -443,84 +443,61 @@ def run_loop(
     (every rank stops at the same step: rank 0's clock decides). Returns the last step.
     """
     with run_lock(run, enabled=dist.is_main), stop_signals() as stop:
-        return _loop(run, args, step, stop, dist=dist, model=model, optimizer=optimizer, ema=ema, guard=guard,
-                     device=device, next_batches=next_batches, loss_fn=loss_fn, preview=preview, config=config,
-                     data_position=data_position, extra_state=extra_state, extra_files=extra_files)  # fmt: skip
-
-
-def _loop(
-    run: Path,
-    args: argparse.Namespace,
-    step: int,
-    stop: dict[str, int | None],
-    *,
-    dist: DistInfo,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    ema: Any,
-    guard: NonFiniteGuard,
-    device: torch.device,
-    next_batches: Callable[[int], list[Any]],
-    loss_fn: Callable[..., torch.Tensor],
-    preview: Callable[[int], None],
-    config: Mapping[str, Any],
-    data_position: Callable[[int], dict[str, Any]],
-    extra_state: Callable[[], dict[str, Any]],
-    extra_files: Callable[[Path], None],
-) -> int:
-    logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
-    deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
-    try:
-        while step < args.steps:
-            lr = warmup_lr(step, args.lr, args.warmup)
-            set_lr(optimizer, lr)
-            result = optimizer_step(
-                model,
-                optimizer,
-                next_batches(step),
-                loss_fn,
-                step=step,
-                device=device,
-                precision=args.precision,
-                grad_clip=args.grad_clip or None,
-                ema=ema,
-                guard=guard,
-            )
-            step += 1
-            logger.count(result.samples * dist.world_size)
-            if step % args.log_every == 0 or step == args.steps or not result.applied:
-                logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped)
-            if dist.is_main and args.preview_every and step % args.preview_every == 0:
-                preview(step)
-            out_of_time = deadline is not None and _past(deadline, device, dist)
-            signum = _agreed_signal(stop["signum"], device, dist)
-            if step % args.ckpt_every == 0 or step == args.steps or out_of_time or signum:
-                save_training_state(
-                    run,
-                    step,
-                    dist=dist,
-                    model=model,
-                    optimizer=optimizer,
+        logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
+        deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
+        try:
+            while step < args.steps:
+                lr = warmup_lr(step, args.lr, args.warmup)
+                set_lr(optimizer, lr)
+                result = optimizer_step(
+                    model,
+                    optimizer,
+                    next_batches(step),
+                    loss_fn,
+                    step=step,
+                    device=device,
+                    precision=args.precision,
+                    grad_clip=args.grad_clip or None,
                     ema=ema,
-                    config=config,
-                    data_position=data_position(step),
-                    extra_state=extra_state(),
-                    extra_files=extra_files,
-                    keep=args.keep,
+                    guard=guard,
                 )
-            if signum:
-                name = signal.Signals(signum).name
-                message = (
-                    f"{name} at step {step}: checkpoint written to {run}; rerun the same command to continue"
-                )
-                logger.write(message)
-                raise TrainingInterrupted(message, signum)
-            if out_of_time and step < args.steps:
-                logger.write(f"--max-minutes {args.max_minutes:g} reached at step {step}; rerun to continue")
-                break
-    finally:
-        logger.close()
-    return step
+                step += 1
+                logger.count(result.samples * dist.world_size)
+                if step % args.log_every == 0 or step == args.steps or not result.applied:
+                    logger.log(
+                        step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped
+                    )
+                if dist.is_main and args.preview_every and step % args.preview_every == 0:
+                    preview(step)
+                out_of_time = deadline is not None and _past(deadline, device, dist)
+                signum = _agreed_signal(stop["signum"], device, dist)
+                if step % args.ckpt_every == 0 or step == args.steps or out_of_time or signum:
+                    save_training_state(
+                        run,
+                        step,
+                        dist=dist,
+                        model=model,
+                        optimizer=optimizer,
+                        ema=ema,
+                        config=config,
+                        data_position=data_position(step),
+                        extra_state=extra_state(),
+                        extra_files=extra_files,
+                        keep=args.keep,
+                    )
+                if signum:
+                    name = signal.Signals(signum).name
+                    message = f"{name} at step {step}: checkpoint written to {run}; rerun the same command to continue"
+                    logger.write(message)
+                    raise TrainingInterrupted(message, signum)
+                if out_of_time and step < args.steps:
+                    logger.write(
+                        f"--max-minutes {args.max_minutes:g} reached at step {step}; rerun to continue"
+                    )
+                    break
+        finally:
+            logger.close()
+        return step
 
 
 def _agreed_signal(signum: int | None, device: torch.device, dist: DistInfo) -> int:
