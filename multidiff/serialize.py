@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from multidiff.core.schedules import EDMSchedule, FlowSchedule, Schedule, VPSchedule
+from multidiff.core.schedules import ContinuousVPSchedule, EDMSchedule, FlowSchedule, Schedule, VPSchedule
 from multidiff.nn.io import config_from_dict
 
 __all__ = [
@@ -60,6 +60,7 @@ _SCHEDULES: dict[str, type[Schedule]] = {
     "EDMSchedule": EDMSchedule,
     "VPSchedule": VPSchedule,
     "FlowSchedule": FlowSchedule,
+    "ContinuousVPSchedule": ContinuousVPSchedule,
 }
 
 

@@ -177,3 +177,25 @@ def test_bad_configs_and_folders(tmp_path) -> None:
         ImageAdapter(ImageAdapterConfig(space="vae", channels=1), vae=tiny_vae())
     with pytest.raises(ValueError, match=r"expected pixels \[B, 3, H, W\]"):
         ImageAdapter(ImageAdapterConfig()).encode_pixels(torch.zeros(2, 1, 8, 8))
+
+
+def test_a_temporal_decoder_vae_is_refused_not_loaded_half_initialised(tmp_path) -> None:
+    """Stable Video Diffusion's AutoencoderKLTemporalDecoder used to load as an AutoencoderKL with a randomly
+    initialised decoder (diffusers only warned); it is refused, naming the class. Weights that do not fill
+    the config are refused too."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    torch.manual_seed(0)
+    AutoencoderKLTemporalDecoder(
+        block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2, layers_per_block=1,
+        latent_channels=4,
+    ).save_pretrained(tmp_path / "svd_vae")  # fmt: skip
+    with pytest.raises(ValueError, match="holds a AutoencoderKLTemporalDecoder, not an AutoencoderKL"):
+        load_vae(tmp_path / "svd_vae")
+    good = tmp_path / "vae"
+    tiny_vae().save_pretrained(good)
+    cfg = json.loads((good / "config.json").read_text())
+    cfg["layers_per_block"] = 2  # the weights no longer fill the model this config builds
+    (good / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="the weights do not fill the AutoencoderKL"):
+        load_vae(good)

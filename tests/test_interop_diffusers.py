@@ -237,3 +237,52 @@ def test_dpm_solver_with_flow_sigmas_is_a_flow_scheduler():
     grid = sigmas_from_scheduler(sch, 12)
     assert grid[0] > 100 and grid[-1] == 0 and torch.isfinite(out).all()
     assert (out.mean(0) - gm.sample(4000, torch.Generator().manual_seed(1)).mean(0)).abs().max() < 0.5
+
+
+SVD_SCHEDULER = dict(
+    timestep_type="continuous", prediction_type="v_prediction", sigma_min=0.002, sigma_max=700.0,
+    use_karras_sigmas=True, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+)  # fmt: skip
+
+
+class _ToyV(torch.nn.Module):
+    """A fixed nonlinear 'v-prediction network' of (x_in, t), to drive both loops with."""
+
+    def forward(self, x, c_noise, **kw):
+        t = torch.as_tensor(c_noise, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return torch.tanh(x) * torch.cos(t) + 0.1 * x * t
+
+
+@pytest.mark.parametrize("steps", [5, 25])
+def test_svd_continuous_euler_is_ln_sigma_over_4_and_matches_diffusers(steps):
+    """Stable Video Diffusion's scheduler (timestep_type='continuous', σ 0.002-700) used to become a VP table
+    over σ 0.029-14.6 whose c_noise at σ = 700 was 999; it is EDM's σ with c_noise = ln(σ)/4 and a VP-scaled
+    input, and multidiff's Euler on the same grid matches diffusers' loop."""
+    from multidiff.core.denoiser import Denoiser
+    from multidiff.core.schedules import ContinuousVPSchedule
+
+    sch = diffusers.EulerDiscreteScheduler(**SVD_SCHEDULER)
+    schedule = schedule_from_config(sch.config, "EulerDiscreteScheduler")
+    assert isinstance(schedule, ContinuousVPSchedule) and (schedule.sigma_min, schedule.sigma_max) == (
+        0.002,
+        700.0,
+    )
+    assert prediction_from_config(sch.config, "EulerDiscreteScheduler") == "v"
+    assert float(schedule.c_noise(torch.tensor(700.0))) == pytest.approx(0.25 * math.log(700.0), rel=1e-6)
+    den = Denoiser(_ToyV(), prediction="v", schedule=schedule, sigma_data=1.0)
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    sch.set_timesteps(steps)
+    x = noise * sch.init_noise_sigma
+    for t in sch.timesteps:
+        x = sch.step(_ToyV()(sch.scale_model_input(x, t), t), t, x).prev_sample
+    grid = sigmas_from_scheduler(sch, steps)
+    assert float(grid[0]) == pytest.approx(700.0, rel=1e-5)
+    with torch.no_grad():
+        ours = samplers.sample_euler(den, noise * grid[0].float(), grid)
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+
+
+def test_continuous_timesteps_without_v_prediction_are_refused():
+    cfg = {**SVD_SCHEDULER, "prediction_type": "epsilon"}
+    with pytest.raises(ValueError, match="timestep_type='continuous' is defined only with"):
+        schedule_from_config(cfg, "EulerDiscreteScheduler")

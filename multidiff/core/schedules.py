@@ -51,6 +51,7 @@ __all__ = [
     "Schedule",
     "VPSchedule",
     "EDMSchedule",
+    "ContinuousVPSchedule",
     "FlowSchedule",
     "karras",
     "exponential",
@@ -192,6 +193,21 @@ class EDMSchedule(Schedule):
 
     def default_grid(self, n: int) -> Tensor:
         return karras(n, self.sigma_min, self.sigma_max, self.rho)
+
+
+@dataclass(frozen=True)
+class ContinuousVPSchedule(EDMSchedule):
+    """EDM's σ process and c_noise = ln(σ)/4 with the network input scaled as a VP state, s(σ) = 1/√(1+σ²).
+
+    With v-prediction this is the parametrisation of Stable Video Diffusion (Blattmann et al. 2023, App. D;
+    diffusers' ``EulerDiscreteScheduler`` with ``timestep_type="continuous"``, σ in [0.002, 700]): the x0
+    estimate is ``x/(1+σ²) - σ/√(1+σ²)·F`` and the network sees ``x/√(1+σ²)`` at ``t = ln(σ)/4``.
+    """
+
+    sigma_max: float = 700.0
+
+    def scale(self, sigma: Tensor) -> Tensor:
+        return (1 + sigma**2).rsqrt()
 
 
 BetaSchedule = Literal["linear", "scaled_linear", "cosine"]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from multidiff.core.denoiser import Denoiser
 from multidiff.core.schedules import (
     SIGMA_CAP,
+    ContinuousVPSchedule,
     EDMSchedule,
     FlowSchedule,
     Schedule,
@@ -94,6 +95,20 @@ def schedule_from_config(config: Mapping[str, Any], class_name: str | None = Non
     name = class_name or _guess_class(config)
     if name.startswith("EDM"):
         return EDMSchedule(sigma_min=float(config["sigma_min"]), sigma_max=float(config["sigma_max"]))
+    if config.get("timestep_type", "discrete") == "continuous":
+        # Stable Video Diffusion: EDM's σ range and c_noise = ln(σ)/4, v-prediction on a VP-scaled input
+        if config.get("prediction_type") != "v_prediction":
+            raise ValueError(
+                f"{name or 'the scheduler'}: timestep_type='continuous' is defined only with "
+                f"prediction_type='v_prediction' (as diffusers), got {config.get('prediction_type')!r}"
+            )
+        if config.get("sigma_min") is None or config.get("sigma_max") is None:
+            raise ValueError(
+                f"{name or 'the scheduler'}: timestep_type='continuous' needs sigma_min and sigma_max"
+            )
+        return ContinuousVPSchedule(
+            sigma_min=float(config["sigma_min"]), sigma_max=float(config["sigma_max"])
+        )
     if name.startswith("FlowMatch") or config.get("use_flow_sigmas", False):
         return FlowSchedule(
             shift=float(config.get("shift", 1.0)), timestep_scale=float(config["num_train_timesteps"])

@@ -103,11 +103,33 @@ def load_vae(
     if not (p / "config.json").is_file():
         raise ValueError(f"{p} holds no config.json: not a diffusers AutoencoderKL folder")
     try:
-        vae = AutoencoderKL.from_pretrained(
-            str(p), local_files_only=True, torch_dtype=dtype, low_cpu_mem_usage=False
+        declared = json.loads((p / "config.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ValueError(f"{p / 'config.json'}: unreadable ({err})") from err
+    if declared not in (None, "AutoencoderKL"):
+        # e.g. Stable Video Diffusion's AutoencoderKLTemporalDecoder: loading it as an AutoencoderKL would leave
+        # its decoder randomly initialised (diffusers only warns); refuse rather than decode noise
+        raise ValueError(
+            f"{p} holds a {declared}, not an AutoencoderKL: the image and video adapters decode frame by frame "
+            "with an AutoencoderKL and do not support this VAE class"
+        )
+    try:
+        vae, info = AutoencoderKL.from_pretrained(
+            str(p),
+            local_files_only=True,
+            torch_dtype=dtype,
+            low_cpu_mem_usage=False,
+            output_loading_info=True,
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{p}: could not load an AutoencoderKL ({err})") from err
+    missing = [k for k in info.get("missing_keys", []) if k]
+    mismatched = info.get("mismatched_keys", [])
+    if missing or mismatched:
+        raise ValueError(
+            f"{p}: the weights do not fill the AutoencoderKL of its config ({len(missing)} missing, e.g. "
+            f"{(missing or [''])[0]}; {len(mismatched)} of another shape); it would decode with random weights"
+        )
     vae.eval().requires_grad_(False)
     if device is not None:
         vae.to(device)
