@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from multidiff import train
 from multidiff.data.image import ImageFolder
 from multidiff.data.video import VideoFolder
 from multidiff.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -201,32 +202,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sampler=range(step, args.steps),
         num_workers=args.workers,
     )
-    t0, seen = time.time(), 0
-    for step_index, images in zip(range(step, args.steps), batches):
-        x = to_pixels(images).to(device)  # (B, C, H, W) in [-1, 1]
-        posterior = vae.encode(x).latent_dist
-        noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step_index)
-        z = posterior.sample(generator=noise_gen)  # reparameterised: x = mean + std * eps
-        x_hat = vae.decode(z).sample
-        rec = F.l1_loss(x_hat, x) if args.loss == "l1" else F.mse_loss(x_hat, x)
-        kl = posterior.kl().mean() / x[0].numel()  # KL summed over latents, per pixel value
-        loss = rec + args.kl_weight * kl
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss at step {step_index}: rec={rec.item()}, kl={kl.item()}"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step, seen = step_index + 1, seen + x.shape[0]
-        log.append({"step": step, "rec": rec.item(), "kl": kl.item()})
-        if step % args.log_every == 0 or step == args.steps:
-            rate = seen / max(time.time() - t0, 1e-9)
-            print(
-                f"step {step}/{args.steps}  rec {log[-1]['rec']:.4f}  kl/pixel {log[-1]['kl']:.3f}  {rate:.1f} img/s"
-            )
-        if step % args.save_every == 0 or step == args.steps:
-            save(out, vae, opt, step, args, log)
+    # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)
+    with train.run_lock(out), train.stop_signals() as stop:
+        t0, seen = time.time(), 0
+        for step_index, images in zip(range(step, args.steps), batches):
+            x = to_pixels(images).to(device)  # (B, C, H, W) in [-1, 1]
+            posterior = vae.encode(x).latent_dist
+            noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step_index)
+            z = posterior.sample(generator=noise_gen)  # reparameterised: x = mean + std * eps
+            x_hat = vae.decode(z).sample
+            rec = F.l1_loss(x_hat, x) if args.loss == "l1" else F.mse_loss(x_hat, x)
+            kl = posterior.kl().mean() / x[0].numel()  # KL summed over latents, per pixel value
+            loss = rec + args.kl_weight * kl
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss at step {step_index}: rec={rec.item()}, kl={kl.item()}"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, seen = step_index + 1, seen + x.shape[0]
+            log.append({"step": step, "rec": rec.item(), "kl": kl.item()})
+            if step % args.log_every == 0 or step == args.steps:
+                rate = seen / max(time.time() - t0, 1e-9)
+                print(
+                    f"step {step}/{args.steps}  rec {log[-1]['rec']:.4f}  kl/pixel {log[-1]['kl']:.3f}  {rate:.1f} img/s"
+                )
+            if step % args.save_every == 0 or step == args.steps or stop["signum"]:
+                save(out, vae, opt, step, args, log)
+            if stop["signum"]:  # Ctrl-C / SIGTERM: the step is done and saved
+                raise train.interrupted(stop, step, out)
     print(f"saved {out} (load with ImageAdapterConfig(space='vae', vae_path={str(out)!r}))")
     return {"step": step, "log": log, "out": str(out)}
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from multidiff import train
 from multidiff.data.audio import AudioFolder, AudioFolderConfig
 from multidiff.modalities.audio import PRESETS, LogMel, MelSpec
 from multidiff.modalities.discriminators import (
@@ -586,97 +587,106 @@ def main(argv: list[str] | None = None) -> Path:
     bad_in_a_row = 0
     sums: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
-    bar = tqdm(total=args.steps, initial=start, disable=args.no_progress, dynamic_ncols=True, desc="vocoder")
-    for y in loader:
-        y = y.to(device, non_blocking=True)  # (B, N)
-        lr = learning_rate(settings, step)
-        for opt in (opt_g, opt_d):
-            for group in opt.param_groups:
-                group["lr"] = lr
-        with torch.no_grad():
-            mel = logmel(y)  # (B, M, T)
-            y_mel = loss_mel(y)  # (B, M, T)
-        with autocast:
-            y_hat = generator(mel)  # (B, T * hop)
-        n = min(y.shape[-1], y_hat.shape[-1])
-        y, y_hat = y[:, :n], y_hat[:, :n].float()  # (B, N)
-
-        # Discriminator step (HiFi-GAN Eq. 1).
-        with autocast:
-            real, _ = discriminator(y)
-            fake, _ = discriminator(y_hat.detach())
-        loss_d = discriminator_loss(real, fake)
-        ok_d = bool(torch.isfinite(loss_d))
-        opt_d.zero_grad(set_to_none=True)
-        if ok_d:
-            loss_d.backward()
-            opt_d.step()
-
-        # Generator step (HiFi-GAN Eq. 7): adversarial + fm_weight * FM + mel_weight * mel L1 [+ STFT].
-        with autocast:
-            with torch.no_grad():
-                _, real_feats = discriminator(y)
-            fake, fake_feats = discriminator(y_hat)
-        adv = generator_adversarial_loss(fake)
-        fm = feature_matching_loss(real_feats, fake_feats)
-        mel_l1 = F.l1_loss(loss_mel(y_hat), y_mel)
-        loss_g = adv + settings.fm_weight * fm + settings.mel_weight * mel_l1
-        stft = multi_resolution_stft_loss(y_hat, y) if settings.stft_weight > 0 else None
-        if stft is not None:
-            loss_g = loss_g + settings.stft_weight * stft
-        ok_g = bool(torch.isfinite(loss_g))
-        opt_g.zero_grad(set_to_none=True)
-        if ok_g:
-            loss_g.backward()
-            opt_g.step()
-        step += 1
-        bar.update(1)
-
-        if ok_d and ok_g:
-            bad_in_a_row = 0
-        else:
-            bad_in_a_row += 1
-            print(
-                f"step {step}: non-finite loss (d={loss_d.item()}, g={loss_g.item()}), update skipped",
-                file=sys.stderr,
-            )
-            if bad_in_a_row >= 10:
-                raise RuntimeError(
-                    f"10 non-finite losses in a row up to step {step}; lower --lr or check the data"
-                )
-        values = {
-            "loss_d": loss_d.item(),
-            "loss_g": loss_g.item(),
-            "mel_l1": mel_l1.item(),
-            "fm": fm.item(),
-            "adv": adv.item(),
-        }
-        if stft is not None:
-            values["stft"] = stft.item()
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        n_last += 1
-        bar.set_postfix(
-            d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}", mel=f"{values['mel_l1']:.3f}"
+    # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)
+    with train.run_lock(out), train.stop_signals() as stop:
+        bar = tqdm(
+            total=args.steps, initial=start, disable=args.no_progress, dynamic_ncols=True, desc="vocoder"
         )
+        for y in loader:
+            y = y.to(device, non_blocking=True)  # (B, N)
+            lr = learning_rate(settings, step)
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            with torch.no_grad():
+                mel = logmel(y)  # (B, M, T)
+                y_mel = loss_mel(y)  # (B, M, T)
+            with autocast:
+                y_hat = generator(mel)  # (B, T * hop)
+            n = min(y.shape[-1], y_hat.shape[-1])
+            y, y_hat = y[:, :n], y_hat[:, :n].float()  # (B, N)
 
-        last = step >= args.steps
-        if step % args.log_every == 0 or last:
-            now = time.perf_counter()
-            record = {"step": step, "lr": lr, **{k: v / n_last for k, v in sums.items()},
-                      "steps_per_s": n_last / max(now - t_last, 1e-9)}  # fmt: skip
-            with open(log_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            sums, t_last, n_last = {}, now, 0
-        if step % args.save_every == 0 or last:
-            save_checkpoint(out, step, settings, generator, discriminator, opt_g, opt_d, max(1, args.keep))
-            if val_folder is not None:
-                generator.eval()
-                val = validate(generator, logmel, val_folder, args.val_files, device)
-                generator.train()
+            # Discriminator step (HiFi-GAN Eq. 1).
+            with autocast:
+                real, _ = discriminator(y)
+                fake, _ = discriminator(y_hat.detach())
+            loss_d = discriminator_loss(real, fake)
+            ok_d = bool(torch.isfinite(loss_d))
+            opt_d.zero_grad(set_to_none=True)
+            if ok_d:
+                loss_d.backward()
+                opt_d.step()
+
+            # Generator step (HiFi-GAN Eq. 7): adversarial + fm_weight * FM + mel_weight * mel L1 [+ STFT].
+            with autocast:
+                with torch.no_grad():
+                    _, real_feats = discriminator(y)
+                fake, fake_feats = discriminator(y_hat)
+            adv = generator_adversarial_loss(fake)
+            fm = feature_matching_loss(real_feats, fake_feats)
+            mel_l1 = F.l1_loss(loss_mel(y_hat), y_mel)
+            loss_g = adv + settings.fm_weight * fm + settings.mel_weight * mel_l1
+            stft = multi_resolution_stft_loss(y_hat, y) if settings.stft_weight > 0 else None
+            if stft is not None:
+                loss_g = loss_g + settings.stft_weight * stft
+            ok_g = bool(torch.isfinite(loss_g))
+            opt_g.zero_grad(set_to_none=True)
+            if ok_g:
+                loss_g.backward()
+                opt_g.step()
+            step += 1
+            bar.update(1)
+
+            if ok_d and ok_g:
+                bad_in_a_row = 0
+            else:
+                bad_in_a_row += 1
+                print(
+                    f"step {step}: non-finite loss (d={loss_d.item()}, g={loss_g.item()}), update skipped",
+                    file=sys.stderr,
+                )
+                if bad_in_a_row >= 10:
+                    raise RuntimeError(
+                        f"10 non-finite losses in a row up to step {step}; lower --lr or check the data"
+                    )
+            values = {
+                "loss_d": loss_d.item(),
+                "loss_g": loss_g.item(),
+                "mel_l1": mel_l1.item(),
+                "fm": fm.item(),
+                "adv": adv.item(),
+            }
+            if stft is not None:
+                values["stft"] = stft.item()
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_last += 1
+            bar.set_postfix(
+                d=f"{values['loss_d']:.3f}", g=f"{values['loss_g']:.3f}", mel=f"{values['mel_l1']:.3f}"
+            )
+
+            last = step >= args.steps
+            if step % args.log_every == 0 or last:
+                now = time.perf_counter()
+                record = {"step": step, "lr": lr, **{k: v / n_last for k, v in sums.items()},
+                          "steps_per_s": n_last / max(now - t_last, 1e-9)}  # fmt: skip
                 with open(log_file, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": step, "val_mel_l1": val}) + "\n")
-                bar.write(f"step {step}: held-out mel L1 {val:.4f}")
+                    f.write(json.dumps(record) + "\n")
+                sums, t_last, n_last = {}, now, 0
+            if step % args.save_every == 0 or last or stop["signum"]:
+                save_checkpoint(
+                    out, step, settings, generator, discriminator, opt_g, opt_d, max(1, args.keep)
+                )
+                if val_folder is not None:
+                    generator.eval()
+                    val = validate(generator, logmel, val_folder, args.val_files, device)
+                    generator.train()
+                    with open(log_file, "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"step": step, "val_mel_l1": val}) + "\n")
+                    bar.write(f"step {step}: held-out mel L1 {val:.4f}")
+            if stop["signum"]:  # Ctrl-C / SIGTERM: the step is done and saved
+                bar.close()
+                raise train.interrupted(stop, step, out)
     bar.close()
     if start >= args.steps:
         print(f"{out} is already at step {start} >= --steps {args.steps}; nothing to do", file=sys.stderr)

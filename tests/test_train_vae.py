@@ -93,3 +93,37 @@ def test_bad_arguments(data, tmp_path) -> None:
     empty.mkdir()
     with pytest.raises(ValueError, match="holds no image"):
         recipe.main(["--data", str(empty), "--out", str(tmp_path / "o"), "--steps", "1", *ARGS])
+
+
+def test_ctrl_c_saves_the_step_and_a_second_run_in_the_folder_is_refused(data, tmp_path) -> None:
+    """The VAE trainer shares the run-folder rules of the diffusion recipes: SIGINT finishes the step, saves,
+    exits 130 without a traceback; a live lock refuses a second process."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "vae"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "train_vae.py"
+    cmd = [sys.executable, str(recipe), "--data", str(data), "--out", str(out), "--steps", "100000",
+           "--save-every", "100000", *[a if a != "100" else "1" for a in ARGS]]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("step 2/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "checkpoint written to" in err, err
+    assert json.loads((out / "train_state.json").read_text())["step"] >= 2  # saved on the signal
+    assert not (out / "lock").exists()
+    (out / "lock").write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"})
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "is in use" in proc.stderr and "Traceback" not in proc.stderr

@@ -66,9 +66,11 @@ from multidiff.train.recipe import (
     check_resume,
     compile_backbone,
     data_summary,
+    interrupted,
     run_lock,
     run_loop,
     start_training,
+    stop_signals,
 )
 from multidiff.train.step import (
     NonFiniteGuard,
@@ -88,7 +90,9 @@ __all__ = [
     "LOCK_NAME",
     "RunLockedError",
     "TrainingInterrupted",
+    "interrupted",
     "run_lock",
+    "stop_signals",
     "add_train_options",
     "apply_defaults",
     "check_resume",

@@ -42,6 +42,7 @@ __all__ = [
     "Training",
     "add_run_options",
     "compile_backbone",
+    "interrupted",
     "run_lock",
     "run_loop",
     "start_training",
@@ -387,6 +388,15 @@ def run_lock(run: Path, enabled: bool = True) -> Iterator[None]:
                 path.unlink()
 
 
+def interrupted(stop: Mapping[str, int | None], step: int, run: Path) -> TrainingInterrupted:
+    """The exception a loop raises after it saved step ``step`` on the signal ``stop`` recorded."""
+    signum = int(stop["signum"] or signal.SIGINT)
+    name = signal.Signals(signum).name
+    return TrainingInterrupted(
+        f"{name} at step {step}: checkpoint written to {run}; rerun the same command to continue", signum
+    )
+
+
 @contextlib.contextmanager
 def stop_signals() -> Iterator[dict[str, int | None]]:
     """While inside, the first SIGINT or SIGTERM only records itself (``state["signum"]``) so the loop can
@@ -486,10 +496,9 @@ def run_loop(
                         keep=args.keep,
                     )
                 if signum:
-                    name = signal.Signals(signum).name
-                    message = f"{name} at step {step}: checkpoint written to {run}; rerun the same command to continue"
-                    logger.write(message)
-                    raise TrainingInterrupted(message, signum)
+                    err = interrupted({"signum": signum}, step, run)
+                    logger.write(str(err))
+                    raise err
                 if out_of_time and step < args.steps:
                     logger.write(
                         f"--max-minutes {args.max_minutes:g} reached at step {step}; rerun to continue"
