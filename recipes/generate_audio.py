@@ -13,64 +13,35 @@ Clip k is drawn with seed ``--seed + k``, so it is the same whatever ``--batch``
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
-import torch
-
 from multidiff.cli import OneLineParser
+from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_audio, write_audio
 from multidiff.pipeline import AudioPipeline
-from multidiff.train.checkpoint import resolve_pipeline_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate audio", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
-    p.add_argument("--out", required=True, help="folder for the wav files (created)")
-    p.add_argument("--num", type=int, default=4, help="number of clips")
+    add_generate_options(p, items="clips", files="wav", batch=8, prompt=True)
     p.add_argument(
         "--seconds", type=float, help="clip length (default: the training length, or the --init length)"
     )
-    p.add_argument("--steps", type=int, help="sampler steps")
-    p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label or --prompt)")
-    p.add_argument("--label", help="class name or index (class-conditional models)")
-    p.add_argument("--prompt", help="caption (models trained with --captions)")
-    p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
-    p.add_argument("--batch", type=int, default=8, help="clips generated at once")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--continue", dest="cont", help="continue this audio file to --seconds")
     p.add_argument("--init", help="audio-to-audio: vary this file (with --strength)")
     p.add_argument("--strength", type=float, default=0.5, help="audio-to-audio strength in (0, 1]")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
-    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` wavs; returns their paths."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.num < 1 or args.batch < 1:
-        raise ValueError("--num and --batch must be >= 1")
     if args.cont and args.init:
         raise ValueError("use either --continue or --init, not both")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        folder = resolve_pipeline_dir(args.ckpt)
-        pipe = AudioPipeline.from_pretrained(folder, device=device)
-    except ValueError as err:
-        raise ValueError(str(err)) from err
-    if args.prompt is not None and pipe.text_encoder is None:
-        raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
+    loaded = load_for_generation(args, AudioPipeline)  # threads, counts, device, pipeline, base seed
+    pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     sr = pipe.sample_rate
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
 
     # Inputs for continuation / audio-to-audio, resampled to the model's rate.
     source = args.cont or args.init

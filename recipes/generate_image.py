@@ -11,59 +11,33 @@ Image k is drawn with seed ``--seed + k``, so it is the same whatever ``--batch`
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
-
-import torch
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
+from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_image, write_image
 from multidiff.pipeline import ImagePipeline
-from multidiff.train.checkpoint import resolve_pipeline_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate image", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
-    p.add_argument("--out", required=True, help="folder for the png files (created)")
-    p.add_argument("--num", type=int, default=4, help="number of images")
+    add_generate_options(p, items="images", files="png", batch=8, prompt=False)
     p.add_argument("--size", type=int, help="height and width (default: the training size)")
-    p.add_argument("--steps", type=int, help="sampler steps")
-    p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label)")
-    p.add_argument("--label", help="class name or index (class-conditional models)")
-    p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
-    p.add_argument("--batch", type=int, default=8, help="images generated at once")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--init", help="image-to-image: vary this image (with --strength)")
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image strength in (0, 1]")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
-    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` pngs; returns their paths."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.num < 1 or args.batch < 1:
-        raise ValueError("--num and --batch must be >= 1")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        folder = resolve_pipeline_dir(args.ckpt)
-        pipe = ImagePipeline.from_pretrained(folder, device=device)
-    except ValueError as err:
-        raise ValueError(str(err)) from err
+    loaded = load_for_generation(args, ImagePipeline)  # threads, counts, device, pipeline, base seed
+    pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     size = (args.size, args.size) if args.size else pipe.size
     if size is None:
         raise ValueError("pass --size (the pipeline records no training size)")
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     init = None
     if args.init:
         init = resize_and_crop(read_image(args.init)[None], size)[0][..., : pipe.adapter.config.channels]

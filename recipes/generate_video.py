@@ -14,67 +14,41 @@ with seed ``--seed + k``, so it is the same whatever ``--batch``. Files are mp4 
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
 import torch
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
+from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_image, read_video, write_video
 from multidiff.pipeline import VideoPipeline
-from multidiff.train.checkpoint import resolve_pipeline_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate video", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
-    p.add_argument("--out", required=True, help="folder for the video files (created)")
-    p.add_argument("--num", type=int, default=4, help="number of videos")
+    add_generate_options(p, items="videos", files="video", batch=4, prompt=True)
     p.add_argument("--frames", type=int, help="frames per video (default: the training length)")
     p.add_argument("--size", type=int, help="frame height and width (default: the training size)")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
-    p.add_argument("--steps", type=int, help="sampler steps")
-    p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (with --label or --prompt)")
-    p.add_argument("--label", help="class name or index (class-conditional models)")
-    p.add_argument("--prompt", help="caption (models trained with --captions)")
-    p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
-    p.add_argument("--batch", type=int, default=4, help="videos generated at once")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--first-frame", help="image-to-video: this image is the first frame")
     p.add_argument("--last-frame", help="interpolation (with --first-frame): this image is the last frame")
     p.add_argument("--continue", dest="cont", help="continue this video to --frames frames")
     p.add_argument("--decode-chunk", type=int, help="frames per VAE decode call (lower if out of memory)")
     p.add_argument("--gif", action="store_true", help="write gif instead of mp4")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
-    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` videos; returns their paths."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.num < 1 or args.batch < 1:
-        raise ValueError("--num and --batch must be >= 1")
     if args.cont and args.first_frame:
         raise ValueError("use either --continue or --first-frame, not both")
     if args.last_frame and not args.first_frame:
         raise ValueError("--last-frame needs --first-frame")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        folder = resolve_pipeline_dir(args.ckpt)
-        pipe = VideoPipeline.from_pretrained(folder, device=device)
-    except ValueError as err:
-        raise ValueError(str(err)) from err
-    if args.prompt is not None and pipe.text_encoder is None:
-        raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
+    loaded = load_for_generation(args, VideoPipeline)  # threads, counts, device, pipeline, base seed
+    pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     size = (args.size, args.size) if args.size else pipe.size
     if size is None:
         raise ValueError("pass --size (the pipeline records no training size)")
@@ -83,7 +57,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--frames must be >= 1, got {frames}")
     if not frames:
         raise ValueError("pass --frames")
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
 
     # Known frames (resized and centre-cropped to the frame size) and the mask of the ones kept.
     known = mask = None

@@ -1,0 +1,83 @@
+"""What the generate recipes (audio, video, image) share: their common options and the setup before sampling.
+
+Each recipe adds its modality's options (length, known media) and writes its own files; the options every
+one of them has, and loading the pipeline with its device and seed, live here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multidiff.train.checkpoint import resolve_pipeline_dir
+
+__all__ = ["Loaded", "add_generate_options", "load_for_generation"]
+
+
+def add_generate_options(
+    p: argparse.ArgumentParser, *, items: str, files: str, batch: int, prompt: bool
+) -> None:
+    """``--ckpt --out --num --steps --sampler --guidance --label [--prompt] --seed --batch --device
+    --threads --quiet --overwrite``.
+
+    Args:
+        p: The recipe's parser.
+        items: What one output is, for the help texts ("clips", "videos", "images").
+        files: The kind of file written ("wav", "video", "png").
+        batch: Default of ``--batch``.
+        prompt: Whether the modality takes ``--prompt`` (captioned models).
+    """
+    p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
+    p.add_argument("--out", required=True, help=f"folder for the {files} files (created)")
+    p.add_argument("--num", type=int, default=4, help=f"number of {items}")
+    p.add_argument("--steps", type=int, help="sampler steps")
+    p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
+    with_what = "--label or --prompt" if prompt else "--label"
+    p.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (with {with_what})")
+    p.add_argument("--label", help="class name or index (class-conditional models)")
+    if prompt:
+        p.add_argument("--prompt", help="caption (models trained with --captions)")
+    p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
+    p.add_argument("--batch", type=int, default=batch, help=f"{items} generated at once")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
+    )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A pipeline ready to sample: the pipeline, the folder it came from, the device and the base seed."""
+
+    pipe: Any
+    folder: Path
+    device: torch.device
+    seed: int
+
+
+def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loaded:
+    """Check the common options, set the threads, load ``pipeline_class`` from ``--ckpt`` on the device and
+    draw a base seed if none was given.
+
+    Raises:
+        ValueError: For a bad count, a folder without a pipeline, or ``--prompt`` for a model without
+            captions (each names the option or the folder).
+    """
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.num < 1 or args.batch < 1:
+        raise ValueError("--num and --batch must be >= 1")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    folder = resolve_pipeline_dir(args.ckpt)
+    pipe = pipeline_class.from_pretrained(folder, device=device)
+    if getattr(args, "prompt", None) is not None and pipe.text_encoder is None:
+        raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    return Loaded(pipe, folder, device, seed)
