@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> Path:
             seed=args.seed,
         ),
     )
-    if args.labels and not dataset.classes:
-        raise ValueError(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+    if args.labels:
+        train.require_labels(dataset, args.data)
     num_classes = len(dataset.classes) if args.labels else None
     captions: list[str] = []
     if args.captions:

@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> Path:
         adapter=adapter if args.vae else None,
         cache_dir=run / "latent-cache" if args.vae else None,
     )
-    if args.labels and not dataset.classes:
-        raise ValueError(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+    if args.labels:
+        train.require_labels(dataset, args.data)
     num_classes = len(dataset.classes) if args.labels else None
 
     # --- what training uses: files used and skipped (RUN/skipped.txt), conversions applied

@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> Path:
         # pixels: every file decoded once into a uint8 cache, so loading never waits on a decoder
         frame_cache_dir=None if args.vae else run / "frame-cache",
     )
-    if args.labels and not dataset.classes:
-        raise ValueError(f"--labels: {args.data} has no label subfolders or metadata.csv labels")
+    if args.labels:
+        train.require_labels(dataset, args.data)
     # Optional still images: one-frame clips of the same size, through the same adapter and cache.
     images = None
     if args.images:

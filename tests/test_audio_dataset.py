@@ -88,17 +88,17 @@ def test_labels_and_captions_from_metadata(tmp_path) -> None:
     (tmp_path / "metadata.csv").write_text(
         'path,label,caption\nx.wav,bird,a bird sings\nsub/y.wav,alarm,"an alarm, loud"\ngone.wav,bird,missing\n'
     )
-    with pytest.warns(SkippedFileWarning) as record:
+    with pytest.warns(UserWarning) as record:
         ds = AudioFolder(tmp_path, sample_rate=SR)
     assert any("gone.wav" in str(w.message) for w in record)
-    assert len(ds) == 2 and ds.classes == ["alarm", "bird"]
-    items = {ds[i]["path"]: ds[i] for i in range(2)}
+    assert len(ds) == 3 and ds.classes == ["alarm", "bird"]
+    items = {ds[i]["path"]: ds[i] for i in range(3)}
+    assert "label" not in items["unlisted.wav"] and "caption" not in items["unlisted.wav"]
     assert items["x.wav"]["label"] == 1 and items["x.wav"]["caption"] == "a bird sings"
     assert items["sub/y.wav"]["label"] == 0 and items["sub/y.wav"]["caption"] == "an alarm, loud"
-    assert ds.skipped == [
-        (str(tmp_path / "gone.wav"), "listed in metadata.csv but not found"),
-        (str(tmp_path / "unlisted.wav"), "not listed in metadata.csv (add a row to use it)"),
-    ]
+    assert ds.skipped == [(str(tmp_path / "gone.wav"), "listed in metadata.csv but not found")]
+    # a file present but not listed is used without a label or caption, and said so
+    assert any("1 file(s)" in str(w.message) and "unlisted.wav" in str(w.message) for w in record)
     (tmp_path / "metadata.csv").write_text("file,label\nx.wav,bird\n")
     with pytest.raises(ValueError, match=r"metadata.csv needs a 'path' \(or 'file_name'\) column"):
         AudioFolder(tmp_path, sample_rate=SR)

@@ -134,3 +134,23 @@ def test_malformed_metadata_through_the_command(case: str, folders, tmp_path: Pa
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("multidiff: error:") and "metadata.csv, line" in err, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unlisted_files_are_used_unlabelled_or_refused_when_labels_are_needed(
+    folders, tmp_path, capsys
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folders["data"], data)
+    (data / "metadata.csv").write_text("path,label\n0.wav,low\n")  # 1.wav is not listed
+    base = ["train", "audio", "--data", str(data), "--preset", "tiny", "--batch", "2", "--seconds", "0.25",
+            "--device", "cpu", "--steps", "1"]  # fmt: skip
+    from multidiff.data.common import MetadataWarning
+
+    with pytest.warns(MetadataWarning, match=r"not listed in metadata.csv \(1.wav\)"):
+        assert cli([*base, "--out", str(tmp_path / "r1"), "--labels"]) == 2
+    err = capsys.readouterr().err
+    assert "--labels: 1 file(s)" in err and "1.wav" in err and "have no label" in err
+    assert cli([*base, "--out", str(tmp_path / "r2")]) == 0  # unconditional: both files are used
+    assert "2 audio file(s) used" in capsys.readouterr().out

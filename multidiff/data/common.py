@@ -29,6 +29,7 @@ from multidiff.io import MediaFileError
 
 __all__ = [
     "LABEL_MODES",
+    "MetadataWarning",
     "data_fingerprint",
     "FileEntry",
     "MediaFolder",
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 LABEL_MODES = ("auto", "folders", "metadata", "none")
+
+
+class MetadataWarning(UserWarning):
+    """The metadata of a dataset folder leaves something to say (files it does not list)."""
 
 
 class SkippedFileWarning(UserWarning):
@@ -89,12 +94,22 @@ def select_files(
         if p.is_file() and p.suffix.lower() in extensions and not _in_run_folder(p, root)
     )
     if mode == "metadata":
-        listed = read_metadata(root, metadata, skipped)
-        known = {rel for _, rel in listed[0]} | {Path(p).resolve().as_posix() for p, _ in skipped}
-        for p in files:  # present but not listed: reported with the skipped files, not used unlabelled
-            if p.relative_to(root).as_posix() not in known and p.resolve().as_posix() not in known:
-                skipped.append((str(p), f"not listed in {metadata.name} (add a row to use it)"))
-        return listed
+        pairs, found, captions = read_metadata(root, metadata, skipped)
+        known = {rel for _, rel in pairs} | {Path(p).resolve().as_posix() for p, _ in skipped}
+        unlisted = [
+            (p, p.relative_to(root).as_posix())
+            for p in files
+            if p.relative_to(root).as_posix() not in known and p.resolve().as_posix() not in known
+        ]
+        if unlisted:  # present but not listed: used, without a label or caption, and said so
+            names = ", ".join(rel for _, rel in unlisted[:5]) + (", ..." if len(unlisted) > 5 else "")
+            warnings.warn(
+                f"{len(unlisted)} file(s) in {root} are not listed in {metadata.name} ({names}): they are used "
+                "without a label or caption (a run that needs labels or captions refuses them)",
+                MetadataWarning,
+                stacklevel=3,
+            )
+        return pairs + unlisted, found, captions
     pairs = [(p, p.relative_to(root).as_posix()) for p in files]
     if mode == "auto":
         mode = "folders" if pairs and all("/" in rel for _, rel in pairs) else "none"

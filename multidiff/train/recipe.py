@@ -254,6 +254,20 @@ def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bo
     return line
 
 
+def require_labels(dataset: Any, folder: str | os.PathLike[str]) -> None:
+    """For ``--labels``: every file used has a class (from its subfolder or metadata), else a ValueError names
+    the files without one."""
+    missing = [e.rel for e in dataset.entries if e.label is None]
+    if not dataset.classes:
+        raise ValueError(f"--labels: {folder} has no label subfolders or metadata.csv labels")
+    if missing:
+        names = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"--labels: {len(missing)} file(s) in {folder} have no label ({names}); give them one in "
+            "metadata.csv or move them out of the folder"
+        )
+
+
 #: Config keys that describe the data folder's content (compared by :func:`check_resume`).
 DATA_KEYS = ("num_files", "num_images", "data_fingerprint", "images_fingerprint")
 
