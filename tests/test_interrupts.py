@@ -152,3 +152,19 @@ def test_a_second_signal_aborts_at_once_without_a_traceback(data: Path, tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     assert "aborted" in err or "SIGINT at step" in err  # the second came before or after the step ended
+
+
+def test_two_concurrent_trainings_the_second_is_refused(data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "multidiff", *args(data, run, 400)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while logged_steps(run) < 1 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cli(args(data, run, 400)) == 2
+    err = capsys.readouterr().err
+    assert "is in use" in err and str(first.pid) in err
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    assert first.returncode == 130 and not (run / train.LOCK_NAME).exists()
