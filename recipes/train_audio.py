@@ -104,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size and defaults")
     p.add_argument("--seconds", type=float, help="training clip length")
     train.add_train_options(p)
+    train.add_init_option(p)
     train.add_caption_options(p)
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
     train.add_model_options(p)
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> Path:
     if ckpt is not None:
         stats = ckpt.state["extra"]["adapter"]["stats"]
         adapter.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+    elif args.init:  # fine-tuning keeps the normalisation the weights were trained with
+        train.init_adapter_stats(adapter, args.init)
     else:
         adapter.fit_stats(fit_waves)
     # The per-bin range of the latents: sampling clamps x0 predictions to it (static thresholding).
@@ -242,6 +245,8 @@ def main(argv: list[str] | None = None) -> Path:
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
+    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
+        train.init_weights(denoiser, args.init)
     model, optimizer, ema, guard, step = train.start_training(net, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)

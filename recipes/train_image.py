@@ -111,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--vae", help="local AutoencoderKL folder: train on its latents (cached) instead of pixels"
     )
     train.add_train_options(p)
+    train.add_init_option(p)
     train.add_model_options(p)
     train.add_run_options(p, previews="pngs", items="images")
     args = p.parse_args(argv)
@@ -185,11 +186,15 @@ def main(argv: list[str] | None = None) -> Path:
     if ckpt is not None:
         train.check_resume(ckpt, config, args)
 
+    if args.init and ckpt is None and not args.vae:
+        train.init_adapter_stats(adapter, args.init)  # pixels: no statistics, but the same adapter settings
     # --- latent statistics (VAE only: per-channel mean/std of the cached latents, so latents have std 0.5)
     if args.vae:
         if ckpt is not None:
             stats = ckpt.state["extra"]["adapter"]["stats"]
             adapter.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+        elif args.init:  # fine-tuning keeps the normalisation the weights were trained with
+            train.init_adapter_stats(adapter, args.init)
         else:
             adapter.fit_stats_latents(dataset.raw_latents(i)[None] for i in range(min(len(dataset), 64)))
     # The per-channel range of the training latents: sampling clamps x0 predictions to it.
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> Path:
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
+    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
+        train.init_weights(denoiser, args.init)
     model, optimizer, ema, guard, step = train.start_training(denoiser, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)

@@ -160,6 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--p-first-k", type=float, default=0.2, help="share with the first few frames known")
     p.add_argument("--p-ends", type=float, default=0.15, help="share with both end frames known")
     train.add_train_options(p)
+    train.add_init_option(p)
     # EDM at ln σ ~ N(0.5, 1.2²) rather than EDM's image default -1.2: the frames of a clip repeat its content,
     # so what the clip shows (which digit, that it stays the same) is decided at high σ, where -1.2 hardly
     # trains (benchmarks/RESULTS.md, issue 9)
@@ -316,11 +317,15 @@ def main(argv: list[str] | None = None) -> Path:
     if ckpt is not None:
         train.check_resume(ckpt, config, args)
 
+    if args.init and ckpt is None and not args.vae:
+        train.init_adapter_stats(adapter, args.init)  # pixels: no statistics, but the same adapter settings
     # --- latent statistics (VAE only: per-channel mean/std of the cached latents, so latents have std 0.5)
     if args.vae:
         if ckpt is not None:
             stats = ckpt.state["extra"]["adapter"]["image"]["stats"]
             adapter.image.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+        elif args.init:  # fine-tuning keeps the normalisation the weights were trained with
+            train.init_adapter_stats(adapter, args.init)
         else:
             adapter.fit_stats_latents(dataset.raw_latents(i)[None] for i in range(min(len(dataset), 64)))
     # The per-channel range of the training latents: sampling clamps x0 predictions to it.
@@ -356,6 +361,8 @@ def main(argv: list[str] | None = None) -> Path:
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
+    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
+        train.init_weights(denoiser, args.init)
     model, optimizer, ema, guard, step = train.start_training(net, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)

@@ -43,6 +43,7 @@ from multidiff.train.distributed import (
     unwrap,
     wrap_ddp,
 )
+from multidiff.train.finetune import add_init_option, init_adapter_stats, init_weights
 from multidiff.train.monitor import RunLogger, read_log
 from multidiff.train.objective import (
     Objective,
@@ -88,6 +89,9 @@ from multidiff.train.step import (
 __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
+    "add_init_option",
+    "init_adapter_stats",
+    "init_weights",
     "LOCK_NAME",
     "RunLockedError",
     "TrainingInterrupted",

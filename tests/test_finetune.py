@@ -1,0 +1,66 @@
+"""``--init``: every train recipe starts from a trained model's weights and adapter statistics; another
+preset or other adapter settings are refused naming what differs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from multidiff.cli import main as cli
+from multidiff.io import write_audio
+from multidiff.pipeline import AudioPipeline
+
+torch.set_num_threads(1)
+
+
+def tones(root: Path, base: float) -> Path:
+    root.mkdir()
+    t = torch.arange(6000, dtype=torch.float64) / 16000
+    for k in range(3):
+        write_audio(root / f"{k}.wav", (0.3 * torch.sin(2 * math.pi * base * (k + 1) * t)).float(), 16000)
+    return root
+
+
+def args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "audio", "--data", str(data), "--out", str(out), "--preset", "tiny", "--batch", "2",
+            "--seconds", "0.25", "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_init_starts_from_the_base_weights_and_statistics(tmp_path: Path, capsys) -> None:
+    base_data, new_data = tones(tmp_path / "a", 200.0), tones(tmp_path / "b", 900.0)
+    assert cli(args(base_data, tmp_path / "base", "--steps", "4")) == 0
+    base = AudioPipeline.from_pretrained(tmp_path / "base" / "pipeline")
+    # a learning rate of ~0 and an EMA that follows at once: the fine-tuned model is the base model
+    assert cli(args(new_data, tmp_path / "ft", "--steps", "1", "--init", str(tmp_path / "base"),
+                    "--lr", "1e-12", "--ema-decay", "0"))  == 0  # fmt: skip
+    ft = AudioPipeline.from_pretrained(tmp_path / "ft" / "pipeline")
+    a, b = base.denoiser.state_dict(), ft.denoiser.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert torch.equal(base.adapter.mean, ft.adapter.mean) and torch.equal(base.adapter.std, ft.adapter.std)
+    # from random weights on the new data, the statistics are the new data's
+    assert cli(args(new_data, tmp_path / "scratch", "--steps", "1")) == 0
+    scratch = AudioPipeline.from_pretrained(tmp_path / "scratch" / "pipeline")
+    assert not torch.equal(scratch.adapter.mean, base.adapter.mean)
+    capsys.readouterr()
+
+
+def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, capsys) -> None:
+    data = tones(tmp_path / "a", 300.0)
+    assert cli(args(data, tmp_path / "base", "--steps", "1")) == 0
+    capsys.readouterr()
+    assert (
+        cli(
+            args(
+                data, tmp_path / "dit", "--steps", "1", "--backbone", "dit", "--init", str(tmp_path / "base")
+            )
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("multidiff: error:") and "--init" in err and "preset and backbone" in err
+    assert cli(["train", "audio", "--data", str(data), "--out", str(tmp_path / "small"), "--preset", "small",
+                "--batch", "2", "--seconds", "0.25", "--device", "cpu", "--steps", "1",
+                "--init", str(tmp_path / "base")]) == 2  # fmt: skip
+    assert "other adapter settings" in capsys.readouterr().err
