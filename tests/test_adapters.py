@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from media_utils import tiny_vae as shared_tiny_vae
 
 from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec
 from multidiff.modalities.base import Adapter, Extent
@@ -20,15 +21,8 @@ SPEC = MelSpec(
 )
 
 
-def tiny_vae():
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
-        latent_channels=4, norm_num_groups=4, sample_size=16,
-    ).eval()  # fmt: skip
+def tiny_vae(seed: int = 0):
+    return shared_tiny_vae(seed, channels=(8, 8))
 
 
 def _audio() -> tuple[Adapter, torch.Tensor, Extent, torch.Tensor]:

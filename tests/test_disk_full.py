@@ -3,10 +3,8 @@ traceback, and leaves the last good checkpoint intact with nothing half-written 
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections import namedtuple
-from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -22,18 +20,10 @@ FULL = (
 )
 
 
-def tone_folder(root: Path) -> Path:
-    root.mkdir()
-    t = torch.arange(8000, dtype=torch.float64) / 16000
-    for k in range(2):
-        write_audio(root / f"{k}.wav", (0.3 * torch.sin(2 * math.pi * 300 * (k + 1) * t)).float(), 16000)
-    return root
-
-
 def test_a_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(
-    tmp_path, monkeypatch, capsys
+    tmp_path, tone_folder, monkeypatch, capsys
 ) -> None:
-    data, run = tone_folder(tmp_path / "data"), tmp_path / "run"
+    data, run = tone_folder(), tmp_path / "run"
     argv = ["train", "audio", "--data", str(data), "--out", str(run), "--preset", "tiny", "--batch", "2",
             "--seconds", "0.25", "--ckpt-every", "2", "--device", "cpu"]  # fmt: skip
     assert cli([*argv, "--steps", "2"]) == 0

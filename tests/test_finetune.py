@@ -3,24 +3,14 @@ preset or other adapter settings are refused naming what differs."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
 from multidiff.cli import main as cli
-from multidiff.io import write_audio
 from multidiff.pipeline import AudioPipeline
 
 torch.set_num_threads(1)
-
-
-def tones(root: Path, base: float) -> Path:
-    root.mkdir()
-    t = torch.arange(6000, dtype=torch.float64) / 16000
-    for k in range(3):
-        write_audio(root / f"{k}.wav", (0.3 * torch.sin(2 * math.pi * base * (k + 1) * t)).float(), 16000)
-    return root
 
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:
@@ -28,8 +18,8 @@ def args(data: Path, out: Path, *extra: str) -> list[str]:
             "--seconds", "0.25", "--device", "cpu", *extra]  # fmt: skip
 
 
-def test_init_starts_from_the_base_weights_and_statistics(tmp_path: Path, capsys) -> None:
-    base_data, new_data = tones(tmp_path / "a", 200.0), tones(tmp_path / "b", 900.0)
+def test_init_starts_from_the_base_weights_and_statistics(tmp_path: Path, tone_folder, capsys) -> None:
+    base_data, new_data = tone_folder("a", (200.0, 400.0, 600.0)), tone_folder("b", (900.0, 1800.0, 2700.0))
     assert cli(args(base_data, tmp_path / "base", "--steps", "4")) == 0
     base = AudioPipeline.from_pretrained(tmp_path / "base" / "pipeline")
     # a learning rate of ~0 and an EMA that follows at once: the fine-tuned model is the base model
@@ -46,8 +36,8 @@ def test_init_starts_from_the_base_weights_and_statistics(tmp_path: Path, capsys
     capsys.readouterr()
 
 
-def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, capsys) -> None:
-    data = tones(tmp_path / "a", 300.0)
+def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, tone_folder, capsys) -> None:
+    data = tone_folder()
     assert cli(args(data, tmp_path / "base", "--steps", "1")) == 0
     capsys.readouterr()
     assert (

@@ -6,25 +6,13 @@ import json
 
 import pytest
 import torch
+from media_utils import tiny_vae as shared_tiny_vae
 
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig, load_vae, to_pixels, to_uint8
 
 
 def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    ).eval()
+    return shared_tiny_vae(seed, channels=(8, 16, 16))
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from media_utils import tiny_vae
 
 from multidiff.core.denoiser import Denoiser
 from multidiff.core.guidance import ClassifierFreeGuidance, Inpaint
@@ -335,23 +336,6 @@ def test_audio_to_audio_and_labels_by_name() -> None:
 # ---------------------------------------------------------------------------------------------------
 # Video and image pipelines
 # ---------------------------------------------------------------------------------------------------
-
-
-def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    ).eval()
 
 
 def tiny_video_pipeline(channels: int = 3, cond: bool = True, vae=None, **kwargs):
