@@ -105,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, help="training clip length")
     train.add_train_options(p)
     train.add_init_option(p)
+    train.add_lora_options(p)
     train.add_caption_options(p)
     p.add_argument("--vocoder", help="HiFi-GAN checkpoint file or folder (default: Griffin-Lim, no weights)")
     train.add_model_options(p)
@@ -242,16 +243,19 @@ def main(argv: list[str] | None = None) -> Path:
     objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
+    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
+        train.init_weights(denoiser, args.init)
+    plain = denoiser  # what the pipeline copies; with --lora only low-rank updates of the attention train
+    if args.lora:
+        denoiser = train.apply_lora(copy.deepcopy(plain), args.lora, args.lora_alpha, args.lora_targets)
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
-    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
-        train.init_weights(denoiser, args.init)
     model, optimizer, ema, guard, step = train.start_training(net, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = AudioPipeline(
-        copy.deepcopy(denoiser),
+        copy.deepcopy(plain),
         adapter,
         sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
         labels=dataset.classes if args.labels else None,
@@ -261,6 +265,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     # The pipeline's modules under the training module's names, for ema.copy_to.
     pipe_net = train.trained_net(pipe.denoiser, pipe.text_encoder)
+    to_pipeline = train.EmaToPipeline(ema, pipe_net, net)  # EMA weights (LoRA merged) into the pipeline
 
     train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
 
@@ -315,11 +320,12 @@ def main(argv: list[str] | None = None) -> Path:
         )
 
     def write_pipeline(folder: Path) -> None:
-        ema.copy_to(pipe_net)
+        to_pipeline()
         pipe.save_pretrained(folder / "pipeline")
+        to_pipeline.save_lora(folder / "pipeline", args)
 
     def preview(step: int) -> None:
-        ema.copy_to(pipe_net)
+        to_pipeline()
         label = list(range(args.preview_num)) if num_classes else None
         if label is not None:
             label = [k % num_classes for k in label]
@@ -359,8 +365,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_audio.py
     if dist.is_main:
-        ema.copy_to(pipe_net)
+        to_pipeline()
         pipe.save_pretrained(run / "pipeline")
+        to_pipeline.save_lora(run / "pipeline", args)
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
     return run

@@ -112,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     train.add_train_options(p)
     train.add_init_option(p)
+    train.add_lora_options(p)
     train.add_model_options(p)
     train.add_run_options(p, previews="pngs", items="images")
     args = p.parse_args(argv)
@@ -220,17 +221,23 @@ def main(argv: list[str] | None = None) -> Path:
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
     if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
         train.init_weights(denoiser, args.init)
+    plain = denoiser  # what the pipeline copies; with --lora only low-rank updates of the attention train
+    if args.lora:
+        denoiser = train.apply_lora(copy.deepcopy(plain), args.lora, args.lora_alpha, args.lora_targets)
     model, optimizer, ema, guard, step = train.start_training(denoiser, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
     pipe = ImagePipeline(
-        copy.deepcopy(denoiser),
+        copy.deepcopy(plain),
         adapter,
         sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
         labels=dataset.classes if args.labels else None,
         x0_range=x0_range,
         size=args.size,
     )
+    to_pipeline = train.EmaToPipeline(
+        ema, pipe.denoiser, denoiser
+    )  # EMA weights (LoRA merged) into the pipeline
 
     train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
 
@@ -272,11 +279,12 @@ def main(argv: list[str] | None = None) -> Path:
         )  # fmt: skip
 
     def write_pipeline(folder: Path) -> None:
-        ema.copy_to(pipe.denoiser)
+        to_pipeline()
         pipe.save_pretrained(folder / "pipeline")
+        to_pipeline.save_lora(folder / "pipeline", args)
 
     def preview(step: int) -> None:
-        ema.copy_to(pipe.denoiser)
+        to_pipeline()
         label = [k % num_classes for k in range(args.preview_num)] if num_classes else None
         images = pipe.generate(args.preview_num, label=label, seed=0, progress=False)
         folder = run / "previews" / f"step-{step:08d}"
@@ -306,8 +314,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_image.py
     if dist.is_main:
-        ema.copy_to(pipe.denoiser)
+        to_pipeline()
         pipe.save_pretrained(run / "pipeline")
+        to_pipeline.save_lora(run / "pipeline", args)
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
     return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from multidiff.cli import main as cli
@@ -54,3 +55,35 @@ def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, tone_fol
                 "--batch", "2", "--seconds", "0.25", "--device", "cpu", "--steps", "1",
                 "--init", str(tmp_path / "base")]) == 2  # fmt: skip
     assert "other adapter settings" in capsys.readouterr().err
+
+
+def test_lora_trains_only_the_attention_updates_saves_them_small_and_loads_on_the_base(
+    tmp_path: Path, tone_folder, capsys
+) -> None:
+    """``--init BASE --lora 4``: only the LoRA layers train (every other weight of the merged pipeline equals
+    the base's), the run writes the adapter alone beside the merged pipeline, and ``load_lora`` on the base
+    pipeline gives the merged weights back."""
+    pytest.importorskip("peft", reason="LoRA needs the lora extra: pip install 'multidiff[lora]'")
+    from safetensors.torch import load_file
+
+    from multidiff.lora import load_lora
+
+    base_data, new_data = tone_folder("a"), tone_folder("b", (1000.0, 1500.0, 2500.0))
+    dit = ["--backbone", "dit"]
+    assert cli(args(base_data, tmp_path / "base", "--steps", "3", *dit)) == 0
+    assert cli(args(new_data, tmp_path / "ft", "--steps", "3", *dit, "--init", str(tmp_path / "base"),
+                    "--lora", "4", "--lr", "1e-2"))  == 0  # fmt: skip
+    base = AudioPipeline.from_pretrained(tmp_path / "base" / "pipeline")
+    ft = AudioPipeline.from_pretrained(tmp_path / "ft" / "pipeline")
+    a, b = base.denoiser.state_dict(), ft.denoiser.state_dict()
+    changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    assert changed and all(".attn." in k and k.endswith(".weight") for k in changed)
+    adapter = load_file(str(tmp_path / "ft" / "pipeline" / "lora" / "adapter.safetensors"))
+    n_lora, n_all = sum(v.numel() for v in adapter.values()), sum(v.numel() for v in a.values())
+    assert all("lora_" in k for k in adapter) and n_lora < 0.2 * n_all
+    again = load_lora(
+        AudioPipeline.from_pretrained(tmp_path / "base" / "pipeline"), tmp_path / "ft" / "pipeline"
+    )
+    c = again.denoiser.state_dict()
+    assert all(torch.allclose(b[k], c[k], atol=1e-6) for k in b)
+    capsys.readouterr()

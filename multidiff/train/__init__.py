@@ -12,6 +12,7 @@
 * :mod:`~multidiff.train.recipe`: the run options and the loop the train recipes share.
 """
 
+from multidiff.lora import add_lora_options, apply_lora
 from multidiff.train.captions import (
     CaptionDenoiser,
     add_caption_options,
@@ -57,6 +58,7 @@ from multidiff.train.recipe import (
     LOCK_NAME,
     RESUME_MAY_CHANGE,
     TRAIN_DEFAULTS,
+    EmaToPipeline,
     RunLockedError,
     TrainDefaults,
     Training,
@@ -89,6 +91,9 @@ from multidiff.train.step import (
 __all__ = [
     "RESUME_MAY_CHANGE",
     "add_run_options",
+    "EmaToPipeline",
+    "add_lora_options",
+    "apply_lora",
     "add_init_option",
     "init_adapter_stats",
     "init_weights",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -43,6 +44,7 @@ __all__ = [
     "add_run_options",
     "compile_backbone",
     "interrupted",
+    "EmaToPipeline",
     "run_lock",
     "run_loop",
     "start_training",
@@ -297,6 +299,43 @@ def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: argparse.Nam
             note = f"resumed at step {ckpt.step} on changed data (--allow-data-change): {', '.join(changed)}"
             f.write(json.dumps({"step": ckpt.step, "event": note}) + "\n")
         print(note, flush=True)
+
+
+class EmaToPipeline:
+    """Copies the EMA weights of the trained module into the pipeline's module (previews and saving).
+
+    With LoRA layers in the trained module, the copy goes through a shadow of it and the updates are merged
+    into the base weights, so the pipeline stays a plain model; :meth:`save_lora` writes the adapter alone.
+
+    Args:
+        ema: The EMA of ``trained``.
+        target: The pipeline's module under the names of ``trained`` without LoRA.
+        trained: The module being trained (before any DDP wrapper).
+    """
+
+    def __init__(self, ema: EMA, target: nn.Module, trained: nn.Module) -> None:
+        from multidiff.lora import has_lora
+
+        self.ema, self.target = ema, target
+        self.shadow = copy.deepcopy(trained) if has_lora(trained) else None
+
+    def __call__(self) -> None:
+        from multidiff.lora import merged_state_dict
+
+        if self.shadow is None:
+            self.ema.copy_to(self.target)
+            return
+        self.ema.copy_to(self.shadow)
+        self.target.load_state_dict(merged_state_dict(self.shadow))
+
+    def save_lora(self, folder: Path, args: argparse.Namespace) -> None:
+        """Write the LoRA (the EMA's) into ``folder/lora`` when training one."""
+        from multidiff.lora import save_lora
+
+        if self.shadow is not None:
+            base = None if args.init is None else str(Path(args.init).resolve())
+            save_lora(self.shadow, folder / "lora", base=base, rank=args.lora, alpha=args.lora_alpha,
+                      targets=args.lora_targets)  # fmt: skip
 
 
 class Training(NamedTuple):
