@@ -44,9 +44,17 @@ import torch
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import PREDICTIONS, Denoiser
-from multidiff.core.guidance import StaticThreshold, WindowedDenoiser, cfg, inpaint, window_starts
+from multidiff.core.guidance import (
+    StaticThreshold,
+    WindowedDenoiser,
+    cfg,
+    inpaint,
+    mask_channels,
+    window_starts,
+)
 from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
+from multidiff.modalities.base import Extent
 from multidiff.nn.io import config_from_dict, load_matching_state
 from multidiff.serialize import (
     CONFIG_NAME,
@@ -518,9 +526,69 @@ class Pipeline:
             return latents
         return self.adapter.decode(latents)
 
-    def generate(self, num: int, *, shape: Sequence[int], **kwargs: Any) -> Any:
-        """:meth:`sample` then :meth:`decode`; keywords as for :meth:`sample`."""
-        return self.decode(self.sample(num, shape, **kwargs))
+    def default_extent(self) -> Extent:
+        """The media extent a request that gives none gets (the training length or size, where recorded)."""
+        return Extent()
+
+    def generate(
+        self,
+        num: int,
+        extent: Extent | None = None,
+        *,
+        shape: Sequence[int] | None = None,
+        known: Tensor | None = None,
+        mask: Tensor | None = None,
+        replace_known: bool = True,
+        decode: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Generate ``num`` items of media of ``extent``, written once for every modality against the adapter.
+
+        The adapter gives the latent shape of the extent, encodes the ``known`` media, maps the media ``mask``
+        to latents, and decodes; fields the extent leaves out come from :meth:`default_extent`. A backbone
+        trained with mask conditioning (``cond_channels = C + 1``, :mod:`multidiff.train.masks`) also gets
+        ``[known · mask, mask]`` as input channels (zeros without known media).
+
+        Args:
+            num: Number of items B.
+            extent: Seconds, frames and/or size of the media (:class:`~multidiff.modalities.base.Extent`).
+            shape: Latent shape instead of an extent (a pipeline without an adapter returns latents).
+            known: Media kept where ``mask`` is 1 (inpainting, continuation, image-to-video), or the input of
+                SDEdit with ``strength=``.
+            mask: A mask over the media (1 = known), as the adapter's ``latent_mask`` takes it.
+            replace_known: Also pin the known latents in x0 space (:func:`~multidiff.core.guidance.inpaint`).
+            decode: Keywords for the adapter's ``decode`` (e.g. ``out_device``, ``chunk_frames``).
+            **kwargs: :meth:`sample` keywords (steps, sampler, guidance, label, prompt, seed, strength, ...).
+        """
+        if self.adapter is None:
+            if shape is None:
+                raise ValueError("a pipeline without an adapter needs shape= (the latent shape)")
+            return self.sample(num, shape, known=known, mask=mask, **kwargs)
+        base = self.default_extent()
+        extent = Extent(
+            *(getattr(extent, f) if extent is not None and getattr(extent, f) is not None else getattr(base, f)
+              for f in ("seconds", "frames", "size"))
+        )  # fmt: skip
+        shape = tuple(self.adapter.latent_shape(extent))
+        known_z = None if known is None else self.adapter.encode_known(known, extent)
+        mask_z = (
+            None
+            if mask is None
+            else self.adapter.latent_mask(torch.as_tensor(mask, device=self.device), extent)
+        )
+        if mask_z is not None and known_z is None:
+            raise ValueError("a mask needs known= media")
+        cond = dict(kwargs.pop("cond", None) or {})
+        extra = int(getattr(getattr(self.backbone, "config", None), "cond_channels", 0) or 0)
+        if extra and extra == shape[0] + 1:  # mask-conditioned: [known · mask, mask] as input channels
+            if known_z is not None and mask_z is not None:
+                cond["cond_channels"] = mask_channels(known_z.expand(num, *shape), mask_z)
+            else:
+                cond["cond_channels"] = torch.zeros((num, shape[0] + 1, *shape[1:]), device=self.device)
+        latents = self.sample(
+            num, shape, known=known_z, mask=mask_z if replace_known else None, cond=cond, **kwargs
+        )
+        return self.adapter.decode(latents, extent, **dict(decode or {}))
 
     # ----------------------------------------------------------------------------------- saving
     def adapter_to_dict(self) -> dict[str, Any] | None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
+from multidiff.modalities.base import Extent
 from multidiff.modalities.mel import mel_frame_mask
 from multidiff.nn.io import load_matching_state
 from multidiff.pipeline import Pipeline
@@ -55,86 +55,24 @@ class AudioPipeline(Pipeline):
             raise ValueError(f"seconds must be positive, got {seconds}")
         return int(round(seconds * self.sample_rate))
 
-    def frame_mask(self, mask: Tensor, num_samples: int) -> Tensor:
-        """A waveform mask ``[N]`` or ``[B, N]`` (1 = known) -> a mel-frame mask ``[B or 1, 1, 1, T]``
-        (see :func:`mel_frame_mask`)."""
-        return mel_frame_mask(torch.as_tensor(mask, device=self.device), self.adapter.spec, num_samples)  # type: ignore[union-attr]
+    def default_extent(self) -> Extent:
+        """The training clip length, where recorded (``window`` mel frames)."""
+        if not self.window:
+            return Extent()
+        return Extent(seconds=self.adapter.spec.num_samples(self.window) / self.sample_rate)  # type: ignore[union-attr]
 
-    def encode_known(self, wave: Tensor, num_samples: int) -> Tensor:
-        """A waveform ``[C, N']`` or ``[B, C, N']`` (zero-padded or cut to N) -> mel latents."""
-        w = torch.as_tensor(wave, dtype=torch.float32, device=self.device)
-        if w.ndim == 1:
-            w = w[None]
-        if w.ndim == 2:
-            w = w[None]
-        if w.ndim != 3 or w.shape[1] != self.channels:
-            raise ValueError(
-                f"known audio must be [{self.channels}, N] or [B, {self.channels}, N], got {tuple(w.shape)}"
-            )
-        w = F.pad(w, (0, max(0, num_samples - w.shape[-1])))[..., :num_samples]
-        return self.adapter.encode(w)  # type: ignore[union-attr]  # (B, C, M, T)
+    def generate(self, num: int, seconds: float | None = None, **kwargs: Any) -> Tensor:  # type: ignore[override]
+        """Generate ``num`` clips of ``seconds`` (:meth:`Pipeline.generate` with ``Extent(seconds=...)``).
 
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        seconds: float,
-        *,
-        steps: int | None = None,
-        sampler: str | None = None,
-        guidance: float | None = None,
-        label: Any = None,
-        prompt: str | Sequence[str] | None = None,
-        seed: int | Sequence[int] | None = None,
-        known: Tensor | None = None,
-        mask: Tensor | None = None,
-        strength: float | None = None,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = True,
-        **kwargs: Any,
-    ) -> Tensor:
-        """Generate ``num`` clips of ``seconds``.
-
-        Args:
-            num: Number of clips B.
-            seconds: Duration; longer than the training clips is done with overlapping windows.
-            steps: Sampler steps.
-            sampler: Sampler name.
-            guidance: CFG scale (with ``label``).
-            label: Class label(s): index, name, or one per clip.
-            prompt: Caption(s) for a model with a text encoder: one for all clips or one per clip.
-            seed: Base seed (clip k uses ``seed + k``) or one per clip.
-            known: Audio ``[C, N']`` or ``[B, C, N']`` at :attr:`sample_rate`: kept where ``mask`` is 1
-                (inpainting, continuation), or the input of audio-to-audio with ``strength``.
-            mask: Samples ``[N']`` or ``[B, N']``, 1 where ``known`` is kept.
-            strength: Audio-to-audio (SDEdit) strength in (0, 1].
-            callback: Called after every sampler step.
-            progress: Show a progress bar.
-            **kwargs: Further :meth:`Pipeline.sample` keywords (``grid``, ``sampler_options``, …).
+        Longer than the training clips is done with overlapping windows. ``known`` is audio ``[C, N']`` or
+        ``[B, C, N']`` at :attr:`sample_rate` (zero-padded or cut to the length): kept where ``mask`` (samples
+        ``[N']`` or ``[B, N']``) is 1, or the input of audio-to-audio with ``strength``. Other keywords: steps,
+        sampler, guidance, label, prompt, seed, callback, progress and the rest of :meth:`Pipeline.sample`.
 
         Returns:
             Waveforms ``[B, C, N]`` at :attr:`sample_rate`, ``N = round(seconds · sample_rate)``.
         """
-        n = self.num_samples(seconds)
-        shape = self.adapter.latent_shape(n / self.sample_rate)  # type: ignore[union-attr]
-        known_z = self.encode_known(known, n) if known is not None else None
-        mask_z = self.frame_mask(mask, n) if mask is not None else None
-        latents = self.sample(
-            num,
-            shape,
-            steps=steps,
-            sampler=sampler,
-            guidance=guidance,
-            label=label,
-            prompt=prompt,
-            seed=seed,
-            known=known_z,
-            mask=mask_z,
-            strength=strength,
-            callback=callback,
-            progress=progress,
-            **kwargs,
-        )
-        return self.adapter.decode(latents, length=n)  # type: ignore[union-attr]  # (B, C, N)
+        return super().generate(num, Extent(seconds=seconds), **kwargs)
 
     def continue_audio(self, clip: Tensor, seconds: float, **kwargs: Any) -> Tensor:
         """Continue ``clip`` (``[C, N']`` or ``[B, C, N']``) to a total of ``seconds``; keywords as :meth:`generate`.

@@ -80,8 +80,11 @@ def test_frame_cond_channels() -> None:
     assert torch.equal(c[0, :3, 0], known[0, :, 0]) and torch.equal(c[0, :3, 3], known[0, :, 3])
     assert float(c[0, :3, 1:3].abs().sum()) == 0 and float(c[1, :3].abs().sum()) == 0
     assert torch.equal(c[:, 3], mask[:, 0].expand(2, 4, 5, 6))
-    with pytest.raises(ValueError, match=r"\[B, C, F, H, W\]"):
+    with pytest.raises(ValueError, match=r"needs the axes of the latents"):
         frame_cond(torch.zeros(2, 3, 4, 5), mask)
+    # the same channels for 2-D latents (a mel or an image region)
+    c2 = frame_cond(known[:, :, 0], mask[:, :, 0])
+    assert c2.shape == (2, 4, 5, 6) and torch.equal(c2, c[:, :, 0])
 
 
 def test_loss_ignores_known_frames() -> None:

@@ -15,6 +15,7 @@ from multidiff.core.denoiser import Denoiser
 from multidiff.core.guidance import ClassifierFreeGuidance, Inpaint
 from multidiff.core.schedules import VPSchedule
 from multidiff.modalities.audio import MelAdapter, MelAdapterConfig, MelSpec
+from multidiff.modalities.base import Extent
 from multidiff.modalities.vocoders import HiFiGAN, HiFiGANConfig
 from multidiff.nn.unet import UNet, UNetConfig
 from multidiff.pipeline import (
@@ -311,8 +312,9 @@ def test_continuation_keeps_the_clip_frames() -> None:
     t = torch.arange(2000) / 8000
     clip = (0.3 * torch.sin(2 * math.pi * 300 * t))[None]  # (1, N') = 0.25 s
     n = pipe.num_samples(0.5)
-    known = pipe.encode_known(clip, n)
-    mask = pipe.frame_mask(torch.arange(n) < 2000, n)
+    extent = Extent(seconds=0.5)
+    known = pipe.adapter.encode_known(clip, extent)
+    mask = pipe.adapter.latent_mask(torch.arange(n) < 2000, extent)
     latents = pipe.sample(2, known.shape[1:], seed=0, known=known, mask=mask, progress=False)
     keep = mask.bool().expand_as(latents)
     assert keep.sum() > 0
@@ -430,7 +432,7 @@ def test_video_pipeline_errors() -> None:
         VideoPipeline(tiny_video_pipeline(channels=4).denoiser, pipe.adapter)  # 4-channel model, RGB pixels
     with pytest.raises(ValueError, match="5 known frames for a video of 3 frames"):
         pipe.generate(1, 3, known=torch.zeros(5, 8, 8, 3, dtype=torch.uint8), mask=torch.ones(3))
-    with pytest.raises(ValueError, match="a mask needs known= frames"):
+    with pytest.raises(ValueError, match="a mask needs known= media"):
         pipe.generate(1, 3, mask=torch.ones(3))
     with pytest.raises(ValueError, match="pass frames="):
         pipe.generate(1)
@@ -455,7 +457,7 @@ def test_image_pipeline_round_trip_and_latent_mask(tmp_path) -> None:
     # a latent pixel (2 x 2 pixels here) is known only where its whole patch is
     mask = torch.zeros(16, 16)
     mask[:, :5] = 1
-    m = pipe.latent_mask(mask, (16, 16))
+    m = pipe.adapter.latent_mask(mask, Extent(size=(16, 16)))
     assert m.shape == (1, 1, 8, 8) and m[0, 0, 0].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="cannot load"):
         from multidiff.pipeline import VideoPipeline

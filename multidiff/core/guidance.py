@@ -10,6 +10,7 @@ signature, so any sampler can run it unchanged (DESIGN.md, "Guidance").
 * :func:`inpaint`: replace the x0 prediction by known data under a mask (inpainting, continuation).
 * :class:`WindowedDenoiser`: inputs longer than the training length by overlapping windows (MultiDiffusion).
 * :class:`StaticThreshold`: x0 predictions clamped to the training data's range (Imagen's static thresholding).
+* :func:`mask_channels`: the ``[known · mask, mask]`` input channels of mask-conditioned backbones.
 
 No wrapper synchronises host and device: per-sample switches use ``torch.where`` on tensors.
 """
@@ -435,3 +436,28 @@ class StaticThreshold:
         lo = self.lo.to(device=out.device, dtype=out.dtype)
         hi = self.hi.to(device=out.device, dtype=out.dtype)
         return torch.maximum(torch.minimum(out, hi), lo)
+
+
+def mask_channels(known: Tensor, mask: Tensor) -> Tensor:
+    """The ``C + 1`` input channels of mask conditioning, ``[known · mask, mask]``.
+
+    Masked conditioning (MCVD, Voleti et al. 2022, Sec. 3) with the mask given explicitly: a backbone built
+    with ``cond_channels = C + 1`` sees which latents are known and their values (zeros elsewhere). Used by
+    the training curriculum (:mod:`multidiff.train.masks`) and by generation with known media.
+
+    Args:
+        known: Clean latents ``[B, C, *spatial]`` (values where the mask is 0 are ignored).
+        mask: Broadcastable to ``[B, 1, *spatial]``, 1 where known.
+
+    Returns:
+        ``[B, C + 1, *spatial]``.
+    """
+    if known.ndim < 3:
+        raise ValueError(f"known latents must be [B, C, ...], got shape {tuple(known.shape)}")
+    b, _, *spatial = known.shape
+    if mask.ndim != known.ndim:
+        raise ValueError(
+            f"the mask {tuple(mask.shape)} needs the axes of the latents {tuple(known.shape)} ([B, 1, ...])"
+        )
+    m = mask.to(device=known.device, dtype=known.dtype).expand(b, 1, *spatial)  # (B, 1, *spatial)
+    return torch.cat([known * m, m], dim=1)  # (B, C + 1, *spatial)

@@ -204,6 +204,18 @@ class MelAdapter(Adapter):
         n = self.num_samples_of(seconds if isinstance(seconds, Extent) else Extent(seconds=seconds))
         return (self.config.channels, self.spec.n_mels, self.spec.num_frames(n))
 
+    def encode_known(self, media: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """A waveform ``[N']``, ``[C, N']`` or ``[B, C, N']`` (zero-padded or cut to the extent) -> latents."""
+        c = self.config.channels
+        w = torch.as_tensor(media, dtype=torch.float32, device=self.mean.device)
+        w = w[None] if w.ndim == 1 else w
+        w = w[None] if w.ndim == 2 else w
+        if w.ndim != 3 or w.shape[1] != c:
+            raise ValueError(f"known audio must be [{c}, N] or [B, {c}, N], got {tuple(w.shape)}")
+        n = self.num_samples_of(extent)
+        w = F.pad(w, (0, max(0, n - w.shape[-1])))[..., :n]  # (B, C, N)
+        return self.encode(w)  # (B, C, M, T)
+
     def latent_mask(self, mask: torch.Tensor, extent: Extent) -> torch.Tensor:
         """A waveform mask ``[N']`` or ``[B, N']`` (1 = known) -> mel-frame mask ``[B or 1, 1, 1, T]``: a frame
         is known only where its whole analysis window is (:func:`~multidiff.modalities.mel.mel_frame_mask`)."""

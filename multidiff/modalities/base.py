@@ -82,6 +82,11 @@ class Adapter(nn.Module, abc.ABC):
         """The latent shape (no batch axis) of media of ``extent``."""
 
     @abc.abstractmethod
+    def encode_known(self, media: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """Known media (one item or a batch; shorter than the extent where time is involved) -> latents of
+        the extent's shape, zero where no media was given."""
+
+    @abc.abstractmethod
     def latent_mask(self, mask: torch.Tensor, extent: Extent) -> torch.Tensor:
         """A mask over the media (1 = known) -> the mask over latents (1 = known), broadcastable to a batch
         of latents of ``extent``; a latent counts as known only where all the media it depends on is."""

@@ -291,6 +291,15 @@ class ImageAdapter(Adapter):
             )
         return (self.latent_channels, height // f, width // f)
 
+    def encode_known(self, media: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """An image ``[H, W, C]`` or ``[B, H, W, C]`` of the extent's size -> latents ``[B, C', h, w]``."""
+        h, w = extent.need("an image adapter", "size")[0]
+        img = torch.as_tensor(media)
+        img = img[None] if img.ndim == 3 else img
+        if img.ndim != 4 or tuple(img.shape[1:3]) != (h, w):
+            raise ValueError(f"known must be [{h}, {w}, C] or [B, {h}, {w}, C], got {tuple(img.shape)}")
+        return self.encode(img.to(self.device))
+
     def latent_mask(self, mask: torch.Tensor, extent: Extent) -> torch.Tensor:
         """A pixel mask ``[H, W]`` or ``[B, H, W]`` (1 = known) -> ``[B or 1, 1, h, w]``: a latent pixel is
         known only where its whole ``downsample x downsample`` patch is."""

@@ -73,6 +73,21 @@ class VideoAdapter(Adapter):
         c, h, w = self.image.latent_shape(height, width)
         return (c, frames, h, w)
 
+    def encode_known(self, media: torch.Tensor, extent: Extent) -> torch.Tensor:
+        """Frames ``[F', H, W, C]`` or ``[B, F', H, W, C]`` (F' <= F, uint8 or [-1, 1] float) -> latents
+        ``[B, C', F, h, w]``, zero on the frames after F'."""
+        frames, (h, w) = extent.need("a video adapter", "frames", "size")
+        v = torch.as_tensor(media)
+        v = v[None] if v.ndim == 4 else v
+        if v.ndim != 5 or tuple(v.shape[2:4]) != (h, w):
+            raise ValueError(
+                f"known frames must be [F', {h}, {w}, C] or [B, F', {h}, {w}, C], got {tuple(v.shape)}"
+            )
+        if v.shape[1] > frames:
+            raise ValueError(f"{v.shape[1]} known frames for a video of {frames} frames")
+        z = self.encode(v.to(self.image.device))  # (B, C', F', h, w)
+        return F.pad(z, (0, 0, 0, 0, 0, frames - z.shape[2]))  # (B, C', F, h, w)
+
     def latent_mask(self, mask: torch.Tensor, extent: Extent) -> torch.Tensor:
         """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> ``[B or 1, 1, F, 1, 1]``, zero-padded to the
         extent's F frames (frames are encoded one by one, so a known frame gives known latents)."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from multidiff.pipeline import frame_cond_channels
+from multidiff.core.guidance import mask_channels
 from multidiff.train.data import derive_seed
 
 __all__ = ["FrameMaskCurriculum", "MODES", "sample_frame_masks", "frame_mask", "frame_cond"]
@@ -117,5 +117,5 @@ def sample_frame_masks(curriculum: FrameMaskCurriculum, frames: int, seeds: Sequ
     return out
 
 
-frame_cond = frame_cond_channels
-"""``[known · mask, mask]``: the ``C + 1`` conditioning channels (:func:`multidiff.pipeline.frame_cond_channels`)."""
+frame_cond = mask_channels
+"""``[known · mask, mask]``: the ``C + 1`` conditioning channels (:func:`multidiff.core.guidance.mask_channels`)."""
