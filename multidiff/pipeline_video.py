@@ -30,7 +30,56 @@ def _parse_size(size: int | Sequence[int] | None, default: tuple[int, int] | Non
     return (h, w)
 
 
-class VideoPipeline(Pipeline):
+class _FramePipeline(Pipeline):
+    """What the video and image pipelines share: a frame size recorded with the model, an adapter of one
+    type whose per-frame VAE is saved into the pipeline folder (``vae/``)."""
+
+    adapter_type: ClassVar[str]
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        adapter: nn.Module,
+        *,
+        size: int | Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if getattr(adapter, "modality", None) != self.adapter_type:
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.adapter_type} adapter, got {type(adapter).__name__}"
+            )
+        super().__init__(denoiser, adapter, **kwargs)
+        self.size = None if size is None else _parse_size(size)
+
+    def config_dict(self) -> dict[str, Any]:
+        return {**super().config_dict(), "size": None if self.size is None else list(self.size)}
+
+    @classmethod
+    def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
+        return {"size": data.get("size")}
+
+    def _image_adapter(self) -> nn.Module:
+        return self.adapter.image if self.adapter_type == "video" else self.adapter  # type: ignore[union-attr,return-value]
+
+    def save_adapter_files(self, folder: Path) -> None:
+        save_vae(self._image_adapter(), folder)
+
+    @classmethod
+    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
+        from multidiff.modalities.image import ImageAdapter
+        from multidiff.modalities.video import VideoAdapter
+
+        if d is None or d.get("type") != cls.adapter_type:
+            raise ValueError(
+                f"{folder / CONFIG_NAME}: a {cls.__name__} needs a {cls.adapter_type} adapter, got "
+                f"{None if d is None else d.get('type')!r}"
+            )
+        if cls.adapter_type == "video":
+            return VideoAdapter.from_dict(d, vae_path=vae_path(d["image"], folder))
+        return ImageAdapter.from_dict(d, vae_path=vae_path(d, folder))
+
+
+class VideoPipeline(_FramePipeline):
     """Videos from a spatio-temporal latent diffusion model (a :class:`~multidiff.modalities.video.VideoAdapter`).
 
     Latents are ``[B, C, F, h, w]``; frames are axis 2. A backbone with ``cond_channels = C + 1`` was trained
@@ -47,25 +96,15 @@ class VideoPipeline(Pipeline):
 
     time_axis: ClassVar[int] = -3
 
-    def __init__(
-        self,
-        denoiser: Denoiser,
-        adapter: nn.Module,
-        *,
-        size: int | Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        from multidiff.modalities.video import VideoAdapter
+    adapter_type = "video"
 
-        if not isinstance(adapter, VideoAdapter):
-            raise ValueError(f"VideoPipeline needs a VideoAdapter, got {type(adapter).__name__}")
+    def __init__(self, denoiser: Denoiser, adapter: nn.Module, **kwargs: Any) -> None:
         super().__init__(denoiser, adapter, **kwargs)
-        self.size = None if size is None else _parse_size(size)
         extra = int(getattr(getattr(self.backbone, "config", None), "cond_channels", 0) or 0)
-        if extra not in (0, adapter.latent_channels + 1):
+        if extra not in (0, adapter.latent_channels + 1):  # type: ignore[operator]
             raise ValueError(
                 f"the backbone takes {extra} cond_channels; a frame-mask model needs "
-                f"{adapter.latent_channels + 1} (latents + mask) and an unconditional one 0"
+                f"{adapter.latent_channels + 1} (latents + mask) and an unconditional one 0"  # type: ignore[operator]
             )
         self.frame_conditioned = extra > 0
 
@@ -132,33 +171,13 @@ class VideoPipeline(Pipeline):
         )
 
     # ----------------------------------------------------------------------------------- saving
-    def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "size": None if self.size is None else list(self.size)}
-
-    @classmethod
-    def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
-        return {"size": data.get("size")}
-
-    def save_adapter_files(self, folder: Path) -> None:
-        save_vae(self.adapter.image, folder)  # type: ignore[union-attr]
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.video import VideoAdapter
-
-        if d is None or d.get("type") != "video":
-            raise ValueError(
-                f"{folder / CONFIG_NAME}: a VideoPipeline needs a video adapter, got "
-                f"{None if d is None else d.get('type')!r}"
-            )
-        return VideoAdapter.from_dict(d, vae_path=vae_path(d["image"], folder))
 
 
 #: The frame-mask conditioning channels ``[known · mask, mask]`` (:func:`multidiff.core.guidance.mask_channels`).
 frame_cond_channels = mask_channels
 
 
-class ImagePipeline(Pipeline):
+class ImagePipeline(_FramePipeline):
     """Images from an image latent diffusion model (an :class:`~multidiff.modalities.image.ImageAdapter`).
 
     Latents are ``[B, C, h, w]``; ``window`` (if set) counts latent columns, so wide images are made by
@@ -172,20 +191,7 @@ class ImagePipeline(Pipeline):
 
     time_axis: ClassVar[int] = -1
 
-    def __init__(
-        self,
-        denoiser: Denoiser,
-        adapter: nn.Module,
-        *,
-        size: int | Sequence[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        from multidiff.modalities.image import ImageAdapter
-
-        if not isinstance(adapter, ImageAdapter):
-            raise ValueError(f"ImagePipeline needs an ImageAdapter, got {type(adapter).__name__}")
-        super().__init__(denoiser, adapter, **kwargs)
-        self.size = None if size is None else _parse_size(size)
+    adapter_type = "image"
 
     def default_extent(self) -> Extent:
         """The training size, where recorded."""
@@ -204,24 +210,3 @@ class ImagePipeline(Pipeline):
             raise ValueError("pass size= (this pipeline records no training size)")
         extent = Extent(size=None if size is None else _parse_size(size))
         return super().generate(num, extent, decode={"out_device": "cpu"}, **kwargs)
-
-    def config_dict(self) -> dict[str, Any]:
-        return {**super().config_dict(), "size": None if self.size is None else list(self.size)}
-
-    @classmethod
-    def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
-        return {"size": data.get("size")}
-
-    def save_adapter_files(self, folder: Path) -> None:
-        save_vae(self.adapter, folder)  # type: ignore[arg-type]
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.image import ImageAdapter
-
-        if d is None or d.get("type") != "image":
-            raise ValueError(
-                f"{folder / CONFIG_NAME}: an ImagePipeline needs an image adapter, got "
-                f"{None if d is None else d.get('type')!r}"
-            )
-        return ImageAdapter.from_dict(d, vae_path=vae_path(d, folder))

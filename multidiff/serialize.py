@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
+from multidiff.core.samplers import get_sampler
 from multidiff.core.schedules import ContinuousVPSchedule, EDMSchedule, FlowSchedule, Schedule, VPSchedule
 from multidiff.nn.io import config_from_dict
 
 __all__ = [
     "CONFIG_NAME",
+    "GRIDS",
+    "SamplingConfig",
     "WEIGHTS_NAME",
     "VOCODER_WEIGHTS_NAME",
     "TEXT_ENCODER_FOLDER",
@@ -46,6 +51,57 @@ VOCODER_WEIGHTS_NAME = "vocoder.safetensors"
 TEXT_ENCODER_FOLDER = "text_encoder"
 VAE_FOLDER = "vae"
 FORMAT_VERSION = 1
+GRIDS: tuple[str, ...] = ("default", "karras", "exponential")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampler defaults stored with a pipeline (each can be overridden per call).
+
+    Attributes:
+        sampler: A name from :data:`multidiff.core.samplers.SAMPLERS`.
+        steps: Number of sampler steps.
+        guidance: Classifier-free guidance scale (1: none).
+        grid: ``"default"`` (the schedule's own grid), ``"karras"`` (ρ = ``rho``) or ``"exponential"``,
+            both over the schedule's σ range.
+        rho: ρ of the Karras grid.
+        guidance_interval: Guide only where lo < σ <= hi (Kynkäänniemi et al. 2024); None: everywhere.
+        guidance_rescale: Guidance rescale φ (Lin et al. 2023).
+        precision: ``"bf16"`` runs the backbone under bf16 autocast on CUDA; ``"fp32"`` never does.
+    """
+
+    sampler: str = "dpmpp_2m"
+    steps: int = 32
+    guidance: float = 1.0
+    grid: str = "default"
+    rho: float = 7.0
+    guidance_interval: tuple[float, float] | None = None
+    guidance_rescale: float = 0.0
+    precision: str = "bf16"
+
+    def __post_init__(self) -> None:
+        get_sampler(self.sampler)  # raises ValueError naming the known samplers
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"SamplingConfig.steps must be a positive int, got {self.steps!r}")
+        if not math.isfinite(self.guidance):
+            raise ValueError(f"SamplingConfig.guidance must be finite, got {self.guidance!r}")
+        if self.grid not in GRIDS:
+            raise ValueError(f"SamplingConfig.grid must be one of {GRIDS}, got {self.grid!r}")
+        if self.rho <= 0:
+            raise ValueError(f"SamplingConfig.rho must be positive, got {self.rho!r}")
+        if self.guidance_interval is not None:
+            object.__setattr__(self, "guidance_interval", tuple(float(v) for v in self.guidance_interval))
+            lo, hi = self.guidance_interval
+            if not 0 <= lo < hi:
+                raise ValueError(
+                    f"SamplingConfig.guidance_interval needs 0 <= lo < hi, got {self.guidance_interval}"
+                )
+        if not 0.0 <= self.guidance_rescale <= 1.0:
+            raise ValueError(
+                f"SamplingConfig.guidance_rescale must lie in [0, 1], got {self.guidance_rescale!r}"
+            )
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"SamplingConfig.precision must be 'bf16' or 'fp32', got {self.precision!r}")
 
 
 def backbones() -> dict[str, type[nn.Module]]:

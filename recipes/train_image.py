@@ -219,11 +219,8 @@ def main(argv: list[str] | None = None) -> Path:
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
-    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
-        train.init_weights(denoiser, args.init)
-    plain = denoiser  # what the pipeline copies; with --lora only low-rank updates of the attention train
-    if args.lora:
-        denoiser = train.apply_lora(copy.deepcopy(plain), args.lora, args.lora_alpha, args.lora_targets)
+    # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
+    denoiser, plain = train.finetune(denoiser, args, resuming=ckpt is not None)
     model, optimizer, ema, guard, step = train.start_training(denoiser, args, ckpt, dist)
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)

@@ -359,11 +359,8 @@ def main(argv: list[str] | None = None) -> Path:
     objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
-    if args.init and ckpt is None:  # fine-tune: the trained weights, not random ones
-        train.init_weights(denoiser, args.init)
-    plain = denoiser  # what the pipeline copies; with --lora only low-rank updates of the attention train
-    if args.lora:
-        denoiser = train.apply_lora(copy.deepcopy(plain), args.lora, args.lora_alpha, args.lora_targets)
+    # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
+    denoiser, plain = train.finetune(denoiser, args, resuming=ckpt is not None)
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP

@@ -426,7 +426,7 @@ def test_video_pipeline_errors() -> None:
     from multidiff.pipeline import VideoPipeline
 
     pipe = tiny_video_pipeline(size=8)
-    with pytest.raises(ValueError, match="needs a VideoAdapter"):
+    with pytest.raises(ValueError, match="VideoPipeline needs a video adapter"):
         VideoPipeline(pipe.denoiser, ImageAdapter(ImageAdapterConfig()))
     with pytest.raises(ValueError, match="takes 5 cond_channels; a frame-mask model needs 4"):
         VideoPipeline(tiny_video_pipeline(channels=4).denoiser, pipe.adapter)  # 4-channel model, RGB pixels

@@ -44,7 +44,7 @@ from multidiff.train.distributed import (
     unwrap,
     wrap_ddp,
 )
-from multidiff.train.finetune import add_init_option, init_adapter_stats, init_weights
+from multidiff.train.finetune import add_init_option, finetune, init_adapter_stats, init_weights
 from multidiff.train.monitor import RunLogger, read_log
 from multidiff.train.objective import (
     Objective,
@@ -97,6 +97,7 @@ __all__ = [
     "add_init_option",
     "init_adapter_stats",
     "init_weights",
+    "finetune",
     "LOCK_NAME",
     "RunLockedError",
     "TrainingInterrupted",

@@ -20,7 +20,7 @@ from multidiff.nn.io import load_matching_state
 from multidiff.serialize import CONFIG_NAME, WEIGHTS_NAME
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
-__all__ = ["add_init_option", "init_adapter_stats", "init_weights"]
+__all__ = ["add_init_option", "finetune", "init_adapter_stats", "init_weights"]
 
 
 def add_init_option(p: argparse.ArgumentParser) -> None:
@@ -88,3 +88,21 @@ def init_weights(denoiser: nn.Module, init: str) -> Path:
         ) from None
     denoiser.load_state_dict(state, strict=True)
     return folder
+
+
+def finetune(denoiser: nn.Module, args: argparse.Namespace, resuming: bool) -> tuple[nn.Module, nn.Module]:
+    """``(the module to train, the plain denoiser the pipeline copies)`` after ``--init`` and ``--lora``.
+
+    A new run with ``--init`` starts from that model's weights (a resumed one from its checkpoint); with
+    ``--lora RANK`` a copy of the denoiser is wrapped with LoRA layers (:func:`multidiff.lora.apply_lora`) and
+    only they train, while the pipeline keeps a plain denoiser for the merged weights.
+    """
+    from multidiff.lora import apply_lora
+
+    if args.init and not resuming:
+        init_weights(denoiser, args.init)
+    if not args.lora:
+        return denoiser, denoiser
+    import copy
+
+    return apply_lora(copy.deepcopy(denoiser), args.lora, args.lora_alpha, args.lora_targets), denoiser
