@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> Path:
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
-    model, optimizer, ema, guard, step = train.start_training(net, args, ckpt, dist)
+    training = train.start_training(net, args, ckpt, dist)
+    ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = AudioPipeline(
@@ -340,25 +341,25 @@ def main(argv: list[str] | None = None) -> Path:
             run / "previews" / f"step-{step:08d}", waves, spec.sample_rate, adapter.denormalise(latents)
         )
 
-    # --- the loop: warm-up, optimiser step, logging, previews, atomic checkpoints (multidiff.train)
-    step = train.run_loop(
+    # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
+    with train.Session(
         run,
         args,
-        step,
+        training,
         dist=dist,
-        model=model,
-        optimizer=optimizer,
-        ema=ema,
-        guard=guard,
         device=device,
-        next_batches=lambda s: [prepare(next(batches)) for _ in range(args.accum)],
-        loss_fn=loss_fn,
-        preview=preview,
         config=config,
-        data_position=lambda s: layout.position(s).to_dict(),
         extra_state=lambda: {"guard": guard.state_dict(), "adapter": adapter.to_dict()},
         extra_files=write_pipeline,
-    )
+    ) as session:
+        while step < args.steps:
+            step = session.step(
+                step, [prepare(next(batches)) for _ in range(args.accum)], loss_fn
+            )  # warm-up lr, grads, EMA, log
+            if session.preview_due(step):
+                preview(step)
+            if not session.end_step(step, layout.position(step).to_dict()):  # checkpoint when due
+                break
 
     # --- the final pipeline (EMA weights), ready for generate_audio.py
     if dist.is_main:

@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> Path:
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
     # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
     denoiser, plain = train.finetune(denoiser, args, resuming=ckpt is not None)
-    model, optimizer, ema, guard, step = train.start_training(denoiser, args, ckpt, dist)
+    training = train.start_training(denoiser, args, ckpt, dist)
+    ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
     pipe = ImagePipeline(
@@ -289,25 +290,25 @@ def main(argv: list[str] | None = None) -> Path:
         for k, image in enumerate(images):
             write_image(folder / f"sample-{k}.png", image)
 
-    # --- the loop: warm-up, optimiser step, logging, previews, atomic checkpoints (multidiff.train)
-    step = train.run_loop(
+    # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
+    with train.Session(
         run,
         args,
-        step,
+        training,
         dist=dist,
-        model=model,
-        optimizer=optimizer,
-        ema=ema,
-        guard=guard,
         device=device,
-        next_batches=lambda s: [prepare(next(batches)) for _ in range(args.accum)],
-        loss_fn=loss_fn,
-        preview=preview,
         config=config,
-        data_position=lambda s: layout.position(s).to_dict(),
         extra_state=lambda: {"guard": guard.state_dict(), "adapter": adapter.to_dict()},
         extra_files=write_pipeline,
-    )
+    ) as session:
+        while step < args.steps:
+            step = session.step(
+                step, [prepare(next(batches)) for _ in range(args.accum)], loss_fn
+            )  # warm-up lr, grads, EMA, log
+            if session.preview_due(step):
+                preview(step)
+            if not session.end_step(step, layout.position(step).to_dict()):  # checkpoint when due
+                break
 
     # --- the final pipeline (EMA weights), ready for generate_image.py
     if dist.is_main:

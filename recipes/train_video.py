@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> Path:
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
-    model, optimizer, ema, guard, step = train.start_training(net, args, ckpt, dist)
+    training = train.start_training(net, args, ckpt, dist)
+    ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = VideoPipeline(
@@ -466,27 +467,27 @@ def main(argv: list[str] | None = None) -> Path:
         for k, video in enumerate(videos):
             write_video(folder / f"sample-{k}.gif", video, fps=8)
 
-    # --- the loop: warm-up, optimiser step, logging, previews, atomic checkpoints (multidiff.train)
-    step = train.run_loop(
+    # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
+    with train.Session(
         run,
         args,
-        step,
+        training,
         dist=dist,
-        model=model,
-        optimizer=optimizer,
-        ema=ema,
-        guard=guard,
         device=device,
-        next_batches=lambda s: [
-            prepare(next(image_batches if is_image_step(s) else batches)) for _ in range(args.accum)
-        ],
-        loss_fn=loss_fn,
-        preview=preview,
         config=config,
-        data_position=data_position,
         extra_state=lambda: {"guard": guard.state_dict(), "adapter": adapter.to_dict()},
         extra_files=write_pipeline,
-    )
+    ) as session:
+        while step < args.steps:
+            step = session.step(
+                step,
+                [prepare(next(image_batches if is_image_step(step) else batches)) for _ in range(args.accum)],
+                loss_fn,
+            )  # warm-up lr, grads, EMA, log
+            if session.preview_due(step):
+                preview(step)
+            if not session.end_step(step, data_position(step)):  # checkpoint when due
+                break
 
     # --- the final pipeline (EMA weights), ready for generate_video.py
     if dist.is_main:

@@ -361,12 +361,10 @@ def test_mel_png_preview(tmp_path) -> None:
     assert img[4].mean() > 200 and img[0].mean() < 30  # low frequency at the bottom of channel 0
 
 
-def test_run_loop_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
-    """``--max-minutes``: the loop stops at the first step past the deadline, checkpointed there, and the
-    same loop started again from that checkpoint runs on to ``--steps``."""
+def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
+    """``--max-minutes``: a recipe's loop over a :class:`train.Session` stops at the first step past the
+    deadline, checkpointed there, and the same loop started again from that checkpoint runs on to ``--steps``."""
     import argparse
-
-    from multidiff.train.recipe import run_loop
 
     one = train.DistInfo()
     data = ToyData()
@@ -386,14 +384,15 @@ def test_run_loop_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
             steps=5, lr=1e-2, warmup=0, grad_clip=1.0, log_every=1, preview_every=0, ckpt_every=100,
             keep=2, precision="fp32", max_minutes=max_minutes,
         )  # fmt: skip
-        return run_loop(
-            tmp_path, args, step, dist=one, model=model, optimizer=opt, ema=ema,
-            guard=train.NonFiniteGuard(3), device=torch.device("cpu"),
-            next_batches=lambda s: [next(batches)],
-            loss_fn=lambda m, b: train.diffusion_loss(m, b["x"], LogNormal(), seeds=b["sample_seed"]),
-            preview=lambda s: None, config={"lr": 1e-2},
-            data_position=lambda s: layout.position(s).to_dict(), extra_state=dict, extra_files=lambda p: None,
-        )  # fmt: skip
+        training = train.Training(model, opt, ema, train.NonFiniteGuard(3), step)
+        loss_fn = lambda m, b: train.diffusion_loss(m, b["x"], LogNormal(), seeds=b["sample_seed"])  # noqa: E731
+        with train.Session(tmp_path, args, training, dist=one, device=torch.device("cpu"), config={"lr": 1e-2},
+                           extra_state=dict, extra_files=lambda p: None) as session:  # fmt: skip
+            while step < args.steps:
+                step = session.step(step, [next(batches)], loss_fn)
+                if not session.end_step(step, layout.position(step).to_dict()):
+                    break
+        return step
 
     assert run(0.0) == 1  # a deadline already past: one step, then stop
     assert train.latest_checkpoint(tmp_path).step == 1

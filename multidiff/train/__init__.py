@@ -72,7 +72,7 @@ from multidiff.train.recipe import (
     interrupted,
     require_labels,
     run_lock,
-    run_loop,
+    Session,
     start_training,
     stop_signals,
 )
@@ -118,7 +118,7 @@ __all__ = [
     "make_objective",
     "barrier",
     "compile_backbone",
-    "run_loop",
+    "Session",
     "start_training",
     "Training",
     "CaptionDenoiser",

@@ -46,7 +46,7 @@ __all__ = [
     "interrupted",
     "EmaToPipeline",
     "run_lock",
-    "run_loop",
+    "Session",
     "start_training",
     "stop_signals",
 ]
@@ -478,88 +478,100 @@ def stop_signals() -> Iterator[dict[str, int | None]]:
             signal.signal(s, h)
 
 
-def run_loop(
-    run: Path,
-    args: argparse.Namespace,
-    step: int,
-    *,
-    dist: DistInfo,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    ema: Any,
-    guard: NonFiniteGuard,
-    device: torch.device,
-    next_batches: Callable[[int], list[Any]],
-    loss_fn: Callable[..., torch.Tensor],
-    preview: Callable[[int], None],
-    config: Mapping[str, Any],
-    data_position: Callable[[int], dict[str, Any]],
-    extra_state: Callable[[], dict[str, Any]],
-    extra_files: Callable[[Path], None],
-) -> int:
-    """Train from ``step`` to ``args.steps``: warm-up, optimiser step, log, previews, atomic checkpoints.
+class Session:
+    """One training session in a run folder, for a loop the recipe writes out (as EDM2's ``training_loop.py``).
 
-    ``args`` supplies the run options of :func:`add_run_options` plus ``lr``, ``warmup`` and
-    ``grad_clip``; ``next_batches(step)`` returns the prepared micro-batches of one step;
-    ``data_position(step)`` and ``extra_state()`` go into every checkpoint. With ``args.max_minutes``
-    set, the loop also stops, with a checkpoint, at the first step that ends past that much wall time
-    (every rank stops at the same step: rank 0's clock decides). Returns the last step.
-    """
-    with run_lock(run, enabled=dist.is_main), stop_signals() as stop:
-        logger = RunLogger(run, args.steps, step, enabled=dist.is_main)
-        deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
-        try:
+    Entering it takes the run folder's lock and catches SIGINT/SIGTERM; :meth:`step` takes one optimiser step
+    at the warmed-up learning rate (accumulation, autocast, clipping, the non-finite guard, the EMA) and logs;
+    :meth:`end_step` writes the checkpoint when it is due, or when a signal or ``--max-minutes`` ends the
+    session, and says whether to go on. A recipe's loop::
+
+        with train.Session(run, args, training, ...) as session:
             while step < args.steps:
-                lr = warmup_lr(step, args.lr, args.warmup)
-                set_lr(optimizer, lr)
-                result = optimizer_step(
-                    model,
-                    optimizer,
-                    next_batches(step),
-                    loss_fn,
-                    step=step,
-                    device=device,
-                    precision=args.precision,
-                    grad_clip=args.grad_clip or None,
-                    ema=ema,
-                    guard=guard,
-                )
-                step += 1
-                logger.count(result.samples * dist.world_size)
-                if step % args.log_every == 0 or step == args.steps or not result.applied:
-                    logger.log(
-                        step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=guard.skipped
-                    )
-                if dist.is_main and args.preview_every and step % args.preview_every == 0:
+                step = session.step(step, [prepare(next(batches)) for _ in range(args.accum)], loss_fn)
+                if session.preview_due(step):
                     preview(step)
-                out_of_time = deadline is not None and _past(deadline, device, dist)
-                signum = _agreed_signal(stop["signum"], device, dist)
-                if step % args.ckpt_every == 0 or step == args.steps or out_of_time or signum:
-                    save_training_state(
-                        run,
-                        step,
-                        dist=dist,
-                        model=model,
-                        optimizer=optimizer,
-                        ema=ema,
-                        config=config,
-                        data_position=data_position(step),
-                        extra_state=extra_state(),
-                        extra_files=extra_files,
-                        keep=args.keep,
-                    )
-                if signum:
-                    err = interrupted({"signum": signum}, step, run)
-                    logger.write(str(err))
-                    raise err
-                if out_of_time and step < args.steps:
-                    logger.write(
-                        f"--max-minutes {args.max_minutes:g} reached at step {step}; rerun to continue"
-                    )
+                if not session.end_step(step, data_position(step)):
                     break
-        finally:
-            logger.close()
+
+    Args:
+        run: The run folder.
+        args: The run options (:func:`add_run_options`, :func:`add_train_options`).
+        training: What :func:`start_training` returned (model, optimiser, EMA, guard).
+        dist: The process layout.
+        device: The training device.
+        config: The run's settings, stored in every checkpoint.
+        extra_state: Called at each checkpoint for recipe state (e.g. adapter statistics).
+        extra_files: Called with each checkpoint folder to add files (e.g. the pipeline).
+    """
+
+    def __init__(
+        self,
+        run: Path,
+        args: argparse.Namespace,
+        training: Training,
+        *,
+        dist: DistInfo,
+        device: torch.device,
+        config: Mapping[str, Any],
+        extra_state: Callable[[], dict[str, Any]],
+        extra_files: Callable[[Path], None],
+    ) -> None:
+        self.run, self.args, self.training, self.dist, self.device = run, args, training, dist, device
+        self.config, self.extra_state, self.extra_files = config, extra_state, extra_files
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Session:
+        self._stack.enter_context(run_lock(self.run, enabled=self.dist.is_main))
+        self.stop = self._stack.enter_context(stop_signals())
+        self.logger = RunLogger(self.run, self.args.steps, self.training.step, enabled=self.dist.is_main)
+        self._stack.callback(self.logger.close)
+        m = self.args.max_minutes
+        self.deadline = None if m is None else time.monotonic() + 60 * m
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def step(self, step: int, batches: list[Any], loss_fn: Callable[..., torch.Tensor]) -> int:
+        """One optimiser step on this rank's micro-batches at the warmed-up learning rate; returns ``step + 1``."""
+        a, t = self.args, self.training
+        lr = warmup_lr(step, a.lr, a.warmup)
+        set_lr(t.optimizer, lr)
+        result = optimizer_step(
+            t.model, t.optimizer, batches, loss_fn, step=step, device=self.device, precision=a.precision,
+            grad_clip=a.grad_clip or None, ema=t.ema, guard=t.guard,
+        )  # fmt: skip
+        step += 1
+        self.logger.count(result.samples * self.dist.world_size)
+        if step % a.log_every == 0 or step == a.steps or not result.applied:
+            self.logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=t.guard.skipped)
         return step
+
+    def preview_due(self, step: int) -> bool:
+        """Whether this process writes previews after ``step``."""
+        return bool(self.dist.is_main and self.args.preview_every and step % self.args.preview_every == 0)
+
+    def end_step(self, step: int, data_position: dict[str, Any]) -> bool:
+        """Checkpoint after ``step`` when due, or when a signal or the time budget ends the session; False when
+        the loop must stop (time budget). A signal raises :class:`TrainingInterrupted` after the checkpoint."""
+        a, t = self.args, self.training
+        out_of_time = self.deadline is not None and _past(self.deadline, self.device, self.dist)
+        signum = _agreed_signal(self.stop["signum"], self.device, self.dist)
+        if step % a.ckpt_every == 0 or step == a.steps or out_of_time or signum:
+            save_training_state(
+                self.run, step, dist=self.dist, model=t.model, optimizer=t.optimizer, ema=t.ema,
+                config=self.config, data_position=data_position, extra_state=self.extra_state(),
+                extra_files=self.extra_files, keep=a.keep,
+            )  # fmt: skip
+        if signum:
+            err = interrupted({"signum": signum}, step, self.run)
+            self.logger.write(str(err))
+            raise err
+        if out_of_time and step < a.steps:
+            self.logger.write(f"--max-minutes {a.max_minutes:g} reached at step {step}; rerun to continue")
+            return False
+        return True
 
 
 def _agreed_signal(signum: int | None, device: torch.device, dist: DistInfo) -> int:
