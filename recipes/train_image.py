@@ -131,19 +131,13 @@ def main(argv: list[str] | None = None) -> Path:
     preset = PRESETS[args.preset]
 
     # --- processes and devices (torchrun / accelerate variables, or one process)
-    dist = train.setup_distributed(args.device)
-    device = dist.device
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
+    dist, device, micro = train.start_processes(
+        args
+    )  # torchrun/accelerate or one process; threads; micro-batch
+    if device.type == "cuda":  # the recipe owns the backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
-    micro = args.batch // (dist.world_size * args.accum)
-    if micro < 1 or micro * dist.world_size * args.accum != args.batch:
-        raise ValueError(
-            f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
-        )
     run = Path(args.out)
 
     # --- the image adapter: pixels in [-1, 1], or a VAE whose latents are cached
@@ -277,9 +271,7 @@ def main(argv: list[str] | None = None) -> Path:
         )  # fmt: skip
 
     def write_pipeline(folder: Path) -> None:
-        to_pipeline()
-        pipe.save_pretrained(folder / "pipeline")
-        to_pipeline.save_lora(folder / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, folder / "pipeline", args)
 
     def preview(step: int) -> None:
         to_pipeline()
@@ -312,9 +304,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_image.py
     if dist.is_main:
-        to_pipeline()
-        pipe.save_pretrained(run / "pipeline")
-        to_pipeline.save_lora(run / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, run / "pipeline", args)
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
     return run

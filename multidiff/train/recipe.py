@@ -47,6 +47,7 @@ __all__ = [
     "EmaToPipeline",
     "run_lock",
     "Session",
+    "start_processes",
     "start_training",
     "stop_signals",
 ]
@@ -328,6 +329,12 @@ class EmaToPipeline:
         self.ema.copy_to(self.shadow)
         self.target.load_state_dict(merged_state_dict(self.shadow))
 
+    def save_pipeline(self, pipe: Any, folder: Path, args: argparse.Namespace) -> None:
+        """The EMA weights into ``pipe``, which is written to ``folder`` (with ``folder/lora`` for a LoRA)."""
+        self()
+        pipe.save_pretrained(folder)
+        self.save_lora(folder, args)
+
     def save_lora(self, folder: Path, args: argparse.Namespace) -> None:
         """Write the LoRA (the EMA's) into ``folder/lora`` when training one."""
         from multidiff.lora import save_lora
@@ -336,6 +343,26 @@ class EmaToPipeline:
             base = None if args.init is None else str(Path(args.init).resolve())
             save_lora(self.shadow, folder / "lora", base=base, rank=args.lora, alpha=args.lora_alpha,
                       targets=args.lora_targets)  # fmt: skip
+
+
+def start_processes(args: argparse.Namespace) -> tuple[DistInfo, torch.device, int]:
+    """The process group (torchrun / accelerate variables, or one process), this process's device, the CPU
+    threads asked for, and the micro-batch per process and accumulation step.
+
+    Raises:
+        ValueError: If ``--batch`` is no multiple of processes x ``--accum``.
+    """
+    from multidiff.train.distributed import setup_distributed
+
+    dist = setup_distributed(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    micro = args.batch // (dist.world_size * args.accum)
+    if micro < 1 or micro * dist.world_size * args.accum != args.batch:
+        raise ValueError(
+            f"--batch {args.batch} must be a multiple of processes x --accum = {dist.world_size} x {args.accum}"
+        )
+    return dist, dist.device, micro
 
 
 class Training(NamedTuple):
@@ -545,7 +572,9 @@ class Session:
         step += 1
         self.logger.count(result.samples * self.dist.world_size)
         if step % a.log_every == 0 or step == a.steps or not result.applied:
-            self.logger.log(step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=t.guard.skipped)
+            self.logger.log(
+                step, loss=result.loss, grad_norm=result.grad_norm, lr=lr, skipped=t.guard.skipped
+            )
         return step
 
     def preview_due(self, step: int) -> bool:
