@@ -61,7 +61,7 @@ class AudioPipeline(Pipeline):
             return Extent()
         return Extent(seconds=self.adapter.spec.num_samples(self.window) / self.sample_rate)  # type: ignore[union-attr]
 
-    def generate(self, num: int, seconds: float | None = None, **kwargs: Any) -> Tensor:  # type: ignore[override]
+    def generate(self, num: int, seconds: float | Extent | None = None, **kwargs: Any) -> Tensor:  # type: ignore[override]
         """Generate ``num`` clips of ``seconds`` (:meth:`Pipeline.generate` with ``Extent(seconds=...)``).
 
         Longer than the training clips is done with overlapping windows. ``known`` is audio ``[C, N']`` or
@@ -72,7 +72,8 @@ class AudioPipeline(Pipeline):
         Returns:
             Waveforms ``[B, C, N]`` at :attr:`sample_rate`, ``N = round(seconds · sample_rate)``.
         """
-        return super().generate(num, Extent(seconds=seconds), **kwargs)
+        extent = seconds if isinstance(seconds, Extent) else Extent(seconds=seconds)
+        return super().generate(num, extent, **kwargs)
 
     def continue_audio(self, clip: Tensor, seconds: float, **kwargs: Any) -> Tensor:
         """Continue ``clip`` (``[C, N']`` or ``[B, C, N']``) to a total of ``seconds``; keywords as :meth:`generate`.

@@ -115,7 +115,7 @@ class VideoPipeline(_FramePipeline):
     def generate(  # type: ignore[override]
         self,
         num: int,
-        frames: int | None = None,
+        frames: int | Extent | None = None,
         size: int | Sequence[int] | None = None,
         *,
         decode_chunk: int | None = None,
@@ -133,6 +133,8 @@ class VideoPipeline(_FramePipeline):
         Returns:
             uint8 frames ``[B, F, H, W, C]`` on the CPU.
         """
+        if isinstance(frames, Extent):  # the interface's form: generate(num, Extent(frames=..., size=...))
+            frames, size = frames.frames, frames.size
         if frames is None and not self.window:
             raise ValueError("pass frames= (this pipeline records no training length)")
         if size is None and self.size is None:
@@ -197,7 +199,7 @@ class ImagePipeline(_FramePipeline):
         """The training size, where recorded."""
         return Extent(size=self.size)
 
-    def generate(self, num: int, size: int | Sequence[int] | None = None, **kwargs: Any) -> Tensor:  # type: ignore[override]
+    def generate(self, num: int, size: int | Sequence[int] | Extent | None = None, **kwargs: Any) -> Tensor:  # type: ignore[override]
         """Generate ``num`` images of ``size`` (int or ``(H, W)``; default: the training size):
         :meth:`Pipeline.generate` with ``Extent(size=...)``. ``known`` is an image ``[H, W, C]`` or
         ``[B, H, W, C]`` (uint8) kept where ``mask`` (pixels ``[H, W]`` or ``[B, H, W]``) is 1 (inpainting), or
@@ -206,6 +208,8 @@ class ImagePipeline(_FramePipeline):
         Returns:
             uint8 images ``[B, H, W, C]`` on the CPU.
         """
+        if isinstance(size, Extent):
+            size = size.size
         if size is None and self.size is None:
             raise ValueError("pass size= (this pipeline records no training size)")
         extent = Extent(size=None if size is None else _parse_size(size))

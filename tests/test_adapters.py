@@ -102,3 +102,25 @@ def test_extent_is_checked_and_each_adapter_names_what_it_lacks() -> None:
     video = _video()[0]
     with pytest.raises(ValueError, match="needs size"):
         video.latent_shape(Extent(frames=3))
+
+
+def test_every_pipeline_takes_the_interface_form_of_generate(tmp_path) -> None:
+    """``pipe.generate(num, Extent(...))`` works for whichever pipeline a folder holds (audio, video, image),
+    the same as each modality's positional form."""
+    from multidiff.core.denoiser import Denoiser
+    from multidiff.nn.unet import UNet, UNetConfig
+    from multidiff.pipeline import AudioPipeline, ImagePipeline, VideoPipeline
+
+    def unet(ch: int, video: bool = False, cond: int = 0) -> Denoiser:
+        cfg = UNetConfig(in_channels=ch, channels=(8, 16), num_res_blocks=1, attention_levels=(), head_dim=8,
+                         norm_groups=4, emb_dim=16, noise_freq_dim=8, video=video, cond_channels=cond)  # fmt: skip
+        return Denoiser(UNet(cfg), "edm")
+
+    audio = AudioPipeline(unet(1), _audio()[0])
+    video = VideoPipeline(unet(3, video=True, cond=4), _video()[0], size=8, window=3)
+    image = ImagePipeline(unet(3), _image(False)[0], size=(8, 12))
+    cases = [(audio, Extent(seconds=0.25), (0.25,)), (video, Extent(frames=3), (3,)), (image, Extent(), ())]
+    for pipe, extent, positional in cases:
+        a = pipe.generate(2, extent, steps=2, seed=0, progress=False)
+        b = pipe.generate(2, *positional, steps=2, seed=0, progress=False)
+        assert torch.equal(a, b)
