@@ -144,12 +144,13 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     spec = preset.mel
 
     # --- processes and devices (torchrun / accelerate variables, or one process)
     dist, device, micro = train.start_processes(
-        args
+        settings
     )  # torchrun/accelerate or one process; threads; micro-batch
     if device.type == "cuda":  # the recipe owns the backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = run_config(args, dataset)
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
-        train.check_resume(ckpt, config, args)
+        train.check_resume(ckpt, config, settings)
 
     # --- mel adapter: per-bin statistics measured on (a sample of) the data, so latents have std 0.5
     vocoder = None
@@ -234,15 +235,15 @@ def main(argv: list[str] | None = None) -> Path:
     backbone = train.make_backbone(
         args.backbone, preset.unet, preset.dit, num_classes=num_classes, context_dim=context_dim
     )
-    objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
+    objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
     # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
-    denoiser, plain = train.finetune(denoiser, args, resuming=ckpt is not None)
+    denoiser, plain = train.finetune(denoiser, settings, resuming=ckpt is not None)
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
-    training = train.start_training(net, args, ckpt, dist)
+    training = train.start_training(net, settings, ckpt, dist)
     ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
@@ -259,7 +260,9 @@ def main(argv: list[str] | None = None) -> Path:
     pipe_net = train.trained_net(pipe.denoiser, pipe.text_encoder)
     to_pipeline = train.EmaToPipeline(ema, pipe_net, net)  # EMA weights (LoRA merged) into the pipeline
 
-    train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
+    train.compile_backbone(
+        backbone, settings, device
+    )  # after the pipeline's copy: only training runs compiled
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> Path:
         )
 
     def write_pipeline(folder: Path) -> None:
-        to_pipeline.save_pipeline(pipe, folder / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, folder / "pipeline", settings)
 
     def preview(step: int) -> None:
         to_pipeline()
@@ -336,7 +339,7 @@ def main(argv: list[str] | None = None) -> Path:
     # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
     with train.Session(
         run,
-        args,
+        settings,
         training,
         dist=dist,
         device=device,
@@ -355,7 +358,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_audio.py
     if dist.is_main:
-        to_pipeline.save_pipeline(pipe, run / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, run / "pipeline", settings)
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
     return run

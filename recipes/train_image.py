@@ -128,11 +128,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
 
     # --- processes and devices (torchrun / accelerate variables, or one process)
     dist, device, micro = train.start_processes(
-        args
+        settings
     )  # torchrun/accelerate or one process; threads; micro-batch
     if device.type == "cuda":  # the recipe owns the backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
-        train.check_resume(ckpt, config, args)
+        train.check_resume(ckpt, config, settings)
 
     if args.init and ckpt is None and not args.vae:
         train.init_adapter_stats(adapter, args.init)  # pixels: no statistics, but the same adapter settings
@@ -209,13 +210,13 @@ def main(argv: list[str] | None = None) -> Path:
     backbone = train.make_backbone(
         args.backbone, preset.unet, preset.dit, in_channels=c, num_classes=num_classes
     )
-    objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
+    objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
     # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
-    denoiser, plain = train.finetune(denoiser, args, resuming=ckpt is not None)
-    training = train.start_training(denoiser, args, ckpt, dist)
+    denoiser, plain = train.finetune(denoiser, settings, resuming=ckpt is not None)
+    training = train.start_training(denoiser, settings, ckpt, dist)
     ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
@@ -231,7 +232,9 @@ def main(argv: list[str] | None = None) -> Path:
         ema, pipe.denoiser, denoiser
     )  # EMA weights (LoRA merged) into the pipeline
 
-    train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
+    train.compile_backbone(
+        backbone, settings, device
+    )  # after the pipeline's copy: only training runs compiled
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> Path:
         )  # fmt: skip
 
     def write_pipeline(folder: Path) -> None:
-        to_pipeline.save_pipeline(pipe, folder / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, folder / "pipeline", settings)
 
     def preview(step: int) -> None:
         to_pipeline()
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> Path:
     # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
     with train.Session(
         run,
-        args,
+        settings,
         training,
         dist=dist,
         device=device,
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_image.py
     if dist.is_main:
-        to_pipeline.save_pipeline(pipe, run / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, run / "pipeline", settings)
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
     return run

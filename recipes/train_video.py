@@ -195,6 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     try:
         curriculum = FrameMaskCurriculum(args.p_none, args.p_first, args.p_first_k, args.p_ends)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- processes and devices (torchrun / accelerate variables, or one process)
     dist, device, micro = train.start_processes(
-        args
+        settings
     )  # torchrun/accelerate or one process; threads; micro-batch
     if device.type == "cuda":  # the recipe owns the backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> Path:
         config["text_encoder"] = str(Path(args.text_encoder).resolve())
     ckpt = train.latest_checkpoint(run)
     if ckpt is not None:
-        train.check_resume(ckpt, config, args)
+        train.check_resume(ckpt, config, settings)
 
     if args.init and ckpt is None and not args.vae:
         train.init_adapter_stats(adapter, args.init)  # pixels: no statistics, but the same adapter settings
@@ -350,15 +351,15 @@ def main(argv: list[str] | None = None) -> Path:
         args.backbone, preset.unet, preset.dit,
         in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim,
     )  # fmt: skip
-    objective = train.make_objective(backbone, args, sigma_data=0.5)  # --objective edm|flow|v
+    objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.
     # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
-    denoiser, plain = train.finetune(denoiser, args, resuming=ckpt is not None)
+    denoiser, plain = train.finetune(denoiser, settings, resuming=ckpt is not None)
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
-    training = train.start_training(net, args, ckpt, dist)
+    training = train.start_training(net, settings, ckpt, dist)
     ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
@@ -378,7 +379,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     if device.type == "cuda" and args.backbone == "unet":
         backbone.to(memory_format=torch.channels_last)  # cuDNN's fast NHWC convolutions
-    train.compile_backbone(backbone, args, device)  # after the pipeline's copy: only training runs compiled
+    train.compile_backbone(
+        backbone, settings, device
+    )  # after the pipeline's copy: only training runs compiled
 
     # --- the data streams: position = steps x global batch; every sample has its own seed. With --images,
     # step s is an image step when s % image_every == image_every - 1, so both positions follow from s.
@@ -445,7 +448,7 @@ def main(argv: list[str] | None = None) -> Path:
         )  # fmt: skip
 
     def write_pipeline(folder: Path) -> None:
-        to_pipeline.save_pipeline(pipe, folder / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, folder / "pipeline", settings)
 
     def preview(step: int) -> None:
         to_pipeline()
@@ -462,7 +465,7 @@ def main(argv: list[str] | None = None) -> Path:
     # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
     with train.Session(
         run,
-        args,
+        settings,
         training,
         dist=dist,
         device=device,
@@ -483,7 +486,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the final pipeline (EMA weights), ready for generate_video.py
     if dist.is_main:
-        to_pipeline.save_pipeline(pipe, run / "pipeline", args)
+        to_pipeline.save_pipeline(pipe, run / "pipeline", settings)
         print(f"saved {run / 'pipeline'}", flush=True)
     train.cleanup_distributed()
     return run

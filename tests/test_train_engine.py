@@ -364,8 +364,6 @@ def test_mel_png_preview(tmp_path) -> None:
 def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
     """``--max-minutes``: a recipe's loop over a :class:`train.Session` stops at the first step past the
     deadline, checkpointed there, and the same loop started again from that checkpoint runs on to ``--steps``."""
-    import argparse
-
     one = train.DistInfo()
     data = ToyData()
     layout = StreamLayout(len(data), 4, 1, 1, seed=7)
@@ -380,9 +378,9 @@ def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
         if ckpt is not None:
             step = train.restore_training_state(ckpt, dist=one, model=model, optimizer=opt, ema=ema)
         batches = iter(train.stream_loader(data, layout, rank=0, start_step=step))
-        args = argparse.Namespace(
-            steps=5, lr=1e-2, warmup=0, grad_clip=1.0, log_every=1, preview_every=0, ckpt_every=100,
-            keep=2, precision="fp32", max_minutes=max_minutes,
+        args = train.TrainSettings(
+            steps=5, batch=4, lr=1e-2, warmup=0, ema_decay=0.9, grad_clip=1.0, log_every=1, preview_every=0,
+            ckpt_every=100, keep=2, precision="fp32", max_minutes=max_minutes,
         )  # fmt: skip
         training = train.Training(model, opt, ema, train.NonFiniteGuard(3), step)
         loss_fn = lambda m, b: train.diffusion_loss(m, b["x"], LogNormal(), seeds=b["sample_seed"])  # noqa: E731

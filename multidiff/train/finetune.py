@@ -90,7 +90,7 @@ def init_weights(denoiser: nn.Module, init: str) -> Path:
     return folder
 
 
-def finetune(denoiser: nn.Module, args: argparse.Namespace, resuming: bool) -> tuple[nn.Module, nn.Module]:
+def finetune(denoiser: nn.Module, args: Any, resuming: bool) -> tuple[nn.Module, nn.Module]:
     """``(the module to train, the plain denoiser the pipeline copies)`` after ``--init`` and ``--lora``.
 
     A new run with ``--init`` starts from that model's weights (a resumed one from its checkpoint); with

@@ -94,7 +94,7 @@ def check_model_options(args: argparse.Namespace) -> None:
             raise ValueError(f"--p-std must be positive, got {args.p_std}")
 
 
-def make_objective(backbone: nn.Module, args: argparse.Namespace, sigma_data: float = 0.5) -> Objective:
+def make_objective(backbone: nn.Module, args: Any, sigma_data: float = 0.5) -> Objective:
     """The :class:`Objective` of ``args.objective`` around ``backbone`` (after :func:`check_model_options`)."""
     if args.objective == "edm":
         return Objective(

@@ -109,6 +109,48 @@ TRAIN_DEFAULTS: dict[str, TrainDefaults] = {
 }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """The typed settings the training functions of :mod:`multidiff.train` read (a recipe builds them once
+    from its options with :meth:`from_args`; no argparse namespace reaches the library).
+
+    Attributes: as the options of the same names (``--ema-decay`` is ``ema_decay``, and so on).
+    """
+
+    steps: int
+    batch: int
+    lr: float
+    warmup: int
+    ema_decay: float
+    accum: int = 1
+    grad_clip: float = 1.0
+    precision: str = "bf16"
+    device: str | None = None
+    threads: int | None = None
+    log_every: int = 50
+    preview_every: int = 0
+    ckpt_every: int = 1000
+    keep: int = 3
+    max_minutes: float | None = None
+    max_nonfinite: int = 20
+    allow_data_change: bool = False
+    compile: bool | None = None
+    objective: str = "edm"
+    p_mean: float | None = None
+    p_std: float | None = None
+    init: str | None = None
+    lora: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: str = "attention"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainSettings:
+        """The settings among a recipe's parsed options (after :func:`apply_defaults`); options the recipe
+        does not have keep their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in fields})
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The optimisation options of every diffusion train recipe (unset ones come from its preset through
     :func:`apply_defaults`) and class labels."""
@@ -208,7 +250,7 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
     )
 
 
-def compile_backbone(backbone: nn.Module, args: argparse.Namespace, device: torch.device) -> bool:
+def compile_backbone(backbone: nn.Module, args: TrainSettings, device: torch.device) -> bool:
     """``torch.compile`` the backbone in place when ``--compile`` says so, or by default on CUDA (where the
     small backbones' eager steps are bound by kernel launches); returns whether it did. Call it after the
     pipeline's copy of the denoiser was taken, so that only the trained module runs compiled and
@@ -275,7 +317,7 @@ def require_labels(dataset: Any, folder: str | os.PathLike[str]) -> None:
 DATA_KEYS = ("num_files", "num_images", "data_fingerprint", "images_fingerprint")
 
 
-def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: argparse.Namespace) -> None:
+def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSettings) -> None:
     """Refuse to resume ``ckpt`` with settings that matter changed (:func:`check_resume_config`), and with
     a changed data folder unless ``--allow-data-change`` (then the change is written to the run's log).
 
@@ -329,13 +371,13 @@ class EmaToPipeline:
         self.ema.copy_to(self.shadow)
         self.target.load_state_dict(merged_state_dict(self.shadow))
 
-    def save_pipeline(self, pipe: Any, folder: Path, args: argparse.Namespace) -> None:
+    def save_pipeline(self, pipe: Any, folder: Path, args: TrainSettings) -> None:
         """The EMA weights into ``pipe``, which is written to ``folder`` (with ``folder/lora`` for a LoRA)."""
         self()
         pipe.save_pretrained(folder)
         self.save_lora(folder, args)
 
-    def save_lora(self, folder: Path, args: argparse.Namespace) -> None:
+    def save_lora(self, folder: Path, args: TrainSettings) -> None:
         """Write the LoRA (the EMA's) into ``folder/lora`` when training one."""
         from multidiff.lora import save_lora
 
@@ -345,7 +387,7 @@ class EmaToPipeline:
                       targets=args.lora_targets)  # fmt: skip
 
 
-def start_processes(args: argparse.Namespace) -> tuple[DistInfo, torch.device, int]:
+def start_processes(args: TrainSettings) -> tuple[DistInfo, torch.device, int]:
     """The process group (torchrun / accelerate variables, or one process), this process's device, the CPU
     threads asked for, and the micro-batch per process and accumulation step.
 
@@ -376,9 +418,7 @@ class Training(NamedTuple):
     step: int
 
 
-def start_training(
-    net: nn.Module, args: argparse.Namespace, ckpt: Checkpoint | None, dist: DistInfo
-) -> Training:
+def start_training(net: nn.Module, args: TrainSettings, ckpt: Checkpoint | None, dist: DistInfo) -> Training:
     """AdamW (β = 0.9, 0.99, no weight decay) over ``net``'s trainable parameters, its EMA and the
     non-finite guard, all restored from ``ckpt`` when resuming; then the DDP wrapper.
 
@@ -535,7 +575,7 @@ class Session:
     def __init__(
         self,
         run: Path,
-        args: argparse.Namespace,
+        args: TrainSettings,
         training: Training,
         *,
         dist: DistInfo,
