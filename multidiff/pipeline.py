@@ -53,7 +53,7 @@ from multidiff.core.guidance import (
 )
 from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
-from multidiff.modalities.base import Extent
+from multidiff.modalities.base import Adapter, Extent, load_adapter
 from multidiff.nn.io import config_from_dict, load_matching_state
 from multidiff.serialize import (
     CONFIG_NAME,
@@ -119,8 +119,8 @@ class Pipeline:
             :class:`~multidiff.nn.text.ByteTextEncoder` or a :class:`~multidiff.nn.text.HFTextEncoder`);
             its width must equal the backbone's ``context_dim``. None for models without captions.
 
-    Subclasses set :attr:`time_axis` and override :meth:`decode`, :meth:`adapter_to_dict`,
-    :meth:`adapter_from_dict` and :meth:`save_adapter_files` for their modality.
+    Subclasses set :attr:`time_axis` and :attr:`modality` and add their modality's positional shortcuts;
+    the adapter saves and loads itself (:class:`~multidiff.modalities.base.Adapter`).
     """
 
     time_axis: ClassVar[int] = -1
@@ -536,26 +536,35 @@ class Pipeline:
         return self.adapter.decode(latents, extent, **dict(decode or {}))
 
     # ----------------------------------------------------------------------------------- saving
+    #: The modality of the adapter this pipeline class carries (None: latents only, no adapter).
+    modality: ClassVar[str | None] = None
+
     def adapter_to_dict(self) -> dict[str, Any] | None:
-        """The adapter's settings for ``config.json`` (None without an adapter)."""
+        """The adapter's settings for ``config.json`` (its ``to_config``; None without an adapter)."""
         if self.adapter is None:
             return None
-        to_dict = getattr(self.adapter, "to_dict", None)
-        if to_dict is None:
+        if not isinstance(self.adapter, Adapter):
             raise ValueError(
-                f"{type(self).__name__} cannot save an adapter of type {type(self.adapter).__name__}"
+                f"{type(self).__name__} cannot save an adapter of type {type(self.adapter).__name__} "
+                "(it does not implement multidiff.modalities.base.Adapter)"
             )
-        return to_dict()
+        return self.adapter.to_config()
 
     def save_adapter_files(self, folder: Path) -> None:
-        """Write adapter weight files beside ``config.json`` (none by default)."""
+        """The adapter's component files (a vocoder's weights, a VAE) beside ``config.json``."""
+        if isinstance(self.adapter, Adapter):
+            self.adapter.save(folder)
 
     @classmethod
     def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module | None:
-        """Rebuild the adapter from :meth:`adapter_to_dict` output (the base pipeline has none)."""
-        if d is not None:
-            raise ValueError(f"{folder}: {cls.__name__} cannot rebuild an adapter of type {d.get('type')!r}")
-        return None
+        """Rebuild the adapter ``config.json`` describes (one of this pipeline's modality)."""
+        if cls.modality is None:
+            if d is not None:
+                raise ValueError(
+                    f"{folder}: {cls.__name__} cannot rebuild an adapter of type {d.get('type')!r}"
+                )
+            return None
+        return load_adapter(None if d is None else dict(d), folder, cls.modality)
 
     @classmethod
     def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -12,9 +10,7 @@ from torch import Tensor, nn
 from multidiff.core.denoiser import Denoiser
 from multidiff.modalities.base import Extent
 from multidiff.modalities.mel import mel_frame_mask
-from multidiff.nn.io import load_matching_state
 from multidiff.pipeline import Pipeline
-from multidiff.serialize import CONFIG_NAME, VOCODER_WEIGHTS_NAME, save_tensors, vocoder_to_dict
 
 __all__ = ["AudioPipeline", "mel_frame_mask"]
 
@@ -31,6 +27,7 @@ class AudioPipeline(Pipeline):
     """
 
     time_axis: ClassVar[int] = -1
+    modality: ClassVar[str | None] = "audio"
 
     def __init__(self, denoiser: Denoiser, adapter: nn.Module, **kwargs: Any) -> None:
         from multidiff.modalities.audio import MelAdapter
@@ -91,50 +88,3 @@ class AudioPipeline(Pipeline):
         wave = torch.as_tensor(wave)
         num = kwargs.pop("num", wave.shape[0] if wave.ndim == 3 else 1)
         return self.generate(num, wave.shape[-1] / self.sample_rate, known=wave, strength=strength, **kwargs)
-
-    # ----------------------------------------------------------------------------------- saving
-    def adapter_to_dict(self) -> dict[str, Any]:
-        d = self.adapter.to_dict()  # type: ignore[union-attr]
-        if "stats" not in d:
-            raise ValueError(
-                "the MelAdapter has no fitted statistics; call adapter.fit_stats(...) before saving"
-            )
-        d["vocoder"] = vocoder_to_dict(self.adapter.vocoder)  # type: ignore[union-attr]
-        return d
-
-    def save_adapter_files(self, folder: Path) -> None:
-        from multidiff.modalities.vocoders import HiFiGAN
-
-        vocoder = self.adapter.vocoder  # type: ignore[union-attr]
-        if isinstance(vocoder, HiFiGAN):
-            save_tensors(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict())
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.audio import MelAdapter, MelSpec
-        from multidiff.modalities.vocoders import GriffinLim, HiFiGAN, HiFiGANConfig
-
-        source = str(folder / CONFIG_NAME)
-        if d is None or d.get("type") != "mel":
-            raise ValueError(
-                f"{source}: an AudioPipeline needs a mel adapter, got {None if d is None else d.get('type')!r}"
-            )
-        d = dict(d)
-        v = d.pop("vocoder", None) or {"type": "griffinlim"}
-        spec = MelSpec.from_dict(d["spec"])
-        if v["type"] == "griffinlim":
-            vocoder: nn.Module = GriffinLim(
-                spec,
-                n_iter=int(v.get("n_iter", 64)),
-                momentum=float(v.get("momentum", 0.99)),
-                nnls_iter=int(v.get("nnls_iter", 100)),
-            )
-        elif v["type"] == "hifigan":
-            vocoder = HiFiGAN(HiFiGANConfig.from_dict(v["config"]), MelSpec.from_dict(v["spec"]))
-            vocoder.load_state_dict(
-                load_matching_state(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict(), "vocoder")
-            )
-            vocoder.eval()
-        else:
-            raise ValueError(f"{source}: unknown vocoder type {v['type']!r}; known: griffinlim, hifigan")
-        return MelAdapter.from_dict(d, vocoder)

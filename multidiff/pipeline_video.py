@@ -4,7 +4,6 @@ interpolation through known frames) and :class:`ImagePipeline`."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -14,7 +13,6 @@ from multidiff.core.denoiser import Denoiser
 from multidiff.core.guidance import mask_channels
 from multidiff.modalities.base import Extent
 from multidiff.pipeline import Pipeline
-from multidiff.serialize import CONFIG_NAME, save_vae, vae_path
 
 __all__ = ["VideoPipeline", "ImagePipeline", "frame_cond_channels"]
 
@@ -34,8 +32,6 @@ class _FramePipeline(Pipeline):
     """What the video and image pipelines share: a frame size recorded with the model, an adapter of one
     type whose per-frame VAE is saved into the pipeline folder (``vae/``)."""
 
-    adapter_type: ClassVar[str]
-
     def __init__(
         self,
         denoiser: Denoiser,
@@ -44,9 +40,9 @@ class _FramePipeline(Pipeline):
         size: int | Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
-        if getattr(adapter, "modality", None) != self.adapter_type:
+        if getattr(adapter, "modality", None) != self.modality:
             raise ValueError(
-                f"{type(self).__name__} needs a {self.adapter_type} adapter, got {type(adapter).__name__}"
+                f"{type(self).__name__} needs a {self.modality} adapter, got {type(adapter).__name__}"
             )
         super().__init__(denoiser, adapter, **kwargs)
         self.size = None if size is None else _parse_size(size)
@@ -57,26 +53,6 @@ class _FramePipeline(Pipeline):
     @classmethod
     def init_kwargs_from_config(cls, data: Mapping[str, Any], source: str) -> dict[str, Any]:
         return {"size": data.get("size")}
-
-    def _image_adapter(self) -> nn.Module:
-        return self.adapter.image if self.adapter_type == "video" else self.adapter  # type: ignore[union-attr,return-value]
-
-    def save_adapter_files(self, folder: Path) -> None:
-        save_vae(self._image_adapter(), folder)
-
-    @classmethod
-    def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module:
-        from multidiff.modalities.image import ImageAdapter
-        from multidiff.modalities.video import VideoAdapter
-
-        if d is None or d.get("type") != cls.adapter_type:
-            raise ValueError(
-                f"{folder / CONFIG_NAME}: a {cls.__name__} needs a {cls.adapter_type} adapter, got "
-                f"{None if d is None else d.get('type')!r}"
-            )
-        if cls.adapter_type == "video":
-            return VideoAdapter.from_dict(d, vae_path=vae_path(d["image"], folder))
-        return ImageAdapter.from_dict(d, vae_path=vae_path(d, folder))
 
 
 class VideoPipeline(_FramePipeline):
@@ -96,7 +72,7 @@ class VideoPipeline(_FramePipeline):
 
     time_axis: ClassVar[int] = -3
 
-    adapter_type = "video"
+    modality: ClassVar[str | None] = "video"
 
     def __init__(self, denoiser: Denoiser, adapter: nn.Module, **kwargs: Any) -> None:
         super().__init__(denoiser, adapter, **kwargs)
@@ -193,7 +169,7 @@ class ImagePipeline(_FramePipeline):
 
     time_axis: ClassVar[int] = -1
 
-    adapter_type = "image"
+    modality: ClassVar[str | None] = "image"
 
     def default_extent(self) -> Extent:
         """The training size, where recorded."""

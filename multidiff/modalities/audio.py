@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -237,6 +238,55 @@ class MelAdapter(Adapter):
         if bool(self.fitted):
             d["stats"] = {"mean": self.mean.cpu().tolist(), "std": self.std.cpu().tolist()}
         return d
+
+    def to_config(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the vocoder's settings; refused before the statistics are fitted."""
+        from multidiff.serialize import vocoder_to_dict
+
+        d = self.to_dict()
+        if "stats" not in d:
+            raise ValueError(
+                "the MelAdapter has no fitted statistics; call adapter.fit_stats(...) before saving"
+            )
+        d["vocoder"] = vocoder_to_dict(self.vocoder)
+        return d
+
+    def save(self, folder: Path) -> None:
+        """A HiFi-GAN vocoder's weights into ``folder/vocoder.safetensors`` (Griffin-Lim has none)."""
+        from multidiff.modalities.vocoders import HiFiGAN
+        from multidiff.serialize import VOCODER_WEIGHTS_NAME, save_tensors
+
+        if isinstance(self.vocoder, HiFiGAN):
+            save_tensors(folder / VOCODER_WEIGHTS_NAME, self.vocoder.state_dict())
+
+    @classmethod
+    def load(cls, config: dict[str, Any], folder: Path) -> MelAdapter:
+        """Rebuild from :meth:`to_config` and the vocoder weights :meth:`save` wrote."""
+        from multidiff.modalities.vocoders import HiFiGAN, HiFiGANConfig
+        from multidiff.nn.io import load_matching_state
+        from multidiff.serialize import CONFIG_NAME, VOCODER_WEIGHTS_NAME
+
+        d = dict(config)
+        v = d.pop("vocoder", None) or {"type": "griffinlim"}
+        spec = MelSpec.from_dict(d["spec"])
+        if v["type"] == "griffinlim":
+            vocoder: Vocoder = GriffinLim(
+                spec,
+                n_iter=int(v.get("n_iter", 64)),
+                momentum=float(v.get("momentum", 0.99)),
+                nnls_iter=int(v.get("nnls_iter", 100)),
+            )
+        elif v["type"] == "hifigan":
+            vocoder = HiFiGAN(HiFiGANConfig.from_dict(v["config"]), MelSpec.from_dict(v["spec"]))
+            vocoder.load_state_dict(
+                load_matching_state(folder / VOCODER_WEIGHTS_NAME, vocoder.state_dict(), "vocoder")
+            )
+            vocoder.eval()
+        else:
+            raise ValueError(
+                f"{folder / CONFIG_NAME}: unknown vocoder type {v['type']!r}; known: griffinlim, hifigan"
+            )
+        return cls.from_dict(d, vocoder)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], vocoder: Vocoder | None = None) -> MelAdapter:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Adapter", "Extent"]
+__all__ = ["Adapter", "Extent", "load_adapter"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,37 @@ class Adapter(nn.Module, abc.ABC):
     @abc.abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable settings and statistics (weights of components are saved beside them)."""
+
+    def to_config(self) -> dict[str, Any]:
+        """What a pipeline folder's ``config.json`` stores of this adapter (:meth:`to_dict` by default)."""
+        return self.to_dict()
+
+    def save(self, folder: Path) -> None:
+        """Write the files of components with weights (a vocoder, a VAE) into a pipeline folder (none by
+        default)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, config: dict[str, Any], folder: Path) -> Adapter:
+        """Rebuild the adapter that :meth:`to_config` and :meth:`save` wrote into ``folder``."""
+
+
+def load_adapter(config: dict[str, Any] | None, folder: Path, modality: str) -> Adapter:
+    """The adapter a pipeline folder's ``config.json`` describes (its ``type``), which must be of ``modality``.
+
+    Raises:
+        ValueError: For a missing or unknown adapter, or one of another modality (the folder is named).
+    """
+    from multidiff.modalities.audio import MelAdapter
+    from multidiff.modalities.image import ImageAdapter
+    from multidiff.modalities.video import VideoAdapter
+
+    table: dict[str, type[Adapter]] = {"mel": MelAdapter, "image": ImageAdapter, "video": VideoAdapter}
+    kind = None if config is None else config.get("type")
+    cls = table.get(str(kind))
+    if cls is None or cls.modality != modality:
+        raise ValueError(
+            f"{folder / 'config.json'}: a {modality} pipeline needs a {modality} adapter, got {kind!r} "
+            f"(known adapters: {sorted(table)})"
+        )
+    return cls.load(dict(config), folder)  # type: ignore[arg-type]

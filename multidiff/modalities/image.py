@@ -541,6 +541,19 @@ class ImageAdapter(Adapter):
             d["stats"] = {"mean": self.mean.cpu().tolist(), "std": self.std.cpu().tolist()}
         return d
 
+    def save(self, folder: Path) -> None:
+        """The VAE (if any) into ``folder/vae/``, so the pipeline folder stands alone."""
+        from multidiff.serialize import save_vae
+
+        save_vae(self, folder)
+
+    @classmethod
+    def load(cls, config: dict[str, Any], folder: Path) -> ImageAdapter:
+        """Rebuild from :meth:`to_config`, with the VAE :meth:`save` wrote (or the one it names)."""
+        from multidiff.serialize import vae_path
+
+        return cls.from_dict(config, vae_path=vae_path(config, folder))
+
     @classmethod
     def from_dict(
         cls,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -219,6 +220,17 @@ class VideoAdapter(Adapter):
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable config: the image adapter's, and the chunk size."""
         return {"type": "video", "image": self.image.to_dict(), "chunk_frames": self.chunk_frames}
+
+    def save(self, folder: Path) -> None:
+        """The per-frame VAE (if any) into ``folder/vae/``."""
+        self.image.save(folder)
+
+    @classmethod
+    def load(cls, config: dict[str, Any], folder: Path) -> VideoAdapter:
+        """Rebuild from :meth:`to_config`, with the VAE :meth:`save` wrote (or the one it names)."""
+        from multidiff.serialize import vae_path
+
+        return cls.from_dict(config, vae_path=vae_path(config["image"], folder))
 
     @classmethod
     def from_dict(
