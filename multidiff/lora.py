@@ -103,13 +103,12 @@ def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
 def save_lora(module: nn.Module, folder: str | Path, *, base: str | None, rank: int, alpha: float | None,
               targets: str) -> Path:  # fmt: skip
     """Write the LoRA weights of ``module`` (only they) and what they belong to into ``folder``."""
-    from multidiff.io.common import save_safetensors
+    from multidiff.serialize import save_tensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if "lora_" in k}
-    state = {_PEFT_PREFIX.sub(r"\1", k): v for k, v in state.items()}
-    save_safetensors(state, folder / ADAPTER_WEIGHTS, {"format": "pt"})
+    state = {_PEFT_PREFIX.sub(r"\1", k): v for k, v in module.state_dict().items() if "lora_" in k}
+    save_tensors(folder / ADAPTER_WEIGHTS, state)
     meta = {"rank": rank, "alpha": alpha or rank, "targets": targets, "base": base}
     (folder / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return folder

@@ -99,10 +99,9 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    from multidiff.io.common import save_safetensors
+    from multidiff.serialize import save_tensors
 
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_safetensors(flat, path, metadata={"format": "pt"})
+    save_tensors(path, tensors)
     _fsync_file(path)
 
 

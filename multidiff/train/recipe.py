@@ -625,8 +625,7 @@ class Session:
         """Checkpoint after ``step`` when due, or when a signal or the time budget ends the session; False when
         the loop must stop (time budget). A signal raises :class:`TrainingInterrupted` after the checkpoint."""
         a, t = self.args, self.training
-        out_of_time = self.deadline is not None and _past(self.deadline, self.device, self.dist)
-        signum = _agreed_signal(self.stop["signum"], self.device, self.dist)
+        out_of_time, signum = _stop_reasons(self.deadline, self.stop["signum"], self.device, self.dist)
         if step % a.ckpt_every == 0 or step == a.steps or out_of_time or signum:
             save_training_state(
                 self.run, step, dist=self.dist, model=t.model, optimizer=t.optimizer, ema=t.ema,
@@ -643,20 +642,15 @@ class Session:
         return True
 
 
-def _agreed_signal(signum: int | None, device: torch.device, dist: DistInfo) -> int:
-    """The stop signal any rank received (0: none), agreed by every rank so they stop at the same step."""
+def _stop_reasons(
+    deadline: float | None, signum: int | None, device: torch.device, dist: DistInfo
+) -> tuple[bool, int]:
+    """``(past the time budget, stop signal or 0)``, agreed by every rank in one collective so they all stop
+    at the same step: rank 0's clock decides the budget, a signal on any rank stops every rank."""
+    past = deadline is not None and time.monotonic() > deadline
     if dist.world_size == 1:
-        return int(signum or 0)
-    flag = torch.tensor([float(signum or 0)], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return int(flag.item())
-
-
-def _past(deadline: float, device: torch.device, dist: DistInfo) -> bool:
-    """Whether rank 0's clock is past ``deadline``, agreed by every rank."""
-    past = time.monotonic() > deadline
-    if dist.world_size == 1:
-        return past
-    flag = torch.tensor([float(past)], device=device)
-    torch.distributed.broadcast(flag, src=0)
-    return bool(flag.item())
+        return past, int(signum or 0)
+    flags = torch.tensor([float(past and dist.is_main), float(signum or 0)], device=device)
+    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    past_all, sig = flags.tolist()  # one host sync per step, and only with several processes
+    return bool(past_all), int(sig)
