@@ -74,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classifier-epochs", type=int, default=30)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--workers", type=int, default=8, help="data-loading processes for training")
+    p.add_argument("--seed", type=int, default=0, help="train_audio --seed")
+    p.add_argument("--p-mean", type=float, help="train_audio --p-mean (mean of ln σ in training)")
+    p.add_argument("--init", help="fine-tune from this run or pipeline folder (train_audio --init)")
+    p.add_argument("--lora", type=int, help="train a LoRA of this rank on top of --init (train_audio --lora)")
+    p.add_argument(
+        "--judge-extra", nargs="+", default=[], help="more folders of clips that also train the word classifier"
+    )
     p.add_argument("--tiny", action="store_true", help="a CPU smoke run: tiny preset, seconds of training")
     args = p.parse_args(argv)
     if args.tiny:
@@ -189,6 +196,16 @@ def mel_stats_distance(a: Tensor, b: Tensor) -> float:
     return float(((fa.mean(1) - fb.mean(1)).abs() + (fa.std(1) - fb.std(1)).abs()).mean())
 
 
+def trainable_params(run: Path, pipe: AudioPipeline) -> int:
+    """Parameters the run trained: the LoRA's (``pipeline/lora/adapter.safetensors``) or the whole denoiser's."""
+    lora = run / "pipeline" / "lora" / "adapter.safetensors"
+    if lora.is_file():
+        from safetensors.torch import load_file
+
+        return sum(t.numel() for t in load_file(str(lora)).values())
+    return sum(p.numel() for p in pipe.denoiser.parameters())
+
+
 # --------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
@@ -215,7 +232,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          "--steps", str(10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
          "--preview-every", "0", "--log-every", "25" if not args.tiny else "2",
          "--workers", str(args.workers), "--device", str(device),
-         "--sample-steps", str(args.sample_steps), "--sampler", args.sampler]
+         "--sample-steps", str(args.sample_steps), "--sampler", args.sampler, "--seed", str(args.seed),
+         *(["--p-mean", str(args.p_mean)] if args.p_mean is not None else []),
+         *(["--init", args.init] if args.init else []), *(["--lora", str(args.lora)] if args.lora else [])]
     )  # fmt: skip
     train_wall = time.perf_counter() - t0
     log = [r for r in read_log(run) if "samples_per_s" in r]
@@ -226,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "samples_per_s": steady_throughput(run),
         "final_loss": statistics.mean(r["loss"] for r in log[-5:]) if log else None,
         "params_M": sum(p.numel() for p in pipe.denoiser.parameters()) / 1e6,
+        "trainable_params_M": trainable_params(run, pipe) / 1e6,
         "peak_mem_GiB": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
     print(f"[train] {result['train']}", flush=True)
@@ -288,7 +308,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 3. quality: a word classifier trained on the real training clips; features of every set
     logmel = LogMel(spec)
     to_mel = lambda w: torch.cat([logmel(w[i : i + 256]) for i in range(0, len(w), 256)])  # noqa: E731
-    train_wave, train_words = read_split(data / "train", spec, args.seconds)
+    judge_sets = [read_split(Path(d), spec, args.seconds) for d in [data / "train", *args.judge_extra]]
+    train_wave, train_words = torch.cat([w for w, _ in judge_sets]), [x for _, ws in judge_sets for x in ws]
     index = {w: i for i, w in enumerate(words)}
     train_mel = to_mel(train_wave)
     t0 = time.perf_counter()

@@ -2,7 +2,9 @@
 
     multidiff train audio --data DIR --out RUN [--preset tiny] [--steps N] ...
     multidiff generate audio --ckpt RUN --num 4 --seconds 2 --out DIR ...
-    multidiff demo audio --out DIR            # synthetic tones -> tiny model -> generated wavs
+    multidiff demo audio|video|image --out DIR   # synthetic data -> tiny model -> samples, on a CPU
+    multidiff models                             # the bundled models (use one with --model NAME)
+    multidiff ui --ckpt RUN                      # a local web page to generate from a model (gradio)
     multidiff train video --data DIR --out RUN [--preset tiny] [--frames F] [--size S] [--vae VAE] ...
     multidiff generate video --ckpt RUN --num 4 --frames 16 --out DIR [--first-frame IMG] [--prompt TEXT] ...
     multidiff train image --data DIR --out RUN ...; multidiff generate image --ckpt RUN --num 8 --out DIR
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 import warnings
@@ -27,11 +28,27 @@ from typing import Any, NoReturn
 
 __all__ = ["main", "load_recipe", "run_recipe", "OneLineParser", "synth_tone_folder", "COMMANDS"]
 
+#: Modalities of ``multidiff demo`` (:mod:`multidiff.demo`).
+DEMO_MODALITIES = ("audio", "image", "video")
+
 # command -> modality -> recipe file
 COMMANDS: dict[str, dict[str, str]] = {
     "train": {"audio": "train_audio.py", "video": "train_video.py", "image": "train_image.py"},
     "generate": {"audio": "generate_audio.py", "video": "generate_video.py", "image": "generate_image.py"},
 }
+
+
+def synth_tone_folder(
+    root: str | os.PathLike[str],
+    per_class: int = 8,
+    sample_rate: int = 16000,
+    seconds: float = 1.5,
+    seed: int = 0,
+) -> Path:
+    """:func:`multidiff.demo.synth_tone_folder` (kept here, where it was first defined)."""
+    from multidiff.demo import synth_tone_folder as make
+
+    return make(root, per_class, sample_rate, seconds, seed)
 
 
 def load_recipe(filename: str) -> ModuleType:
@@ -46,75 +63,36 @@ def load_recipe(filename: str) -> ModuleType:
         raise FileNotFoundError(f"no recipe {filename!r} (module {name})") from None
 
 
-def synth_tone_folder(
-    root: str | os.PathLike[str],
-    per_class: int = 8,
-    sample_rate: int = 16000,
-    seconds: float = 1.5,
-    seed: int = 0,
-) -> Path:
-    """Write a small labelled folder of synthetic sounds (three classes) for demos and smoke tests.
+def _demo(modality: str, argv: Sequence[str]) -> int:
+    """``multidiff demo MODALITY ARGS`` (:mod:`multidiff.demo`), with the command's error handling."""
+    from multidiff.demo import run_demo
 
-    ``low/``: a 150-300 Hz tone with two harmonics; ``high/``: a 1-2 kHz tone; ``chirp/``: a rising sweep.
-    Each file has a random frequency, a fade in/out and a little noise.
-    """
-    import numpy as np
-
-    from multidiff.io import write_audio
-
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    n = int(round(seconds * sample_rate))
-    t = np.arange(n) / sample_rate
-    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.05)
-    for cls in ("low", "high", "chirp"):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            if cls == "low":
-                f = rng.uniform(150, 300)
-                x = sum(np.sin(2 * math.pi * f * h * t) / h for h in (1, 2, 3))
-            elif cls == "high":
-                x = np.sin(2 * math.pi * rng.uniform(1000, 2000) * t)
-            else:
-                f0, f1 = rng.uniform(200, 500), rng.uniform(1500, 3000)
-                x = np.sin(2 * math.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds)))
-            x = 0.5 * fade * x / np.abs(x).max() + 0.003 * rng.standard_normal(n)
-            write_audio(root / cls / f"{cls}-{k:02d}.wav", x.astype(np.float32), sample_rate)
-    return root
+    return run_recipe(lambda a: run_demo(modality, a), argv, f"demo {modality}")
 
 
-def _demo_audio(argv: Sequence[str]) -> None:
-    p = argparse.ArgumentParser(
-        prog="multidiff demo audio",
-        description="Synthetic tones -> a tiny class-conditional model trained on the CPU -> generated wavs.",
-    )
-    p.add_argument("--out", required=True, help="demo folder (data/, run/, samples/)")
-    p.add_argument("--steps", type=int, default=300, help="training steps")
-    p.add_argument("--device", help="cpu or cuda")
-    args = p.parse_args(list(argv))
-    out = Path(args.out)
-    data = out / "data"
-    if not data.is_dir():
-        synth_tone_folder(data)
-    device = ["--device", args.device] if args.device else []
-    load_recipe("train_audio.py").main(
-        [
-            "--data",
-            str(data),
-            "--out",
-            str(out / "run"),
-            "--preset",
-            "tiny",
-            "--labels",
-            "--steps",
-            str(args.steps),
-            *device,
-        ]
-    )
-    gen = load_recipe("generate_audio.py")
-    for label in ("low", "high", "chirp"):
-        gen.main(["--ckpt", str(out / "run"), "--num", "2", "--seconds", "1.5", "--label", label, "--guidance", "2",
-                  "--seed", "0", "--out", str(out / "samples" / label), *device])  # fmt: skip
+def _models(argv: Sequence[str]) -> int:
+    """``multidiff models``: the bundled pipelines, one line each (name, modality, settings)."""
+    from multidiff.models import MODELS_DIR, available, describe
+
+    p = OneLineParser(prog="multidiff models", description="List the models bundled with this install.")
+    p.parse_args(list(argv))
+    names = available()
+    if not names:
+        print(f"no bundled models in {MODELS_DIR} (train one: multidiff demo audio --out DIR)")
+        return 0
+    for name in names:
+        try:
+            print(f"{name}: {describe(MODELS_DIR / name, name).summary}")
+        except ValueError as err:
+            print(f"{name}: unreadable ({err})")
+    return 0
+
+
+def _ui(argv: Sequence[str]) -> int:
+    """``multidiff ui --ckpt RUN`` (:mod:`multidiff.ui`)."""
+    from multidiff.ui import main as ui_main
+
+    return run_recipe(ui_main, argv, "ui")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -130,11 +108,20 @@ def _build_parser() -> argparse.ArgumentParser:
         ("demo", "synthetic data -> tiny model -> samples, in minutes on a CPU"),
     ):
         c = sub.add_parser(command, help=help_text, description=help_text, add_help=True)
-        modalities = COMMANDS.get(command, {"audio": ""})
+        modalities = COMMANDS.get(command, dict.fromkeys(DEMO_MODALITIES, ""))
         c.add_argument(
             "modality", choices=sorted(modalities), help="what to work on: " + ", ".join(sorted(modalities))
         )
         c.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the recipe")
+    for command, help_text in (
+        ("models", "list the models bundled with this install"),
+        (
+            "ui",
+            "a local web page to generate from a model: multidiff ui --ckpt RUN (pip install multidiff[ui])",
+        ),
+    ):
+        c = sub.add_parser(command, help=help_text, description=help_text, add_help=False)
+        c.add_argument("args", nargs=argparse.REMAINDER, help="options (see --help)")
     return p
 
 
@@ -197,18 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
+    if argv[0] == "models":
+        return _models(argv[1:])
+    if argv[0] == "ui":
+        return _ui(argv[1:])
     # 'multidiff train audio --help' must reach the recipe, so split by hand after the two words.
     if argv[0] in ("train", "generate", "demo") and len(argv) >= 2 and not argv[1].startswith("-"):
         command, modality, rest = argv[0], argv[1], argv[2:]
         if command == "demo":
-            if modality != "audio":
-                parser.error(f"no demo for {modality!r}; available: audio")
-            try:
-                _demo_audio(rest)
-            except (ValueError, FileNotFoundError) as err:
-                print(f"multidiff: error: demo audio: {err}", file=sys.stderr)
-                return 2
-            return 0
+            if modality not in DEMO_MODALITIES:
+                parser.error(f"no demo for {modality!r}; available: {', '.join(DEMO_MODALITIES)}")
+            return _demo(modality, rest)
         recipes = COMMANDS[command]
         if modality not in recipes:
             parser.error(f"cannot {command} {modality!r}; available: {', '.join(sorted(recipes))}")

@@ -344,6 +344,7 @@ class Pipeline:
         progress: bool = True,
         sampler_options: Mapping[str, Any] | None = None,
         prompt: str | Sequence[str] | None = None,
+        sigmas: Tensor | Sequence[float] | None = None,
     ) -> Tensor:
         """Draw ``num`` latents of ``shape`` (without the batch axis).
 
@@ -368,6 +369,8 @@ class Pipeline:
             sampler_options: Extra keywords for the sampler (e.g. ``eta``).
             prompt: Caption(s) for a model with a text encoder (see :meth:`encode_prompt`); guided against
                 the null caption. None with a text encoder: the null caption (unconditional samples).
+            sigmas: An explicit σ grid (decreasing; e.g. a diffusers scheduler's, from
+                :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) instead of ``steps`` and ``grid``.
 
         Returns:
             Latents ``[B, *shape]`` (float32).
@@ -398,7 +401,11 @@ class Pipeline:
         sample_fn = get_sampler(sampler or self.sampling.sampler)
         device = self.device
         gens = [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
-        sigmas = self.sigmas(steps, grid)
+        if sigmas is None:
+            sigmas = self.sigmas(steps, grid)
+        else:
+            sigmas = torch.as_tensor(sigmas, dtype=torch.float64).cpu()
+            steps = len(sigmas) - 1
         if known is not None:
             known = torch.as_tensor(known, dtype=torch.float32, device=device)
             try:

@@ -106,10 +106,11 @@ class SamplingConfig:
 
 def backbones() -> dict[str, type[nn.Module]]:
     """Backbone classes a pipeline folder may name (a fixed table, never an import path)."""
+    from multidiff.interop.diffusers import DiffusersBackbone
     from multidiff.nn.dit import DiT
     from multidiff.nn.unet import UNet
 
-    return {"UNet": UNet, "DiT": DiT}
+    return {"UNet": UNet, "DiT": DiT, "DiffusersBackbone": DiffusersBackbone}
 
 
 _SCHEDULES: dict[str, type[Schedule]] = {
@@ -120,19 +121,30 @@ _SCHEDULES: dict[str, type[Schedule]] = {
 }
 
 
+def _schedules() -> dict[str, type[Schedule]]:
+    """:data:`_SCHEDULES` and the schedules of diffusers schedulers that live in :mod:`multidiff.interop`."""
+    from multidiff.interop.diffusers import CosineEDMSchedule, SNRShiftedVPSchedule
+
+    return {
+        **_SCHEDULES,
+        "CosineEDMSchedule": CosineEDMSchedule,
+        "SNRShiftedVPSchedule": SNRShiftedVPSchedule,
+    }
+
+
 def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
     name = type(schedule).__name__
-    if name not in _SCHEDULES or not dataclasses.is_dataclass(schedule):
-        raise ValueError(f"cannot save a pipeline with schedule {name}; known: {sorted(_SCHEDULES)}")
+    if name not in _schedules() or not dataclasses.is_dataclass(schedule):
+        raise ValueError(f"cannot save a pipeline with schedule {name}; known: {sorted(_schedules())}")
     return {"type": name, **{f.name: getattr(schedule, f.name) for f in dataclasses.fields(schedule)}}
 
 
 def schedule_from_dict(d: Mapping[str, Any], source: str) -> Schedule:
     d = dict(d)
     name = d.pop("type", None)
-    if name not in _SCHEDULES:
-        raise ValueError(f"{source}: unknown schedule type {name!r}; known: {sorted(_SCHEDULES)}")
-    return config_from_dict(_SCHEDULES[name], d, source=source)
+    if name not in _schedules():
+        raise ValueError(f"{source}: unknown schedule type {name!r}; known: {sorted(_schedules())}")
+    return config_from_dict(_schedules()[name], d, source=source)
 
 
 def read_config(folder: Path) -> dict[str, Any]:

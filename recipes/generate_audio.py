@@ -5,9 +5,10 @@
     python recipes/generate_audio.py --ckpt RUN --num 2 --seconds 6 --continue clip.wav --out more/
     python recipes/generate_audio.py --ckpt RUN --num 4 --prompt "a dog barking" --guidance 4 --out dogs/
     python recipes/generate_audio.py --ckpt RUN --num 2 --init clip.wav --strength 0.5 --out varied/
+    python recipes/generate_audio.py --model NAME --num 2 --spectrogram --out samples/   # + a PNG per wav
 
-``--ckpt`` takes a run folder (its ``pipeline/``, else the latest checkpoint's), or a pipeline folder.
-Clip k is drawn with seed ``--seed + k``, so it is the same whatever ``--batch``.
+``--ckpt`` takes a run folder (its ``pipeline/``, else the latest checkpoint's), or a pipeline folder;
+``--model`` a bundled model by name (``multidiff models``). Clip k is drawn with seed ``--seed + k``, so it is the same whatever ``--batch``.
 """
 
 from __future__ import annotations
@@ -18,25 +19,34 @@ from pathlib import Path
 from multidiff.cli import OneLineParser
 from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_audio, write_audio
+from multidiff.models import add_model_option, resolve_source
 from multidiff.pipeline import AudioPipeline
+from multidiff.plots import spectrogram_png
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate audio", description=__doc__.split("\n\n")[0])
     add_generate_options(p, items="clips", files="wav", batch=8, prompt=True)
+    add_model_option(p)  # --model NAME: a bundled pipeline instead of --ckpt
     p.add_argument(
         "--seconds", type=float, help="clip length (default: the training length, or the --init length)"
     )
     p.add_argument("--continue", dest="cont", help="continue this audio file to --seconds")
     p.add_argument("--init", help="audio-to-audio: vary this file (with --strength)")
     p.add_argument("--strength", type=float, default=0.5, help="audio-to-audio strength in (0, 1]")
+    p.add_argument(
+        "--spectrogram",
+        action="store_true",
+        help="also write a spectrogram PNG beside each wav (time in s, frequency in Hz, level in dB)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` wavs; returns their paths."""
     args = parse_args(argv)
+    args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder
     if args.cont and args.init:
         raise ValueError("use either --continue or --init, not both")
     loaded = load_for_generation(args, AudioPipeline)  # threads, counts, device, pipeline, base seed
@@ -76,6 +86,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         for k in range(n):
             path = free_path(out / f"sample-{start + k:03d}-seed{seed + start + k}.wav", args.overwrite)
             paths.append(write_audio(path, waves[k].cpu(), sr))
+            if args.spectrogram:  # sample-000-seed0.png beside sample-000-seed0.wav
+                spectrogram_png(waves[k].cpu(), sr, path.with_suffix(".png"), title=path.name)
     for path in paths:
         print(path)
     return paths

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> Path:
             args.vocoder, spec=spec
         )  # the adapter refuses a vocoder for other mel settings
     adapter = MelAdapter(MelAdapterConfig(spec=spec, channels=1, sigma_data=0.5), vocoder)
-    fit_waves = [dataset.get(i, 0)["wave"] for i in range(min(len(dataset), 64))]
+    # spread over the folder: its first files may all be of one class (one subfolder)
+    fit_waves = [dataset.get(i, 0)["wave"] for i in range(0, len(dataset), max(1, len(dataset) // 64))][:64]
     if ckpt is not None:
         stats = ckpt.state["extra"]["adapter"]["stats"]
         adapter.set_stats(torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
@@ -243,18 +245,20 @@ def main(argv: list[str] | None = None) -> Path:
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
+    pipe_copy = copy.deepcopy(plain)  # the pipeline's copies, before --shard splits the trained parameters
+    pipe_text = None if text_encoder is None else copy.deepcopy(text_encoder)
     training = train.start_training(net, settings, ckpt, dist)
     ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = AudioPipeline(
-        copy.deepcopy(plain),
+        pipe_copy,
         adapter,
         sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
         labels=dataset.classes if args.labels else None,
         window=adapter.latent_shape(args.seconds)[-1],
         x0_range=x0_range,
-        text_encoder=None if text_encoder is None else copy.deepcopy(text_encoder),
+        text_encoder=pipe_text,
     )
     # The pipeline's modules under the training module's names, for ema.copy_to.
     pipe_net = train.trained_net(pipe.denoiser, pipe.text_encoder)
@@ -265,6 +269,8 @@ def main(argv: list[str] | None = None) -> Path:
     )  # after the pipeline's copy: only training runs compiled
 
     # --- the data stream: position = step x global batch; every sample has its own seed
+    # decoded once into memory when it fits (2 GiB), so that loading never waits on decoding or resampling
+    dataset.preload(workers=max(1, args.workers), progress=dist.is_main and sys.stderr.isatty())
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
     if (
         ckpt is not None
@@ -333,8 +339,9 @@ def main(argv: list[str] | None = None) -> Path:
         )
         waves = adapter.decode(latents, length=pipe.num_samples(args.seconds))
         train.save_audio_previews(
-            run / "previews" / f"step-{step:08d}", waves, spec.sample_rate, adapter.denormalise(latents)
-        )
+            run / "previews" / f"step-{step:08d}", waves, spec.sample_rate, adapter.denormalise(latents),
+            spec=spec,
+        )  # fmt: skip
 
     # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
     with train.Session(

@@ -32,13 +32,13 @@ from multidiff import train
 from multidiff.cli import OneLineParser
 from multidiff.data.common import data_fingerprint
 from multidiff.data.image import ImageFolder, ImageFolderConfig
-from multidiff.io import write_image
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
 from multidiff.nn.dit import DiTConfig
 from multidiff.nn.io import config_to_dict
 from multidiff.nn.unet import UNetConfig
 from multidiff.pipeline import ImagePipeline, SamplingConfig
 from multidiff.train import TRAIN_DEFAULTS, TrainDefaults
+from multidiff.train.preview import save_image_previews
 
 
 @dataclass(frozen=True)
@@ -192,10 +192,13 @@ def main(argv: list[str] | None = None) -> Path:
         elif args.init:  # fine-tuning keeps the normalisation the weights were trained with
             train.init_adapter_stats(adapter, args.init)
         else:
-            adapter.fit_stats_latents(dataset.raw_latents(i)[None] for i in range(min(len(dataset), 64)))
+            adapter.fit_stats_latents(
+                dataset.raw_latents(i)[None] for i in range(0, len(dataset), max(1, len(dataset) // 64))
+            )
     # The per-channel range of the training latents: sampling clamps x0 predictions to it.
     with torch.no_grad():
-        fit = [dataset.get(i, 0) for i in range(min(len(dataset), 16))]
+        # spread over the folder: its first files may all be of one class (one subfolder)
+        fit = [dataset.get(i, 0) for i in range(0, len(dataset), max(1, len(dataset) // 16))][:16]
         z = (
             torch.stack([it["latents"] for it in fit])
             if args.vae
@@ -216,12 +219,13 @@ def main(argv: list[str] | None = None) -> Path:
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
     # --init: start from a trained model; --lora: train only low-rank updates (the pipeline copies `plain`)
     denoiser, plain = train.finetune(denoiser, settings, resuming=ckpt is not None)
+    pipe_copy = copy.deepcopy(plain)  # the pipeline's copy, before --shard splits the trained parameters
     training = train.start_training(denoiser, settings, ckpt, dist)
     ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (an EMA copy of the denoiser)
     pipe = ImagePipeline(
-        copy.deepcopy(plain),
+        pipe_copy,
         adapter,
         sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps),
         labels=dataset.classes if args.labels else None,
@@ -280,10 +284,7 @@ def main(argv: list[str] | None = None) -> Path:
         to_pipeline()
         label = [k % num_classes for k in range(args.preview_num)] if num_classes else None
         images = pipe.generate(args.preview_num, label=label, seed=0, progress=False)
-        folder = run / "previews" / f"step-{step:08d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, image in enumerate(images):
-            write_image(folder / f"sample-{k}.png", image)
+        save_image_previews(run / "previews" / f"step-{step:08d}", images)  # sample-K.png, grid.png
 
     # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
     with train.Session(

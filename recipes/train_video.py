@@ -47,7 +47,6 @@ from multidiff.cli import OneLineParser
 from multidiff.data.common import data_fingerprint
 from multidiff.data.image import ImageFolder, ImageFolderConfig
 from multidiff.data.video import VideoFolder, VideoFolderConfig
-from multidiff.io import write_video
 from multidiff.modalities.image import ImageAdapterConfig
 from multidiff.modalities.video import VideoAdapter
 from multidiff.nn.dit import DiTConfig
@@ -56,6 +55,7 @@ from multidiff.nn.unet import UNetConfig
 from multidiff.pipeline import SamplingConfig, VideoPipeline
 from multidiff.train import TRAIN_DEFAULTS, TrainDefaults
 from multidiff.train.masks import FrameMaskCurriculum, frame_cond, sample_frame_masks
+from multidiff.train.preview import save_video_previews
 
 
 @dataclass(frozen=True)
@@ -323,10 +323,13 @@ def main(argv: list[str] | None = None) -> Path:
         elif args.init:  # fine-tuning keeps the normalisation the weights were trained with
             train.init_adapter_stats(adapter, args.init)
         else:
-            adapter.fit_stats_latents(dataset.raw_latents(i)[None] for i in range(min(len(dataset), 64)))
+            adapter.fit_stats_latents(
+                dataset.raw_latents(i)[None] for i in range(0, len(dataset), max(1, len(dataset) // 64))
+            )
     # The per-channel range of the training latents: sampling clamps x0 predictions to it.
     with torch.no_grad():
-        fit = [dataset.get(i, 0) for i in range(min(len(dataset), 16))]
+        # spread over the folder: its first files may all be of one class (one subfolder)
+        fit = [dataset.get(i, 0) for i in range(0, len(dataset), max(1, len(dataset) // 16))][:16]
         z = (
             torch.stack([it["latents"] for it in fit])
             if args.vae
@@ -359,19 +362,21 @@ def main(argv: list[str] | None = None) -> Path:
     net = train.trained_net(denoiser, text_encoder).to(device)
 
     # --- optimiser (AdamW), EMA, non-finite guard; restored from the checkpoint when resuming; DDP
+    pipe_copy = copy.deepcopy(plain)  # the pipeline's copies, before --shard splits the trained parameters
+    pipe_text = None if text_encoder is None else copy.deepcopy(text_encoder)
     training = train.start_training(net, settings, ckpt, dist)
     ema, guard, step = training.ema, training.guard, training.step
 
     # --- the pipeline that previews and the saved model use (EMA copies of the denoiser and text encoder)
     pipe = VideoPipeline(
-        copy.deepcopy(plain),
+        pipe_copy,
         adapter,
         sampling=SamplingConfig(sampler=args.sampler, steps=args.sample_steps, guidance=args.guidance),
         labels=dataset.classes if args.labels else None,
         window=args.frames,
         x0_range=x0_range,
         size=args.size,
-        text_encoder=None if text_encoder is None else copy.deepcopy(text_encoder),
+        text_encoder=pipe_text,
     )
     # The pipeline's modules under the training module's names, for ema.copy_to.
     pipe_net = train.trained_net(pipe.denoiser, pipe.text_encoder)
@@ -457,10 +462,7 @@ def main(argv: list[str] | None = None) -> Path:
         videos = pipe.generate(
             args.preview_num, args.frames, label=label, prompt=prompt, seed=0, progress=False
         )
-        folder = run / "previews" / f"step-{step:08d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for k, video in enumerate(videos):
-            write_video(folder / f"sample-{k}.gif", video, fps=8)
+        save_video_previews(run / "previews" / f"step-{step:08d}", videos, fps=8)  # gifs, grid.gif, strip.png
 
     # --- the loop (train.Session: the run folder locked; Ctrl-C or --max-minutes end it with a checkpoint)
     with train.Session(

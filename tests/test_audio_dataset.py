@@ -314,3 +314,24 @@ def test_non_finite_samples_anywhere_are_found_and_named(tmp_path, where) -> Non
     assert len(ds) == 1
     ((path, reason),) = ds.skipped
     assert path.endswith("nan.wav") and f"NaN or infinite samples (the first at {where:.2f} s)" in reason
+
+
+@pytest.mark.parametrize("clip_seconds", [None, 1.0, 0.25])
+def test_preload_serves_the_same_items(tmp_path: Path, clip_seconds: float | None) -> None:
+    """Decoded once into memory (resampled 44.1 kHz and 16 kHz files among them), items are the same waves:
+    identical where nothing is cropped, equal to the resampler's rounding where a crop is cut."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFileWarning)
+        make_folder(tmp_path)
+        config = AudioFolderConfig(sample_rate=22050, clip_seconds=clip_seconds, labels="auto", seed=3)
+        lazy, eager = AudioFolder(tmp_path, config), AudioFolder(tmp_path, config)
+    assert eager.preload(workers=2, progress=False)
+    for epoch in (0, 1):
+        for i in range(len(lazy)):
+            a, b = lazy.get(i, epoch), eager.get(i, epoch)
+            assert a["label"] == b["label"] and torch.equal(a["mask"], b["mask"])
+            if lazy.crop_start(i, epoch) == 0 and clip_seconds != 0.25:
+                assert torch.equal(a["wave"], b["wave"])
+            else:
+                torch.testing.assert_close(a["wave"], b["wave"], atol=2e-3, rtol=0)
+    assert not AudioFolder(tmp_path, config).preload(max_bytes=1000, progress=False)  # too big: nothing loaded

@@ -149,4 +149,4 @@ def test_demo_audio(tmp_path) -> None:
     multidiff("demo", "audio", "--out", str(tmp_path), "--steps", "3")
     for label in ("low", "high", "chirp"):
         wavs = sorted((tmp_path / "samples" / label).glob("*.wav"))
-        assert len(wavs) == 2 and sf.info(str(wavs[0])).frames == 24000
+        assert len(wavs) == 2 and sf.info(str(wavs[0])).frames == 16000

@@ -179,6 +179,7 @@ class AudioFolder(Dataset):
         self._logmel = LogMel(spec) if spec is not None and cache_dir is not None else None
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
+        self._waves: list[torch.Tensor] | None = None  # every file decoded at the target rate (preload)
 
         candidates, labels, captions = self._select_files()
         n_files = len(candidates) + len(self.skipped)  # skipped so far: not in metadata / not in a subfolder
@@ -294,6 +295,27 @@ class AudioFolder(Dataset):
         data = _mix(wave.T.numpy(), cfg.channels).T  # (C, N)
         return torch.from_numpy(np.ascontiguousarray(data))
 
+    def preload(self, workers: int = 8, max_bytes: int = 2**31, progress: bool = True) -> bool:
+        """Decode every file once, whole and at the target rate, into memory (float32), so that items are
+        slices of it and data loading never waits on a decoder or a resampler (DataLoader workers share it
+        copy-on-write). Returns False, loading nothing, when the decoded set would exceed ``max_bytes``.
+
+        Crops are cut from the whole resampled file, which can differ from resampling the crop's window
+        alone in the last digits near its ends; a run uses one or the other throughout.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        need = sum(self._target_length(e) * self.config.channels * 4 for e in self.entries)
+        if need > max_bytes:
+            return False
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            done = pool.map(lambda e: self._load(e, 0, -1), self.entries)
+            waves = list(tqdm(done, total=len(self), desc="decode", unit="file", disable=not progress))
+        self._waves = waves
+        return True
+
     def _target_length(self, entry: _Entry) -> int:
         return math.ceil(entry.info.frames * self.config.sample_rate / entry.info.sample_rate)
 
@@ -326,7 +348,11 @@ class AudioFolder(Dataset):
         if entry.caption is not None:
             item["caption"] = entry.caption
         if cfg.return_wave:
-            wave = self._load(entry, start, -1 if clip is None else clip)  # (C, n)
+            if self._waves is not None:  # decoded once (preload)
+                whole = self._waves[index]
+                wave = whole[:, start:] if clip is None else whole[:, start : start + clip]  # (C, n)
+            else:
+                wave = self._load(entry, start, -1 if clip is None else clip)  # (C, n)
             gain = entry.gain
             if gain is None:
                 peak = float(wave.abs().max()) if wave.numel() else 0.0

@@ -1,6 +1,6 @@
-"""Weight conversion from diffusers models into multidiff backbones.
+"""Weight conversion between diffusers models and multidiff backbones.
 
-``DiTTransformer2DModel`` (diffusers) -> :class:`multidiff.nn.dit.DiT`. The two compute the same
+``DiTTransformer2DModel`` (diffusers) <-> :class:`multidiff.nn.dit.DiT`. The two compute the same
 function at the checkpoint's native resolution: diffusers' DiT takes integer-like ``timestep`` and
 ``class_labels``; the multidiff DiT takes ``c_noise = timestep`` (float) and ``labels``.
 
@@ -8,19 +8,32 @@ diffusers gives every block its own copy of the timestep and label embedders, wh
 (Peebles and Xie 2023) shares one; checkpoints converted from the original hold identical copies.
 multidiff shares one embedder, so conversion requires the copies to agree and raises otherwise.
 
-diffusers is not imported here: the functions take a state dict and a config mapping (``model.config``).
+The import direction takes a state dict and a config mapping (``model.config``) and does not import
+diffusers. The export direction (:func:`dit_to_diffusers`, :func:`save_dit_as_diffusers`) is its inverse:
+it writes the shared embedders into every block and builds the diffusers model, importing diffusers
+inside the function. Settings the diffusers class cannot express are refused, naming the setting.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from multidiff.nn.dit import DiT, DiTConfig
 
-__all__ = ["dit_config_from_diffusers", "dit_state_dict_from_diffusers", "dit_from_diffusers"]
+__all__ = [
+    "dit_config_from_diffusers",
+    "dit_state_dict_from_diffusers",
+    "dit_from_diffusers",
+    "dit_config_to_diffusers",
+    "dit_state_dict_to_diffusers",
+    "dit_to_diffusers",
+    "save_dit_as_diffusers",
+]
 
 
 def _need(config: Mapping[str, Any], key: str) -> Any:
@@ -148,3 +161,173 @@ def dit_from_diffusers(state_dict: Mapping[str, torch.Tensor], config: Mapping[s
         raise ValueError(f"converted DiT weights do not fit: missing {missing}, wrong shapes {wrong}")
     model.load_state_dict({k: v.float().cpu() for k, v in weights.items()}, strict=True)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Export: multidiff DiT -> diffusers DiTTransformer2DModel
+# ---------------------------------------------------------------------------------------------------
+
+# The DiTConfig fields the diffusers class fixes, with the only value it can express.
+_FIXED_FOR_EXPORT: dict[str, Any] = {
+    "pos_embed": "sincos",
+    "attention": "joint",
+    "qk_norm": False,
+    "context_dim": None,
+    "cond_channels": 0,
+    "mlp_ratio": 4.0,
+    "norm_eps": 1e-6,
+    "noise_freq_dim": 256,
+    "noise_freq_shift": 1.0,
+}
+
+
+def dit_config_to_diffusers(config: DiTConfig, sample_size: int) -> dict[str, Any]:
+    """The ``DiTTransformer2DModel`` config of a multidiff :class:`DiTConfig` (inverse of
+    :func:`dit_config_from_diffusers`).
+
+    Args:
+        config: The multidiff DiT's config.
+        sample_size: Side of the square latent the diffusers model is built for (its fixed sin-cos table
+            is made for ``sample_size // patch`` positions per side; multidiff computes it per input).
+
+    Raises:
+        ValueError: A setting the diffusers DiT cannot express (named with the value it needs).
+    """
+    for name, need in _FIXED_FOR_EXPORT.items():
+        have = getattr(config, name)
+        if have != need:
+            raise ValueError(
+                f"DiTConfig.{name}={have!r} cannot be exported to a diffusers DiTTransformer2DModel "
+                f"(it supports only {name}={need!r})"
+            )
+    if len(config.patch) != 2 or config.patch[0] != config.patch[1]:
+        raise ValueError(
+            f"DiTConfig.patch={config.patch} cannot be exported: DiTTransformer2DModel takes square 2-D patches"
+        )
+    if config.num_classes is None:
+        raise ValueError(
+            "DiTConfig.num_classes=None cannot be exported: DiTTransformer2DModel is class-conditional"
+        )
+    p = config.patch[0]
+    if isinstance(sample_size, bool) or int(sample_size) < p or int(sample_size) % p:
+        raise ValueError(f"sample_size={sample_size!r} must be a positive multiple of the patch size {p}")
+    return {
+        "num_attention_heads": config.heads,
+        "attention_head_dim": config.width // config.heads,
+        "in_channels": config.in_channels,
+        "out_channels": config.out_ch,
+        "num_layers": config.depth,
+        "dropout": 0.0,
+        "norm_num_groups": 32,
+        "attention_bias": True,
+        "sample_size": int(sample_size),
+        "patch_size": p,
+        "activation_fn": "gelu-approximate",
+        "num_embeds_ada_norm": config.num_classes,
+        "upcast_attention": False,
+        "norm_type": "ada_norm_zero",
+        "norm_elementwise_affine": False,
+        "norm_eps": config.norm_eps,
+    }
+
+
+def dit_state_dict_to_diffusers(
+    state_dict: Mapping[str, torch.Tensor], config: DiTConfig
+) -> dict[str, torch.Tensor]:
+    """Rename and reshape a :class:`DiT` state dict into ``DiTTransformer2DModel`` keys (inverse of
+    :func:`dit_state_dict_from_diffusers`; the shared embedders are copied into every block).
+
+    Raises:
+        ValueError: A key is missing.
+    """
+    sd = dict(state_dict)
+
+    def take(key: str) -> torch.Tensor:
+        if key not in sd:
+            raise ValueError(f"multidiff DiT state dict lacks {key!r}")
+        return sd[key]
+
+    D, p = config.width, config.patch[0]
+    out: dict[str, torch.Tensor] = {}
+    out["pos_embed.proj.weight"] = take("x_embed.weight").reshape(D, config.in_channels, p, p)
+    out["pos_embed.proj.bias"] = take("x_embed.bias")
+    shared = {
+        "timestep_embedder.linear_1.weight": "noise_embed.fc1.weight",
+        "timestep_embedder.linear_1.bias": "noise_embed.fc1.bias",
+        "timestep_embedder.linear_2.weight": "noise_embed.fc2.weight",
+        "timestep_embedder.linear_2.bias": "noise_embed.fc2.bias",
+        "class_embedder.embedding_table.weight": "label_embed.table.weight",
+    }
+    for i in range(config.depth):
+        src, dst = f"blocks.{i}.", f"transformer_blocks.{i}."
+        for theirs, ours in shared.items():
+            out[f"{dst}norm1.emb.{theirs}"] = take(ours).clone()
+        out[dst + "norm1.linear.weight"] = take(src + "ada.proj.weight")
+        out[dst + "norm1.linear.bias"] = take(src + "ada.proj.bias")
+        for name, w, b in zip(
+            ("to_q", "to_k", "to_v"),
+            take(src + "attn.to_qkv.weight").chunk(3, dim=0),
+            take(src + "attn.to_qkv.bias").chunk(3, dim=0),
+        ):
+            out[f"{dst}attn1.{name}.weight"] = w.clone()
+            out[f"{dst}attn1.{name}.bias"] = b.clone()
+        out[dst + "attn1.to_out.0.weight"] = take(src + "attn.proj.weight")
+        out[dst + "attn1.to_out.0.bias"] = take(src + "attn.proj.bias")
+        out[dst + "ff.net.0.proj.weight"] = take(src + "mlp.fc1.weight")
+        out[dst + "ff.net.0.proj.bias"] = take(src + "mlp.fc1.bias")
+        out[dst + "ff.net.2.weight"] = take(src + "mlp.fc2.weight")
+        out[dst + "ff.net.2.bias"] = take(src + "mlp.fc2.bias")
+    out["proj_out_1.weight"] = take("final_ada.proj.weight")
+    out["proj_out_1.bias"] = take("final_ada.proj.bias")
+    out["proj_out_2.weight"] = take("final_proj.weight")
+    out["proj_out_2.bias"] = take("final_proj.bias")
+    return out
+
+
+def dit_to_diffusers(dit: DiT, sample_size: int) -> Any:
+    """A diffusers ``DiTTransformer2DModel`` computing the same function as ``dit`` at ``sample_size``.
+
+    Call the result as ``model(x, timestep, class_labels=labels).sample`` where the multidiff DiT is called
+    as ``dit(x, timestep.float(), labels=labels)``.
+
+    Args:
+        dit: A class-conditional 2-D multidiff DiT with sin-cos positions (see
+            :func:`dit_config_to_diffusers` for every condition).
+        sample_size: Side of the square latent input.
+
+    Returns:
+        The diffusers model, float32 on the CPU, in eval mode.
+
+    Raises:
+        ValueError: The DiT uses a setting the diffusers class cannot express, or the weights do not fit.
+    """
+    from diffusers import DiTTransformer2DModel
+
+    if not isinstance(dit, DiT):
+        raise ValueError(f"dit_to_diffusers needs a multidiff DiT, got {type(dit).__name__}")
+    config = dit_config_to_diffusers(dit.config, sample_size)
+    model = DiTTransformer2DModel(**config)
+    weights = dit_state_dict_to_diffusers(dit.state_dict(), dit.config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    wrong = [k for k in weights if k in expected and weights[k].shape != expected[k].shape]
+    if missing or extra or wrong:
+        raise ValueError(
+            f"exported DiT weights do not fit DiTTransformer2DModel: missing {missing}, unexpected {extra}, "
+            f"wrong shapes {wrong}"
+        )
+    model.load_state_dict({k: v.detach().float().cpu() for k, v in weights.items()}, strict=True)
+    return model.eval()
+
+
+def save_dit_as_diffusers(dit: DiT, folder: str | os.PathLike[str], sample_size: int) -> Path:
+    """Write ``dit`` as a diffusers ``DiTTransformer2DModel`` folder (``config.json`` and safetensors),
+    loadable with ``DiTTransformer2DModel.from_pretrained(folder)``.
+
+    Raises:
+        ValueError: As :func:`dit_to_diffusers`.
+    """
+    out = Path(folder)
+    dit_to_diffusers(dit, sample_size).save_pretrained(str(out), safe_serialization=True)
+    return out

@@ -126,9 +126,18 @@ def load_adapter(config: dict[str, Any] | None, folder: Path, modality: str) -> 
     """
     from multidiff.modalities.audio import MelAdapter
     from multidiff.modalities.image import ImageAdapter
+    from multidiff.modalities.temporal_vae import CausalVideoVAEAdapter, TemporalDecoderAdapter
     from multidiff.modalities.video import VideoAdapter
+    from multidiff.modalities.waveform import OobleckAdapter
 
-    table: dict[str, type[Adapter]] = {"mel": MelAdapter, "image": ImageAdapter, "video": VideoAdapter}
+    table: dict[str, type[Adapter]] = {
+        "mel": MelAdapter,
+        "image": ImageAdapter,
+        "video": VideoAdapter,
+        "oobleck": OobleckAdapter,
+        "temporal_decoder": TemporalDecoderAdapter,
+        "causal_video_vae": CausalVideoVAEAdapter,
+    }
     kind = None if config is None else config.get("type")
     cls = table.get(str(kind))
     if cls is None or cls.modality != modality:

@@ -226,6 +226,8 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     from safetensors import safe_open
 
     ckpt = load_checkpoint(path)
+    if ckpt.state.get("format") == "dcp" and not (Path(path) / "dcp" / ".metadata").is_file():
+        raise ValueError("dcp/.metadata is missing (a sharded checkpoint without its index)")
     for f in sorted(Path(path).glob("*.safetensors")):
         try:
             with safe_open(str(f), framework="pt") as handle:

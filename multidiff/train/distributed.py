@@ -1,5 +1,7 @@
 """Process-group setup from the launcher's environment (torchrun or ``accelerate launch``), and DDP.
 
+FSDP2 (``--shard``) and sharded checkpoints live in :mod:`multidiff.train.sharded`.
+
 torchrun and accelerate both export ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
 ``MASTER_PORT``; :func:`setup_distributed` reads them. Without them (``WORLD_SIZE`` unset or 1) no process
 group is created and every collective helper here is a no-op, so a recipe runs unchanged on one device.
@@ -150,7 +152,15 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 @contextmanager
 def no_sync(model: nn.Module, skip: bool) -> Iterator[None]:
-    """Skip DDP's gradient all-reduce inside the block when ``skip`` (gradient accumulation)."""
+    """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP2) inside the block when ``skip`` (gradient
+    accumulation: only the last micro-batch communicates)."""
+    if skip and hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 module (fully_shard)
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+        return
     ctx = model.no_sync() if skip and hasattr(model, "no_sync") else nullcontext()
     with ctx:
         yield

@@ -1,6 +1,15 @@
-"""Preview files written during training: mel spectrogram PNGs (imageio, no matplotlib) and wavs.
+"""Preview files written during training: wavs with mel spectrogram PNGs, image grids, video GIFs and strips.
 
-A recipe supplies its own preview callback (it knows the modality); these helpers write the files.
+A recipe supplies its own preview callback (it knows the modality); these helpers write the files of one
+preview folder (``RUN/previews/step-NNNNNNNN/``):
+
+* audio: ``sample-KK.wav`` and ``sample-KK.png`` (the model's mel, axes in seconds and Hz, colour bar in
+  dB, when the mel settings are given) and ``grid.png`` (those plots one above the other);
+* images: ``sample-K.png`` and ``grid.png``;
+* video: ``sample-K.gif``, ``grid.gif`` (all clips side by side) and ``strip.png`` (one row of frames per
+  clip).
+
+Pictures are drawn by :mod:`multidiff.plots` (pillow; no matplotlib).
 """
 
 from __future__ import annotations
@@ -8,39 +17,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["colorize", "save_mel_png", "save_audio_previews"]
+from multidiff.plots import colorize, image_grid, mel_png, video_grid, video_strip
 
-# Anchor colours of a dark-to-bright perceptual ramp (black, purple, red, orange, pale yellow).
-_RAMP = np.array(
-    [[0, 0, 4], [80, 18, 123], [182, 54, 121], [251, 136, 97], [252, 253, 191]], dtype=np.float64
-)
+__all__ = ["colorize", "save_mel_png", "save_audio_previews", "save_image_previews", "save_video_previews"]
 
 
-def colorize(image: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """Map a 2-D float array to RGB uint8 ``[H, W, 3]`` through a dark-to-bright colour ramp.
-
-    Args:
-        image: ``[H, W]`` values.
-        lo: Value mapped to the darkest colour (default: the minimum).
-        hi: Value mapped to the brightest colour (default: the maximum).
-    """
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"colorize expects a 2-D array, got shape {image.shape}")
-    finite = np.isfinite(image)
-    if lo is None:
-        lo = float(image[finite].min()) if finite.any() else 0.0
-    if hi is None:
-        hi = float(image[finite].max()) if finite.any() else 1.0
-    u = np.clip((np.where(finite, image, lo) - lo) / max(hi - lo, 1e-12), 0.0, 1.0) * (len(_RAMP) - 1)
-    i = np.minimum(u.astype(np.int64), len(_RAMP) - 2)
-    w = (u - i)[..., None]
-    rgb = (1 - w) * _RAMP[i] + w * _RAMP[i + 1]
-    return np.round(rgb).astype(np.uint8)
+def _grid_scale(height: int) -> int:
+    """Pixel repetition for grid pictures of small training resolutions (16 px tiles become 64 px)."""
+    return max(1, 64 // max(height, 1))
 
 
 def save_mel_png(mel: torch.Tensor | np.ndarray, path: str | os.PathLike[str], scale: int = 2) -> Path:
@@ -72,8 +61,13 @@ def save_audio_previews(
     sample_rate: int,
     mels: torch.Tensor | None = None,
     names: Sequence[str] | None = None,
+    *,
+    spec: Any = None,
 ) -> list[Path]:
-    """Write ``waves`` [B, C, N] as wavs (and ``mels`` [B, C, M, T] as PNGs) into ``out_dir``.
+    """Write ``waves`` [B, C, N] as wavs (and ``mels`` [B, C, M, T], natural-log mels, as PNGs) into
+    ``out_dir``. With ``spec`` (the :class:`~multidiff.modalities.mel.MelSpec` of the mels) each PNG has axes
+    in seconds and Hz and a colour bar in dB, and ``grid.png`` stacks them; without it the PNGs are the bare
+    mel bins (:func:`save_mel_png`).
 
     Returns:
         The wav paths.
@@ -83,9 +77,54 @@ def save_audio_previews(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(names) if names is not None else [f"sample-{k:02d}" for k in range(waves.shape[0])]
-    paths = []
+    paths, plots = [], []
     for k, name in enumerate(names):
         paths.append(write_audio(out / f"{name}.wav", waves[k].float().cpu().clamp(-1, 1), sample_rate))
-        if mels is not None:
+        if mels is not None and spec is not None:
+            plots.append(mel_png(mels[k], spec, out / f"{name}.png", title=name, size=(360, 140)).path)
+        elif mels is not None:
             save_mel_png(mels[k], out / f"{name}.png")
+    if plots:
+        _stack_pngs(plots, out / "grid.png")
+    return paths
+
+
+def _stack_pngs(paths: Sequence[Path], dest: Path) -> Path:
+    """Pictures one above the other (same widths) in one PNG."""
+    import imageio.v3 as iio
+
+    images = [iio.imread(p)[..., :3] for p in paths]
+    width = max(im.shape[1] for im in images)
+    padded = [np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=255) for im in images]
+    iio.imwrite(dest, np.concatenate(padded, axis=0))
+    return dest
+
+
+def save_image_previews(out_dir: str | os.PathLike[str], images: torch.Tensor | np.ndarray) -> list[Path]:
+    """Write uint8 ``images`` [B, H, W, C] as ``sample-K.png`` and all of them as ``grid.png`` (small images
+    enlarged, each pixel a square) into ``out_dir``; returns the sample paths."""
+    from multidiff.io import write_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images)
+    paths = [write_image(out / f"sample-{k}.png", arr[k]) for k in range(arr.shape[0])]
+    write_image(out / "grid.png", image_grid(arr, scale=_grid_scale(arr.shape[1])))
+    return paths
+
+
+def save_video_previews(
+    out_dir: str | os.PathLike[str], videos: torch.Tensor | np.ndarray, fps: float = 8.0
+) -> list[Path]:
+    """Write uint8 ``videos`` [B, F, H, W, C] as ``sample-K.gif``, all clips side by side as ``grid.gif``
+    and ``strip.png`` (a row of evenly spaced frames per clip) into ``out_dir``; returns the sample paths."""
+    from multidiff.io import write_image, write_video
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(videos.cpu() if isinstance(videos, torch.Tensor) else videos)
+    paths = [write_video(out / f"sample-{k}.gif", arr[k], fps=fps) for k in range(arr.shape[0])]
+    scale = _grid_scale(arr.shape[2])
+    write_video(out / "grid.gif", video_grid(arr, scale=scale), fps=fps)
+    write_image(out / "strip.png", video_strip(arr, scale=scale))
     return paths

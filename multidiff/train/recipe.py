@@ -71,6 +71,9 @@ RESUME_MAY_CHANGE = (
     "max_minutes",
     "compile",
     "guidance",
+    "report_to",
+    "activation_checkpointing",
+    "shard",  # the checkpoint format says how to load it; runs saved before the option existed resume
 )
 
 
@@ -142,6 +145,9 @@ class TrainSettings:
     lora: int | None = None
     lora_alpha: float | None = None
     lora_targets: str = "attention"
+    report_to: str | None = None
+    shard: bool = False
+    activation_checkpointing: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainSettings:
@@ -202,6 +208,9 @@ def check_settings(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and not 0 <= value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1), got {value}")
+    from multidiff.train.monitor import parse_report_to
+
+    parse_report_to(getattr(args, "report_to", None))  # a tracker name that does not exist
     batch, accum = getattr(args, "batch", None), getattr(args, "accum", None)
     if batch is not None and accum is not None and batch % accum:
         raise ValueError(f"--batch {batch} must be a multiple of --accum {accum}")
@@ -247,6 +256,23 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         "--max-minutes",
         type=float,
         help="stop after this much training time, with a checkpoint (rerun the command to go on)",
+    )
+    p.add_argument(
+        "--report-to",
+        help="also send the loss and the previews (audio, spectrograms, images, videos) to tensorboard, "
+        'wandb, or both ("tensorboard,wandb"); pip install "multidiff[log]"',
+    )
+    p.add_argument(
+        "--shard",
+        action="store_true",
+        help="FSDP2 under torchrun: split parameters, gradients, optimiser state and EMA across the processes "
+        "(for models that do not fit one GPU); checkpoints are written through torch.distributed.checkpoint "
+        "and resume on any number of processes",
+    )
+    p.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each backbone block's activations in the backward pass (less memory, ~1/3 more compute)",
     )
 
 
@@ -423,19 +449,33 @@ def start_training(net: nn.Module, args: TrainSettings, ckpt: Checkpoint | None,
     non-finite guard, all restored from ``ckpt`` when resuming; then the DDP wrapper.
 
     ``args`` supplies ``lr``, ``ema_decay`` and ``max_nonfinite``; a resumed checkpoint must hold the
-    guard's state under ``extra["guard"]``.
+    guard's state under ``extra["guard"]``. With ``args.shard`` the module is split by FSDP2 first
+    (:func:`multidiff.train.sharded.shard_model`; no DDP then), the EMA is a
+    :class:`~multidiff.train.sharded.ShardedEMA` and checkpoints go through torch.distributed.checkpoint.
     """
+    from multidiff.train import sharded
+
+    if args.shard or args.activation_checkpointing:  # FSDP2 before the optimiser sees the parameters
+        if args.shard and args.lora:
+            raise ValueError("--shard cannot train a --lora (few parameters, nothing to split); drop --shard")
+        sharded.shard_model(net, dist if args.shard else DistInfo(), precision=args.precision,
+                            activation_checkpointing=args.activation_checkpointing)  # fmt: skip
     params = [p for p in net.parameters() if p.requires_grad]  # a frozen text encoder stays out
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ema = EMA(net, decay=args.ema_decay)
+    ema = sharded.ShardedEMA(net, args.ema_decay, keep_full=dist.is_main) if args.shard else None
+    ema = ema or EMA(net, decay=args.ema_decay)
     guard = NonFiniteGuard(max_consecutive=args.max_nonfinite)
     step = 0
     if ckpt is not None:
-        step = restore_training_state(ckpt, dist=dist, model=net, optimizer=optimizer, ema=ema)
+        dcp = sharded.is_sharded_checkpoint(ckpt)  # written with --shard
+        restore = sharded.restore_sharded_state if dcp else restore_training_state
+        if not dcp and sharded.is_sharded(net):
+            raise ValueError(f"--shard cannot resume {ckpt.path} (written without it); drop --shard")
+        step = restore(ckpt, dist=dist, model=net, optimizer=optimizer, ema=ema)
         guard.load_state_dict(ckpt.state["extra"]["guard"])
         if dist.is_main:
             print(f"resuming from {ckpt.path} (step {step})", flush=True)
-    return Training(wrap_ddp(net, dist), optimizer, ema, guard, step)
+    return Training(net if args.shard else wrap_ddp(net, dist), optimizer, ema, guard, step)
 
 
 LOCK_NAME = "lock"
@@ -591,13 +631,22 @@ class Session:
     def __enter__(self) -> Session:
         self._stack.enter_context(run_lock(self.run, enabled=self.dist.is_main))
         self.stop = self._stack.enter_context(stop_signals())
-        self.logger = RunLogger(self.run, self.args.steps, self.training.step, enabled=self.dist.is_main)
+        try:  # a tracker asked for but not installed: release the lock, then say so
+            self.logger = RunLogger(
+                self.run, self.args.steps, self.training.step, enabled=self.dist.is_main, tensorboard=False,
+                report_to=self.args.report_to, config=self.config,
+            )  # fmt: skip
+        except BaseException:
+            self._stack.close()
+            raise
         self._stack.callback(self.logger.close)
         m = self.args.max_minutes
         self.deadline = None if m is None else time.monotonic() + 60 * m
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.args.shard and exc[0] is None:  # every rank: the full EMA for the final pipeline (rank 0)
+            self.training.ema.gather()  # type: ignore[attr-defined]
         self._stack.close()
 
     def step(self, step: int, batches: list[Any], loss_fn: Callable[..., torch.Tensor]) -> int:
@@ -619,15 +668,22 @@ class Session:
 
     def preview_due(self, step: int) -> bool:
         """Whether this process writes previews after ``step``."""
-        return bool(self.dist.is_main and self.args.preview_every and step % self.args.preview_every == 0)
+        due = bool(self.args.preview_every and step % self.args.preview_every == 0)
+        if due and self.args.shard:  # every rank: the full EMA weights for rank 0's preview
+            self.training.ema.gather()  # type: ignore[attr-defined]
+        return self.dist.is_main and due
 
     def end_step(self, step: int, data_position: dict[str, Any]) -> bool:
         """Checkpoint after ``step`` when due, or when a signal or the time budget ends the session; False when
         the loop must stop (time budget). A signal raises :class:`TrainingInterrupted` after the checkpoint."""
         a, t = self.args, self.training
+        if self.preview_due(step) and (self.run / "previews" / f"step-{step:08d}").is_dir():
+            self.logger.log_previews(step, self.run / "previews" / f"step-{step:08d}")  # loss.png, trackers
         out_of_time, signum = _stop_reasons(self.deadline, self.stop["signum"], self.device, self.dist)
         if step % a.ckpt_every == 0 or step == a.steps or out_of_time or signum:
-            save_training_state(
+            from multidiff.train.sharded import save_sharded_state
+
+            (save_sharded_state if a.shard else save_training_state)(
                 self.run, step, dist=self.dist, model=t.model, optimizer=t.optimizer, ema=t.ema,
                 config=self.config, data_position=data_position, extra_state=self.extra_state(),
                 extra_files=self.extra_files, keep=a.keep,

@@ -110,11 +110,16 @@ def find_espeak(explicit: str | None = None) -> str:
 
 
 def plan(
-    words: tuple[str, ...], per_word: int, heldout_per_word: int, seed: int, ext: str = "wav"
+    words: tuple[str, ...],
+    per_word: int,
+    heldout_per_word: int,
+    seed: int,
+    ext: str = "wav",
+    accents: tuple[str, ...] = ACCENTS,
 ) -> list[Utterance]:
     """Draw the voice, speed and pitch of every utterance; no combination repeats within a word."""
     rng = np.random.default_rng(seed)
-    n_combos = len(ACCENTS) * len(VARIANTS) * (SPEEDS[1] - SPEEDS[0] + 1) * (PITCHES[1] - PITCHES[0] + 1)
+    n_combos = len(accents) * len(VARIANTS) * (SPEEDS[1] - SPEEDS[0] + 1) * (PITCHES[1] - PITCHES[0] + 1)
     if per_word + heldout_per_word > n_combos:
         raise ValueError(
             f"at most {n_combos} distinct utterances per word, asked {per_word + heldout_per_word}"
@@ -125,7 +130,7 @@ def plan(
         for split, count in (("train", per_word), ("heldout", heldout_per_word)):
             for index in range(count):
                 while True:
-                    voice = f"{ACCENTS[rng.integers(len(ACCENTS))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
+                    voice = f"{accents[rng.integers(len(accents))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
                     combo = (
                         voice,
                         int(rng.integers(SPEEDS[0], SPEEDS[1] + 1)),
@@ -193,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--words", default=",".join(DIGITS), help="comma-separated words (default: the ten digits)"
     )
+    p.add_argument(
+        "--accents",
+        default=",".join(ACCENTS),
+        help="comma-separated espeak-ng voices the words are spoken in (default: seven English accents; "
+        "others, e.g. de,fr-fr,es,it,nl, speak the English words with that language's sounds)",
+    )
     p.add_argument("--sample-rate", type=int, default=22050)
     p.add_argument(
         "--format",
@@ -224,8 +235,11 @@ def main(argv: list[str] | None = None) -> Path:
     version = subprocess.run(
         [espeak, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    accents = tuple(a.strip() for a in args.accents.split(",") if a.strip())
+    if not accents:
+        raise ValueError(f"--accents needs comma-separated espeak-ng voices, got {args.accents!r}")
     out = Path(args.out)
-    utterances = plan(words, args.per_word, args.heldout_per_word, args.seed, args.format)
+    utterances = plan(words, args.per_word, args.heldout_per_word, args.seed, args.format, accents)
     splits = ("train", "heldout") if args.heldout_per_word else ("train",)
     for split in splits:
         for word in words:
@@ -257,7 +271,7 @@ def main(argv: list[str] | None = None) -> Path:
         "seed": args.seed,
         "sample_rate": args.sample_rate,
         "seconds": args.seconds,
-        "accents": list(ACCENTS),
+        "accents": list(accents),
         "variants": list(VARIANTS),
         "speeds": list(SPEEDS),
         "pitches": list(PITCHES),

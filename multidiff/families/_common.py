@@ -1,0 +1,304 @@
+"""What the video families share: reading a diffusers folder's components, the σ grid and initial noise
+of its scheduler, guidance as diffusers applies it, and a :class:`FamilyVideoPipeline` that samples with them.
+
+A family pipeline reproduces its diffusers pipeline: the σ grid is the one the folder's scheduler steps
+through (:func:`scheduler_grid`), the initial latents are scaled as the scheduler scales them, guidance
+combines the unconditional and conditional predictions of one batched call in diffusers' order, and the
+sampler is the multidiff algorithm equal to the scheduler's step (Euler in σ for Euler, DDIM with η = 0
+and flow-matching Euler). diffusers and transformers are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from multidiff.core.denoiser import Denoiser
+from multidiff.core.samplers import get_sampler
+from multidiff.pipeline import VideoPipeline
+
+__all__ = [
+    "FLOW_T1_SIGMA",
+    "FamilyVideoPipeline",
+    "GuidedPair",
+    "load_component",
+    "load_scheduler",
+    "read_index",
+    "scheduler_grid",
+]
+
+#: σ standing in for t = 1 of a flow-matching grid (diffusers starts there). Far above multidiff's default
+#: cap: the initial latents are ``noise·(1 + σ)`` so the network sees exactly the noise, and with
+#: σ = 1e8 the remaining data term (1e-8 relative) is below float32 resolution, so the first Euler step
+#: equals diffusers' to rounding.
+FLOW_T1_SIGMA = 1.0e8
+
+#: diffusers scheduler -> the multidiff sampler whose step is the same algorithm.
+_SAMPLER_OF: dict[str, str] = {
+    "EulerDiscreteScheduler": "euler",
+    "DDIMScheduler": "ddim",
+    "FlowMatchEulerDiscreteScheduler": "euler",
+}
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    """``folder/model_index.json`` as a dict (ValueError naming the file when unreadable)."""
+    index = Path(folder) / "model_index.json"
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{index} cannot be read ({err})") from None
+
+
+def load_component(folder: Path, name: str, allowed: Sequence[str] | None = None) -> Any:
+    """Load component ``name`` of a diffusers pipeline folder with the class ``model_index.json`` names.
+
+    Models are loaded from local files only and refused when their weights do not fill them (diffusers
+    and transformers would leave such weights random and only warn).
+
+    Args:
+        folder: The pipeline folder.
+        name: The component (``"unet"``, ``"vae"``, ``"text_encoder"``, ``"tokenizer"``, ...).
+        allowed: Class names the family supports for it (None: any).
+
+    Raises:
+        ValueError: The component is missing, of an unsupported class, or its weights do not fit.
+    """
+    index = read_index(folder)
+    entry = index.get(name)
+    source = Path(folder) / "model_index.json"
+    if not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
+        raise ValueError(f"{source} names no {name!r} component, which this family needs")
+    library, cls_name = str(entry[0]), str(entry[1])
+    if allowed is not None and cls_name not in allowed:
+        raise ValueError(
+            f"{source}: component {name!r} is a {cls_name}; this family supports {', '.join(allowed)}"
+        )
+    if library not in ("diffusers", "transformers"):
+        raise ValueError(
+            f"{source}: component {name!r} comes from {library!r}; only diffusers/transformers load"
+        )
+    path = Path(folder) / name
+    if not path.is_dir():
+        raise ValueError(f"{path} does not exist (component {name!r} of {source})")
+    cls = getattr(importlib.import_module(library), cls_name, None)
+    if cls is None:
+        raise ValueError(f"{source}: {library} has no class {cls_name} (component {name!r})")
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        try:
+            return cls.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"{path}: could not load a {cls_name} ({err})") from err
+    try:
+        model, info = cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: could not load a {cls_name} ({err})") from err
+    missing = [k for k in info.get("missing_keys", []) if k]
+    if missing or info.get("mismatched_keys"):
+        raise ValueError(
+            f"{path}: the weights do not fill the {cls_name} of its config ({len(missing)} missing, e.g. "
+            f"{(missing or [''])[0]}); it would run with random weights"
+        )
+    return model.eval().requires_grad_(False)
+
+
+def load_scheduler(folder: Path, allowed: Sequence[str] | None = None) -> Any:
+    """The folder's scheduler, refused (naming the setting) where multidiff cannot reproduce its steps."""
+    sched = load_component(folder, "scheduler", allowed or tuple(_SAMPLER_OF))
+    name, cfg = type(sched).__name__, sched.config
+    source = Path(folder) / "scheduler" / "scheduler_config.json"
+    bad: list[tuple[str, Any]] = []
+    if getattr(cfg, "thresholding", False):
+        bad.append(("thresholding", True))
+    if name == "DDIMScheduler" and cfg.clip_sample:
+        bad.append(("clip_sample", True))
+    if name == "FlowMatchEulerDiscreteScheduler" and getattr(cfg, "stochastic_sampling", False):
+        bad.append(("stochastic_sampling", True))
+    if name == "FlowMatchEulerDiscreteScheduler" and getattr(cfg, "invert_sigmas", False):
+        bad.append(("invert_sigmas", True))
+    if name == "EulerDiscreteScheduler" and cfg.prediction_type not in ("epsilon", "v_prediction"):
+        bad.append(("prediction_type", cfg.prediction_type))
+    if bad:
+        key, value = bad[0]
+        raise ValueError(f"{source}: {name} with {key}={value!r} is not reproduced by multidiff's samplers")
+    return sched
+
+
+def sampler_for(scheduler: Any) -> str:
+    """The multidiff sampler name equal to ``scheduler``'s step."""
+    return _SAMPLER_OF[type(scheduler).__name__]
+
+
+def scheduler_grid(scheduler: Any, steps: int, **set_timesteps: Any) -> tuple[Tensor, float, float]:
+    """The σ grid ``scheduler`` steps through, and how its latents relate to multidiff's unscaled ones.
+
+    Calls ``scheduler.set_timesteps(steps, **set_timesteps)`` (diffusers' pipelines pass extra arguments,
+    e.g. LTX's ``sigmas`` and ``mu``).
+
+    Returns:
+        ``(sigmas, init, final)``: the float64 grid ``[steps + 1]`` in σ; ``init`` such that multidiff's
+        initial latents are ``noise · init`` when diffusers' are ``noise · init_noise_sigma``; ``final``
+        such that diffusers' output latents are multidiff's times ``final`` (1 unless a VP grid ends above
+        σ = 0, where diffusers returns the scaled state).
+    """
+    name = type(scheduler).__name__
+    if set_timesteps:  # a pipeline's own call (e.g. LTX passes the sigmas, which fix the step count)
+        scheduler.set_timesteps(**set_timesteps)
+    else:
+        scheduler.set_timesteps(steps)
+    if name == "FlowMatchEulerDiscreteScheduler":
+        t = scheduler.sigmas.to(torch.float64)  # (steps + 1,) flow times, from 1 (or below) to 0
+        t1 = FLOW_T1_SIGMA / (1 + FLOW_T1_SIGMA)
+        t = t.clamp(max=t1)
+        sig = t / (1 - t)
+        return sig, 1.0 + float(sig[0]), 1.0  # x = x_t / (1 - t) at the first step
+    if name == "EulerDiscreteScheduler":
+        sig = torch.unique_consecutive(scheduler.sigmas.to(torch.float64))
+        return sig, float(scheduler.init_noise_sigma), 1.0
+    if name == "DDIMScheduler":
+        abar = scheduler.alphas_cumprod.to(torch.float64)
+        sig = [math.sqrt((1 - abar[int(t)]) / abar[int(t)]) for t in scheduler.timesteps]
+        final = float(scheduler.final_alpha_cumprod)
+        sig.append(math.sqrt((1 - final) / final))
+        grid = torch.tensor(sig, dtype=torch.float64)
+        return grid, float(scheduler.init_noise_sigma) * math.sqrt(1 + sig[0] ** 2), math.sqrt(final)
+    raise ValueError(f"scheduler {name} has no multidiff grid here; supported: {', '.join(_SAMPLER_OF)}")
+
+
+class GuidedPair:
+    """Classifier-free guidance as diffusers' pipelines apply it: one call on ``[uncond; cond]``, then
+    ``u + scale · (c - u)`` (Ho & Salimans 2022). The combination is taken on x0; since x0 is affine in the
+    network output with the same coefficients for both halves, it equals diffusers' combination on ε, v or
+    velocity exactly (up to rounding).
+
+    Args:
+        denoiser: ``D(x, σ, **cond)``.
+        scale: A number, or a tensor broadcastable to x (e.g. per frame ``[1, 1, F, 1, 1]``).
+        uncond: The unconditional value of each guided keyword (batch 1 or B).
+    """
+
+    def __init__(self, denoiser: Callable[..., Tensor], scale: float | Tensor, uncond: Mapping[str, Any]):
+        self.denoiser = denoiser
+        self.scale = scale
+        self.uncond = dict(uncond)
+
+    def __call__(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
+        b = x.shape[0]
+        both: dict[str, Any] = {}
+        for key, value in cond.items():
+            if key in self.uncond:
+                u = torch.as_tensor(self.uncond[key], device=x.device)
+                both[key] = torch.cat([u.expand(b, *u.shape[1:]).to(value.dtype), value])
+            elif isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == b:
+                both[key] = torch.cat([value, value])
+            else:
+                both[key] = value
+        missing = sorted(set(self.uncond) - set(cond))
+        if missing:
+            raise ValueError(f"guidance has unconditional values for {missing} but no conditional ones")
+        out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
+        u, c = out.float().chunk(2)
+        return (u + self.scale * (c - u)).to(x.dtype)
+
+
+class FamilyVideoPipeline(VideoPipeline):
+    """A :class:`VideoPipeline` over a pretrained family loaded from a diffusers folder.
+
+    Sampling follows the folder's scheduler (:meth:`sample_family`); the adapter is the family's VAE.
+    The pipeline is rebuilt from the diffusers folder, so :meth:`save_pretrained` refuses.
+
+    Args:
+        denoiser: The family's model as a multidiff Denoiser.
+        adapter: The family's VAE adapter.
+        scheduler: The folder's diffusers scheduler (used for its σ grid only).
+        folder: The diffusers folder it came from.
+        size: Default frame size ``(H, W)``.
+        frames: Default number of frames.
+    """
+
+    family: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        adapter: nn.Module,
+        *,
+        scheduler: Any,
+        folder: Path,
+        size: tuple[int, int] | None = None,
+        frames: int | None = None,
+    ) -> None:
+        super().__init__(denoiser, adapter, size=size)
+        self.scheduler = scheduler
+        self.folder = Path(folder)
+        self.frames = frames
+        self.sampler_name = sampler_for(scheduler)
+
+    def default_extent(self):  # type: ignore[override]
+        from multidiff.modalities.base import Extent
+
+        return Extent(frames=self.frames, size=self.size)
+
+    def grid(self, steps: int, shape: Sequence[int]) -> tuple[Tensor, float, float]:
+        """The σ grid of ``steps`` steps for latents of ``shape`` (see :func:`scheduler_grid`)."""
+        return scheduler_grid(self.scheduler, steps)
+
+    def sigmas(self, steps: int | None = None, grid: str | None = None) -> Tensor:
+        """The scheduler's σ grid (other grids would not reproduce the family's pipeline)."""
+        if grid not in (None, "default"):
+            raise ValueError(f"{self.family} pipelines sample on their scheduler's grid; got grid={grid!r}")
+        return self.grid(self.sampling.steps if steps is None else steps, ())[0]
+
+    def draw_noise(self, gens: Sequence[torch.Generator], shape: Sequence[int]) -> Tensor:
+        """Standard normal latent noise ``[B, *shape]``, sample k from ``gens[k]`` in diffusers' layout
+        (``[C, F, h, w]`` unless a family overrides it), so a seed gives diffusers' latents."""
+        return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+
+    @torch.no_grad()
+    def sample_family(
+        self,
+        shape: Sequence[int],
+        cond: Mapping[str, Any],
+        uncond: Mapping[str, Any] | None,
+        guidance: float | Tensor,
+        *,
+        steps: int,
+        gens: Sequence[torch.Generator] | None = None,
+        noise: Tensor | None = None,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Tensor:
+        """Sample latents ``[B, *shape]`` on the scheduler's grid from ``noise`` (or noise drawn from
+        ``gens``), guided by ``guidance`` against ``uncond`` when given.
+
+        Returns:
+            The final latents as diffusers' pipeline returns them (``output_type="latent"``), in
+            multidiff's ``[B, C, F, h, w]`` layout.
+        """
+        sigmas, init, final = self.grid(steps, shape)
+        if noise is None:
+            if gens is None:
+                raise ValueError("pass noise= or generators")
+            noise = self.draw_noise(gens, shape)
+        noise = torch.as_tensor(noise, dtype=torch.float32)
+        if tuple(noise.shape[1:]) != tuple(shape):
+            raise ValueError(f"noise must be [B, {', '.join(map(str, shape))}], got {tuple(noise.shape)}")
+        device = self.device
+        x = noise.to(device) * init
+        d: Callable[..., Tensor] = self.denoiser
+        if uncond is not None:
+            d = GuidedPair(d, guidance, uncond)
+        x = get_sampler(self.sampler_name)(d, x, sigmas, cond=dict(cond), callback=callback)
+        return x.float() * final
+
+    def save_pretrained(self, directory: Any, state_dict: Any = None) -> Path:  # type: ignore[override]
+        raise ValueError(
+            f"a {self.family} pipeline is not saved as a multidiff folder: load it again from its diffusers "
+            f"folder {self.folder} with multidiff.families.load_family"
+        )

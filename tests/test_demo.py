@@ -1,0 +1,99 @@
+"""multidiff demo / models: the synthetic data is what it says (balls move at their class's velocity, shapes
+have their class's colour and form), bundled models are listed and resolved by name, generate --model and
+--spectrogram, and the demos end to end."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from test_ui import audio_pipeline
+
+import multidiff.models as models
+from multidiff.cli import main
+from multidiff.demo import BALL_CLASSES, SHAPE_CLASSES, ball_clip, shape_image
+
+
+@pytest.mark.parametrize("cls", list(BALL_CLASSES))
+def test_ball_moves_at_its_class_velocity(cls: str) -> None:
+    color, (vr, vc) = BALL_CLASSES[cls]
+    clip = ball_clip(cls, np.random.default_rng(3)).astype(np.float64)  # (F, H, W, 3)
+    weight = clip.sum(-1)
+    rows, cols = np.mgrid[0:16, 0:16]
+    centroid = np.stack(
+        [((weight[f] * rows).sum(), (weight[f] * cols).sum()) / weight[f].sum() for f in range(8)]
+    )
+    step = np.diff(centroid, axis=0).mean(0)  # pixels per frame
+    speed = np.hypot(vr, vc)
+    assert np.hypot(*step) == pytest.approx(speed, rel=0.25)  # speed factor in [0.8, 1.2]
+    assert np.dot(step, (vr, vc)) / (np.hypot(*step) * speed) > 0.99  # the class's direction
+    brightest = clip.reshape(-1, 3)[weight.reshape(-1).argmax()]
+    np.testing.assert_allclose(brightest, color, atol=1)
+
+
+def test_shapes_have_their_colour_and_form() -> None:
+    rng = np.random.default_rng(0)
+    for cls, color in SHAPE_CLASSES.items():
+        image = shape_image(cls, rng).astype(int)
+        inside = np.all(image == color, axis=-1)
+        assert inside.sum() >= 9 and np.all(image[~inside & (np.abs(image - 30).sum(-1) == 0)] == 30)
+        rows, cols = np.nonzero(inside)
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        fill = inside.sum() / box  # square ~1, disc ~pi/4, cross well under both
+        expected = {"red-disc": (0.6, 0.9), "green-square": (0.95, 1.0), "blue-cross": (0.2, 0.55)}[cls]
+        assert expected[0] <= fill <= expected[1], (cls, fill)
+
+
+def test_models_lists_resolves_and_generates_by_name(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(models, "MODELS_DIR", tmp_path / "models")
+    assert main(["models"]) == 0 and "no bundled models" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no bundled model 'hum'.*bundles no models"):
+        models.resolve("hum")
+    audio_pipeline().save_pretrained(tmp_path / "models" / "tiny-tones")
+    assert (
+        models.available() == ["tiny-tones"]
+        and models.resolve("tiny-tones") == tmp_path / "models" / "tiny-tones"
+    )
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "tiny-tones: audio; 8000 Hz" in listed and "labels: hum, hiss" in listed
+    out = tmp_path / "wavs"
+    argv = ["generate", "audio", "--model", "tiny-tones", "--num", "2", "--seconds", "0.5", "--label", "hum",
+            "--seed", "0", "--spectrogram", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    wavs, pngs = sorted(out.glob("*.wav")), sorted(out.glob("*.png"))
+    assert len(wavs) == 2 and [p.stem for p in pngs] == [w.stem for w in wavs]
+    assert iio.imread(pngs[0]).shape[1] > 400  # a plot with axes, not bare bins
+    assert main(["generate", "audio", "--model", "nope", "--out", str(out)]) == 2
+    assert "no bundled model 'nope'" in capsys.readouterr().err
+    assert main(["generate", "audio", "--out", str(out)]) == 2
+    assert "pass --ckpt RUN" in capsys.readouterr().err
+
+
+def test_demo_image_end_to_end(tmp_path, capsys) -> None:
+    torch.set_num_threads(2)
+    assert main(["demo", "image", "--out", str(tmp_path), "--steps", "2", "--num", "1"]) == 0
+    overview = iio.imread(tmp_path / "samples" / "overview.png")
+    assert overview.shape[0] == 3 * 96 + 2 * 2  # one row per class, tiles enlarged to 96 px
+    run = tmp_path / "run"
+    assert (run / "loss.png").is_file() and (run / "previews" / "step-00000002" / "grid.png").is_file()
+    assert "red discs, green squares, blue crosses" in capsys.readouterr().out
+
+
+def test_demo_unknown_modality(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "smell", "--out", "x"])
+    assert exit_.value.code == 2 and "available: audio, image, video" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["audio", "video"])
+def test_demo_audio_and_video_end_to_end(tmp_path, modality: str) -> None:
+    assert main(["demo", modality, "--out", str(tmp_path), "--steps", "2", "--num", "1"]) == 0
+    assert (tmp_path / "samples" / "overview.png").is_file() and (tmp_path / "run" / "loss.png").is_file()
+    if modality == "video":
+        frames = iio.imread(tmp_path / "samples" / "overview.gif")
+        assert frames.shape[0] == 8
+    else:
+        assert len(list((tmp_path / "samples").glob("*/*.png"))) == 3  # a spectrogram beside each wav

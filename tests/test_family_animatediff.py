@@ -1,0 +1,181 @@
+"""AnimateDiff from a local diffusers folder: parity with diffusers' own pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from multidiff.families import load_family
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+FRAMES, SIZE, STEPS = 4, 16, 3
+WORDS = ["a", "cat", "dog", "runs", "in", "the", "park"]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _tokenizer():
+    """A word-level tokenizer built in code (nothing downloaded), standing in for CLIP's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "<unk>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=12
+    )
+
+
+def _scheduler(kind: str):
+    common = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="linear")
+    if kind == "ddim":
+        return diffusers.DDIMScheduler(clip_sample=False, **common)
+    if kind == "ddim_sd":  # Stable Diffusion's DDIM: leading spacing with offset, final ᾱ not 1
+        return diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=False, steps_offset=1, **common)
+    return diffusers.EulerDiscreteScheduler(**common)
+
+
+@pytest.fixture(scope="module")
+def ad_folder(tmp_path_factory):
+    """A tiny AnimateDiff (SD U-Net + motion adapter, per-frame AutoencoderKL, CLIP text encoder, DDIM),
+    saved as a diffusers folder."""
+    d, t = diffusers, transformers
+    torch.manual_seed(0)
+    unet = d.UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=2,
+    )
+    motion = d.MotionAdapter(
+        block_out_channels=(8, 16),
+        motion_layers_per_block=1,
+        motion_norm_num_groups=2,
+        motion_num_attention_heads=2,
+    )
+    vae = d.AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    text_encoder = t.CLIPTextModel(
+        t.CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_size=16,
+            intermediate_size=24,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            pad_token_id=0,
+            vocab_size=16,
+            max_position_embeddings=12,
+        )
+    )
+    with torch.no_grad():  # random weights everywhere (the motion modules' zero-initialised outputs too)
+        for m in (unet, motion, vae):
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+    pipe = d.AnimateDiffPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        unet=unet,
+        motion_adapter=motion,
+        scheduler=_scheduler("ddim"),
+    )
+    folder = tmp_path_factory.mktemp("ad") / "ad"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _with_scheduler(folder, tmp_path, kind):
+    import shutil
+
+    if kind == "ddim":
+        return folder
+    out = tmp_path / kind
+    shutil.copytree(folder, out)
+    sched = _scheduler(kind)
+    sched.save_pretrained(out / "scheduler")
+    index = json.loads((out / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", type(sched).__name__]
+    (out / "model_index.json").write_text(json.dumps(index))
+    return out
+
+
+def _theirs(folder, **kw):
+    pipe = diffusers.AnimateDiffPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        "a cat runs in the park",
+        negative_prompt="dog",
+        height=SIZE,
+        width=SIZE,
+        num_frames=FRAMES,
+        num_inference_steps=STEPS,
+        guidance_scale=4.0,
+        **kw,
+    ).frames
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddim_sd", "euler"])
+def test_latents_match_diffusers(ad_folder, tmp_path, kind):
+    folder = _with_scheduler(ad_folder, tmp_path, kind)
+    ours = load_family(folder)
+    assert type(ours).__name__ == "AnimateDiffPipeline"
+    noise = torch.randn(1, 4, FRAMES, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(2))
+    ref = _theirs(folder, latents=noise, output_type="latent")  # (1, C, F, h, w)
+    got = ours.sample_latents(
+        "a cat runs in the park", FRAMES, SIZE, negative_prompt="dog", steps=STEPS, guidance=4.0, noise=noise
+    )
+    assert ref.abs().mean() > 0.05
+    assert _rel(got, ref) < 1e-4, kind
+
+
+def test_seeded_video_matches_diffusers_through_the_vae(ad_folder):
+    ours = load_family(ad_folder)
+    ref = _theirs(
+        ad_folder, generator=[torch.Generator().manual_seed(9)], output_type="np"
+    )  # (1, F, H, W, 3)
+    got = ours.generate(
+        1,
+        FRAMES,
+        SIZE,
+        prompt="a cat runs in the park",
+        negative_prompt="dog",
+        steps=STEPS,
+        guidance=4.0,
+        seed=9,
+    )
+    assert got.shape == (1, FRAMES, SIZE, SIZE, 3) and got.dtype == torch.uint8
+    ref_u8 = torch.from_numpy(np.asarray(ref) * 255).round()
+    assert (got.float() - ref_u8).abs().max() <= 1
+
+
+def test_unreproducible_scheduler_settings_are_refused(ad_folder, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(ad_folder, bad)
+    path = bad / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["clip_sample"] = True
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="DDIMScheduler with clip_sample=True"):
+        load_family(bad)

@@ -1,0 +1,167 @@
+"""AudioLDM from a local diffusers folder: multidiff's Pipeline matches diffusers' AudioLDMPipeline waveform.
+
+The folder is built in code: a small random model with AudioLDM's structure (a U-Net taking the CLAP text
+embedding as its class embedding, a mel VAE, a CLAP text tower and a SpeechT5 HiFi-GAN with AudioLDM's
+upsample rates 5, 4, 2, 2, 2 and kernels 16, 16, 8, 4, 4 at 16 kHz), saved with diffusers' save_pretrained.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from multidiff.core.samplers import noise_like
+from multidiff.families import family_of, load_family
+from multidiff.interop.diffusers import sigmas_from_scheduler
+from multidiff.modalities.base import Extent
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+
+def _byte_unicode() -> list[str]:
+    """The printable characters byte-level BPE (GPT-2, RoBERTa) uses for the 256 bytes (Radford et al. 2019)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def _roberta_tokenizer():
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *_byte_unicode()])}
+    return transformers.RobertaTokenizer(vocab=vocab, merges=[], model_max_length=24)
+
+
+def _audioldm_folder(path, set_alpha_to_one=True):
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=(8, 16),
+        attention_head_dim=4,
+        norm_num_groups=4,
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=16,
+        class_embeddings_concat=True,
+    )
+    scheduler = diffusers.DDIMScheduler(
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=set_alpha_to_one,
+        steps_offset=1,
+    )
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=[8, 16],
+        in_channels=1,
+        out_channels=1,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    tokenizer = _roberta_tokenizer()
+    clap = transformers.ClapTextModelWithProjection(
+        transformers.ClapTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+            hidden_size=16,
+            intermediate_size=24,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            projection_dim=16,
+        )
+    )
+    vocoder = transformers.SpeechT5HifiGan(
+        transformers.SpeechT5HifiGanConfig(
+            model_in_dim=8,
+            sampling_rate=16000,
+            upsample_initial_channel=32,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1, 3]],
+            normalize_before=False,
+        )
+    )
+    pipe = diffusers.AudioLDMPipeline(
+        vae=vae, text_encoder=clap, tokenizer=tokenizer, unet=unet, scheduler=scheduler, vocoder=vocoder
+    )
+    pipe.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    torch.set_num_threads(2)
+    return _audioldm_folder(tmp_path_factory.mktemp("audioldm") / "pipe")
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_audioldm_waveform_matches_diffusers(folder, guidance):
+    pipe = load_family(folder)
+    assert family_of(folder) == "AudioLDMPipeline" and pipe.sampling.sampler == "ddim"
+    ref_pipe = diffusers.AudioLDMPipeline.from_pretrained(str(folder), local_files_only=True)
+    ref_pipe.set_progress_bar_config(disable=True)
+    steps, seconds, seed, prompt = 4, 0.16, 3, ["a hammer hits wood", "rain on a roof"]
+    grid = sigmas_from_scheduler(ref_pipe.scheduler, steps)
+    assert grid[-1] == 0  # set_alpha_to_one: DDIM's last step lands on x0
+    shape = pipe.adapter.latent_shape(Extent(seconds=seconds))
+    assert shape == (4, 8, 4)  # 16 mel frames of hop 160 at 16 kHz, 8 mel bins, VAE factor 2
+    # multidiff draws sample k from seed + k and starts at σ_0 in unscaled space; diffusers starts from the
+    # VP state x_T = x/√(1+σ_0²)
+    noise = noise_like(torch.empty(2, *shape), [torch.Generator().manual_seed(seed + k) for k in range(2)])
+    s0 = float(grid[0])
+    latents = noise * (s0 / math.sqrt(1 + s0**2))
+    with torch.no_grad():
+        ref = ref_pipe(
+            prompt,
+            audio_length_in_s=seconds,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            latents=latents,
+            output_type="pt",
+        ).audios  # (B, N)
+    ours = pipe.generate(
+        2, Extent(seconds=seconds), prompt=prompt, guidance=guidance, seed=seed, sigmas=grid, progress=False
+    )
+    assert ours.shape == (2, 1, 2560) and ref.shape == (2, 2560)
+    rel = float((ours[:, 0] - ref).norm() / ref.norm())
+    assert rel < 1e-4, rel
+
+
+def test_audioldm_refusals(folder, tmp_path):
+    pipe = load_family(folder)
+    with pytest.raises(ValueError, match="mel front end"):
+        pipe.generate(1, Extent(seconds=0.16), known=torch.zeros(1, 2560), strength=0.5, prompt="x")
+    with pytest.raises(ValueError, match="load_family"):
+        pipe.save_pretrained(tmp_path / "out")
+    # a component of another class is named with its setting
+    index = json.loads((folder / "model_index.json").read_text())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in index:
+        if not name.startswith("_") and (folder / name).is_dir():
+            (bad / name).symlink_to(folder / name)
+    (bad / "model_index.json").write_text(json.dumps({**index, "vocoder": ["transformers", "HifiGan"]}))
+    with pytest.raises(ValueError, match="component 'vocoder' is 'HifiGan'"):
+        load_family(bad)
+    index2 = {**index, "_class_name": "AudioLDM2Pipeline"}
+    (bad / "model_index.json").write_text(json.dumps(index2))
+    with pytest.raises(ValueError, match="AudioLDM2Pipeline is not supported"):
+        load_family(bad)

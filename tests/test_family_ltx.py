@@ -1,0 +1,168 @@
+"""LTX-Video from a local diffusers folder: parity with diffusers' own pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multidiff.families import load_family
+from multidiff.families.ltx import pack_latents, unpack_latents
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+FRAMES, SIZE, STEPS = 9, 32, 3
+WORDS = ["a", "cat", "dog", "runs", "in", "the", "park", "slowly"]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _tokenizer():
+    """A word-level tokenizer built in code (nothing downloaded), standing in for T5's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=16
+    )
+
+
+@pytest.fixture(scope="module")
+def ltx_folder(tmp_path_factory):
+    """A tiny LTX-Video (transformer, causal video VAE, T5 encoder, flow-matching Euler with dynamic
+    shifting as in the released config), saved as a diffusers folder."""
+    d, t = diffusers, transformers
+    torch.manual_seed(0)
+    transformer = d.LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        cross_attention_dim=32,
+        num_layers=1,
+        caption_channels=32,
+    )
+    vae = d.AutoencoderKLLTXVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=8,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False,
+        patch_size=1,
+        patch_size_t=1,
+        encoder_causal=True,
+        decoder_causal=False,
+    )
+    text_encoder = t.T5EncoderModel(
+        t.T5Config(vocab_size=16, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4)
+    )
+    with torch.no_grad():
+        for m in (transformer, vae):
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        vae.latents_mean.copy_(torch.randn(8) * 0.1)
+        vae.latents_std.copy_(torch.rand(8) + 0.5)
+    scheduler = d.FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.95,
+        max_shift=2.05,
+        base_image_seq_len=1024,
+        max_image_seq_len=4096,
+    )
+    pipe = d.LTXPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        transformer=transformer,
+    )
+    folder = tmp_path_factory.mktemp("ltx") / "ltx"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _theirs(folder, **kw):
+    pipe = diffusers.LTXPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        "a cat runs in the park",
+        negative_prompt="dog",
+        height=SIZE,
+        width=SIZE,
+        num_frames=FRAMES,
+        num_inference_steps=STEPS,
+        guidance_scale=2.5,
+        frame_rate=20,
+        max_sequence_length=16,
+        **kw,
+    ).frames
+
+
+def _ours_kw():
+    return dict(negative_prompt="dog", steps=STEPS, guidance=2.5, frame_rate=20, max_sequence_length=16)
+
+
+def test_latents_match_diffusers(ltx_folder):
+    ours = load_family(ltx_folder)
+    assert type(ours).__name__ == "LTXPipeline"
+    shape = ours.adapter.latent_shape(
+        __import__("multidiff.modalities.base", fromlist=["Extent"]).Extent(frames=FRAMES, size=SIZE)
+    )
+    assert shape == (8, 3, 8, 8)  # temporal ratio 4, spatial ratio 4 in this tiny VAE
+    noise = torch.randn(1, *shape, generator=torch.Generator().manual_seed(2))
+    ref = _theirs(ltx_folder, latents=pack_latents(noise), output_type="latent")  # (1, L, C) packed
+    got = ours.sample_latents("a cat runs in the park", FRAMES, SIZE, noise=noise, **_ours_kw())
+    assert ref.abs().mean() > 0.05
+    assert _rel(pack_latents(got), ref) < 1e-4
+    assert torch.equal(unpack_latents(pack_latents(got), shape), got)
+
+
+def test_seeded_video_matches_diffusers_through_the_vae(ltx_folder):
+    ours = load_family(ltx_folder)
+    ref = _theirs(
+        ltx_folder, generator=[torch.Generator().manual_seed(4)], output_type="np"
+    )  # (1, F, H, W, 3)
+    got = ours.generate(1, FRAMES, SIZE, prompt="a cat runs in the park", seed=4, **_ours_kw())
+    assert got.shape == (1, FRAMES, SIZE, SIZE, 3) and got.dtype == torch.uint8
+    ref_u8 = torch.from_numpy(np.asarray(ref) * 255).round()
+    assert (got.float() - ref_u8).abs().max() <= 1
+
+
+def test_latent_mask_follows_the_causal_frame_grouping(ltx_folder):
+    from multidiff.modalities.base import Extent
+
+    a = load_family(ltx_folder).adapter
+    m = a.latent_mask(torch.tensor([1, 1, 1, 1, 1, 1, 1, 0, 0]), Extent(frames=FRAMES, size=SIZE))
+    assert m.flatten().tolist() == [1.0, 1.0, 0.0]  # frame 0; frames 1-4; frames 5-8 (not all known)
+
+
+def test_unreproducible_settings_are_refused(ltx_folder, tmp_path):
+    import json
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(ltx_folder, bad)
+    path = bad / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["stochastic_sampling"] = True
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="stochastic_sampling"):
+        load_family(bad)
+    ours = load_family(ltx_folder)
+    with pytest.raises(ValueError, match="temporal ratio"):
+        ours.sample_latents("a cat", 8, SIZE, steps=1)
