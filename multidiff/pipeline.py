@@ -401,11 +401,9 @@ class Pipeline:
         sample_fn = get_sampler(sampler or self.sampling.sampler)
         device = self.device
         gens = [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
-        if sigmas is None:
-            sigmas = self.sigmas(steps, grid)
-        else:
-            sigmas = torch.as_tensor(sigmas, dtype=torch.float64).cpu()
-            steps = len(sigmas) - 1
+        explicit = sigmas is not None
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64).cpu() if explicit else self.sigmas(steps, grid)
+        steps = len(sigmas) - 1 if explicit else steps
         if known is not None:
             known = torch.as_tensor(known, dtype=torch.float32, device=device)
             try:
@@ -557,11 +555,6 @@ class Pipeline:
             )
         return self.adapter.to_config()
 
-    def save_adapter_files(self, folder: Path) -> None:
-        """The adapter's component files (a vocoder's weights, a VAE) beside ``config.json``."""
-        if isinstance(self.adapter, Adapter):
-            self.adapter.save(folder)
-
     @classmethod
     def adapter_from_dict(cls, d: Mapping[str, Any] | None, folder: Path) -> nn.Module | None:
         """Rebuild the adapter ``config.json`` describes (one of this pipeline's modality)."""
@@ -622,7 +615,8 @@ class Pipeline:
         save_tensors(
             folder / WEIGHTS_NAME, state_dict if state_dict is not None else self.denoiser.state_dict()
         )
-        self.save_adapter_files(folder)
+        if isinstance(self.adapter, Adapter):  # its component files (a vocoder's weights, a VAE)
+            self.adapter.save(folder)
         from multidiff.nn.text import ByteTextEncoder
 
         if isinstance(self.text_encoder, ByteTextEncoder):

@@ -45,6 +45,15 @@ def test_plan_draws_distinct_voices_per_word() -> None:
     assert ms.plan(("zero", "one"), 40, 10, seed=4) != utts
 
 
+def test_plan_speaks_in_the_accents_asked_for() -> None:
+    """``--accents``: a set in voices the default set never uses (the fine-tuning benchmark's new speakers)."""
+    utts = ms.plan(("zero", "one"), 10, 5, seed=7, accents=("de", "fr-fr"))
+    assert {u.voice.split("+")[0] for u in utts} == {"de", "fr-fr"}
+    assert not {u.voice.split("+")[0] for u in ms.plan(("zero",), 30, 0, seed=7)} & {"de", "fr-fr"}
+    with pytest.raises(ValueError, match="distinct utterances"):  # fewer combinations than asked
+        ms.plan(("zero",), 10**6, 0, seed=0, accents=("de",))
+
+
 def test_trim_silence_keeps_the_sound_and_a_margin() -> None:
     sr = 1000
     x = np.zeros(3000, np.float32)

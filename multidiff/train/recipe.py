@@ -13,12 +13,8 @@ import dataclasses
 import json
 import math
 import os
-import signal
-import socket
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +32,14 @@ from multidiff.train.checkpoint import (
 )
 from multidiff.train.distributed import DistInfo, wrap_ddp
 from multidiff.train.monitor import RunLogger
+from multidiff.train.runlock import (  # noqa: F401  (re-exported: train.run_lock, ...)
+    LOCK_NAME,
+    RunLockedError,
+    TrainingInterrupted,
+    interrupted,
+    run_lock,
+    stop_signals,
+)
 from multidiff.train.step import NonFiniteGuard, optimizer_step, set_lr, warmup_lr
 
 __all__ = [
@@ -476,113 +480,6 @@ def start_training(net: nn.Module, args: TrainSettings, ckpt: Checkpoint | None,
         if dist.is_main:
             print(f"resuming from {ckpt.path} (step {step})", flush=True)
     return Training(net if args.shard else wrap_ddp(net, dist), optimizer, ema, guard, step)
-
-
-LOCK_NAME = "lock"
-
-
-class RunLockedError(ValueError):
-    """Another live process trains in this run folder."""
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; ``signum`` says which signal."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def run_lock(run: Path, enabled: bool = True) -> Iterator[None]:
-    """Hold ``run/lock`` (JSON: pid, host, start time) while a process trains in ``run``.
-
-    The lock file is created exclusively, so of two processes started on one run folder only one trains;
-    the other gets :class:`RunLockedError` naming the owner. A lock left by a process that no longer runs
-    on this host is taken over with a warning; one from another host is never guessed dead (its path is
-    named, to be removed by hand once that run is known to be gone).
-    """
-    if not enabled:
-        yield
-        return
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = json.loads(path.read_text(encoding="utf-8"))
-                pid, host = int(owner["pid"]), str(owner["host"])
-            except (OSError, ValueError, KeyError, TypeError):
-                owner, pid, host = {}, -1, "?"
-            if host == me["host"] and pid > 0 and not _alive(pid):
-                warnings.warn(
-                    f"{path}: taking over the lock of process {pid}, which no longer runs", stacklevel=3
-                )
-                path.unlink(missing_ok=True)
-                continue
-            raise RunLockedError(
-                f"{run} is in use: process {pid} on {host} has trained in it since {owner.get('started', '?')} "
-                f"({path}); wait for it, or use another --out (remove {path} only if that process is gone)"
-            ) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(me) + "\n")
-        break
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if json.loads(path.read_text(encoding="utf-8")).get("pid") == me["pid"]:
-                path.unlink()
-
-
-def interrupted(stop: Mapping[str, int | None], step: int, run: Path) -> TrainingInterrupted:
-    """The exception a loop raises after it saved step ``step`` on the signal ``stop`` recorded."""
-    signum = int(stop["signum"] or signal.SIGINT)
-    name = signal.Signals(signum).name
-    return TrainingInterrupted(
-        f"{name} at step {step}: checkpoint written to {run}; rerun the same command to continue", signum
-    )
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[dict[str, int | None]]:
-    """While inside, the first SIGINT or SIGTERM only records itself (``state["signum"]``) so the loop can
-    finish its step and checkpoint; a second one aborts at once (KeyboardInterrupt). Handlers are only
-    installed from the main thread and restored on exit."""
-    state: dict[str, int | None] = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if state["signum"] is not None:
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting without a checkpoint")
-        state["signum"] = signum
-        print(
-            f"\n{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
-            "(send it again to abort at once)",
-            flush=True,
-        )
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield state
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 class Session:
