@@ -32,7 +32,11 @@ def add_generate_options(
         batch: Default of ``--batch``.
         prompt: Whether the modality takes ``--prompt`` (captioned models).
     """
-    p.add_argument("--ckpt", required=True, help="run folder, checkpoint folder or pipeline folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="run folder, checkpoint folder or pipeline folder")
+    source.add_argument(
+        "--model", help="a bundled model by name, instead of --ckpt ('multidiff models' lists them)"
+    )
     p.add_argument("--out", required=True, help=f"folder for the {files} files (created)")
     p.add_argument("--num", type=int, default=4, help=f"number of {items}")
     p.add_argument("--steps", type=int, help="sampler steps")
@@ -75,6 +79,9 @@ def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loade
     if args.num < 1 or args.batch < 1:
         raise ValueError("--num and --batch must be >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from multidiff.models import resolve_source
+
+    args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder
     folder = resolve_pipeline_dir(args.ckpt)
     pipe = pipeline_class.from_pretrained(folder, device=device)
     if getattr(args, "prompt", None) is not None and pipe.text_encoder is None:

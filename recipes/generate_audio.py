@@ -19,7 +19,6 @@ from pathlib import Path
 from multidiff.cli import OneLineParser
 from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_audio, write_audio
-from multidiff.models import add_model_option, resolve_source
 from multidiff.pipeline import AudioPipeline
 from multidiff.plots import spectrogram_png
 
@@ -28,7 +27,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate audio", description=__doc__.split("\n\n")[0])
     add_generate_options(p, items="clips", files="wav", batch=8, prompt=True)
-    add_model_option(p)  # --model NAME: a bundled pipeline instead of --ckpt
     p.add_argument(
         "--seconds", type=float, help="clip length (default: the training length, or the --init length)"
     )
@@ -46,7 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` wavs; returns their paths."""
     args = parse_args(argv)
-    args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder
     if args.cont and args.init:
         raise ValueError("use either --continue or --init, not both")
     loaded = load_for_generation(args, AudioPipeline)  # threads, counts, device, pipeline, base seed

@@ -17,7 +17,6 @@ from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
 from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_image, write_image
-from multidiff.models import add_model_option, resolve_source
 from multidiff.pipeline import ImagePipeline
 
 
@@ -25,7 +24,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate image", description=__doc__.split("\n\n")[0])
     add_generate_options(p, items="images", files="png", batch=8, prompt=False)
-    add_model_option(p)  # --model NAME: a bundled pipeline instead of --ckpt
     p.add_argument("--size", type=int, help="height and width (default: the training size)")
     p.add_argument("--init", help="image-to-image: vary this image (with --strength)")
     p.add_argument("--strength", type=float, default=0.5, help="image-to-image strength in (0, 1]")
@@ -35,7 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` pngs; returns their paths."""
     args = parse_args(argv)
-    args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder
     loaded = load_for_generation(args, ImagePipeline)  # threads, counts, device, pipeline, base seed
     pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     size = (args.size, args.size) if args.size else pipe.size

@@ -22,7 +22,6 @@ from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
 from multidiff.generation import add_generate_options, load_for_generation
 from multidiff.io import free_path, read_image, read_video, write_video
-from multidiff.models import add_model_option, resolve_source
 from multidiff.pipeline import VideoPipeline
 
 
@@ -30,7 +29,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line settings; sampler settings left unset come from the saved pipeline."""
     p = OneLineParser(prog="multidiff generate video", description=__doc__.split("\n\n")[0])
     add_generate_options(p, items="videos", files="video", batch=4, prompt=True)
-    add_model_option(p)  # --model NAME: a bundled pipeline instead of --ckpt
     p.add_argument("--frames", type=int, help="frames per video (default: the training length)")
     p.add_argument("--size", type=int, help="frame height and width (default: the training size)")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
@@ -45,7 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` videos; returns their paths."""
     args = parse_args(argv)
-    args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder
     if args.cont and args.first_frame:
         raise ValueError("use either --continue or --first-frame, not both")
     if args.last_frame and not args.first_frame:

@@ -67,8 +67,15 @@ def test_models_lists_resolves_and_generates_by_name(tmp_path, monkeypatch, caps
     assert iio.imread(pngs[0]).shape[1] > 400  # a plot with axes, not bare bins
     assert main(["generate", "audio", "--model", "nope", "--out", str(out)]) == 2
     assert "no bundled model 'nope'" in capsys.readouterr().err
-    assert main(["generate", "audio", "--out", str(out)]) == 2
-    assert "pass --ckpt RUN" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # neither --ckpt nor --model: an argparse error, one line
+        main(["generate", "audio", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert (
+        exit_info.value.code == 2
+        and err.startswith("multidiff: error:")
+        and len(err.strip().splitlines()) == 1
+    )
+    assert "one of the arguments --ckpt --model is required" in err
 
 
 def test_demo_image_end_to_end(tmp_path, capsys) -> None:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ __all__ = [
     "describe",
     "resolve",
     "resolve_source",
-    "add_model_option",
 ]
 
 #: Where bundled pipeline folders live (this package's folder).
@@ -73,17 +71,6 @@ def resolve_source(ckpt: str | None, model: str | None) -> str:
             "pass --ckpt RUN (a run, checkpoint or pipeline folder) or --model NAME (multidiff models)"
         )
     return ckpt
-
-
-def add_model_option(p: argparse.ArgumentParser) -> None:
-    """Add ``--model NAME`` to a parser that has ``--ckpt``, and make ``--ckpt`` optional (one of the two is
-    then checked by :func:`resolve_source`)."""
-    for action in p._actions:  # argparse keeps no public handle on an added option
-        if action.dest == "ckpt":
-            action.required = False
-    p.add_argument(
-        "--model", help="a bundled model by name, instead of --ckpt ('multidiff models' lists them)"
-    )
 
 
 @dataclass(frozen=True)
