@@ -79,7 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--init", help="fine-tune from this run or pipeline folder (train_audio --init)")
     p.add_argument("--lora", type=int, help="train a LoRA of this rank on top of --init (train_audio --lora)")
     p.add_argument(
-        "--judge-extra", nargs="+", default=[], help="more folders of clips that also train the word classifier"
+        "--judge-extra",
+        nargs="+",
+        default=[],
+        help="more folders of clips that also train the word classifier",
     )
     p.add_argument("--tiny", action="store_true", help="a CPU smoke run: tiny preset, seconds of training")
     args = p.parse_args(argv)

@@ -163,7 +163,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             chunks.append(imgs.cpu().float().mean(-1).round().to(torch.uint8))  # (b, H, W) grey
         gen = torch.cat(chunks)
         feat, pred = judge(net, gen)
-        row = {"accuracy": float((pred == asked).float().mean()), "frechet": frechet_distance(feat, held_feat)}
+        row = {
+            "accuracy": float((pred == asked).float().mean()),
+            "frechet": frechet_distance(feat, held_feat),
+        }
         row["frechet_over_floor"] = row["frechet"] / result["floor_frechet"]
         result["guidance"][str(g)] = row
         print(f"[judge] guidance {g}: {row}", flush=True)
@@ -189,7 +192,9 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for g, row in r["guidance"].items():
-        lines.append(f"| {g} | {row['accuracy']:.1%} | {row['frechet']:.2f} | {row['frechet_over_floor']:.2f}x |")
+        lines.append(
+            f"| {g} | {row['accuracy']:.1%} | {row['frechet']:.2f} | {row['frechet_over_floor']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 

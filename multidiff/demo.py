@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,24 +68,41 @@ def synth_tone_folder(
     """
     from multidiff.io import write_audio
 
-    rng = np.random.default_rng(seed)
-    root = Path(root)
     n = int(round(seconds * sample_rate))
     t = np.arange(n) / sample_rate
     fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.05)
-    for cls in TONE_CLASSES:
+
+    def write(path: Path, cls: str, rng: np.random.Generator) -> None:
+        if cls == "low":
+            f = rng.uniform(150, 300)
+            x = sum(np.sin(2 * math.pi * f * h * t) / h for h in (1, 2, 3))
+        elif cls == "high":
+            x = np.sin(2 * math.pi * rng.uniform(1000, 2000) * t)
+        else:
+            f0, f1 = rng.uniform(200, 500), rng.uniform(1500, 3000)
+            x = np.sin(2 * math.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds)))
+        x = 0.5 * fade * x / np.abs(x).max() + 0.003 * rng.standard_normal(n)
+        write_audio(path, x.astype(np.float32), sample_rate)
+
+    return _write_class_folder(root, TONE_CLASSES, ".wav", per_class, seed, write)
+
+
+def _write_class_folder(
+    root: str | os.PathLike[str],
+    classes: Iterable[str],
+    suffix: str,
+    per_class: int,
+    seed: int,
+    write: Callable[[Path, str, np.random.Generator], None],
+) -> Path:
+    """Fill ``root/<class>/<class>-<k><suffix>`` for each class and k < ``per_class`` with
+    ``write(path, cls, rng)``, every item drawn in order from one generator seeded ``seed``."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for cls in classes:
         (root / cls).mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
-            if cls == "low":
-                f = rng.uniform(150, 300)
-                x = sum(np.sin(2 * math.pi * f * h * t) / h for h in (1, 2, 3))
-            elif cls == "high":
-                x = np.sin(2 * math.pi * rng.uniform(1000, 2000) * t)
-            else:
-                f0, f1 = rng.uniform(200, 500), rng.uniform(1500, 3000)
-                x = np.sin(2 * math.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds)))
-            x = 0.5 * fade * x / np.abs(x).max() + 0.003 * rng.standard_normal(n)
-            write_audio(root / cls / f"{cls}-{k:02d}.wav", x.astype(np.float32), sample_rate)
+            write(root / cls / f"{cls}-{k:02d}{suffix}", cls, rng)
     return root
 
 
@@ -127,13 +144,10 @@ def synth_ball_folder(
     """Write a labelled folder of GIF clips of moving balls (:data:`BALL_CLASSES`, one subfolder each)."""
     from multidiff.io import write_video
 
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    for cls in BALL_CLASSES:
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            write_video(root / cls / f"{cls}-{k:02d}.gif", ball_clip(cls, rng, frames, size), fps=8)
-    return root
+    def write(path: Path, cls: str, rng: np.random.Generator) -> None:
+        write_video(path, ball_clip(cls, rng, frames, size), fps=8)
+
+    return _write_class_folder(root, BALL_CLASSES, ".gif", per_class, seed, write)
 
 
 def shape_image(cls: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
@@ -167,13 +181,10 @@ def synth_shape_folder(
     """Write a labelled folder of PNG pictures of shapes (:data:`SHAPE_CLASSES`, one subfolder each)."""
     from multidiff.io import write_image
 
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    for cls in SHAPE_CLASSES:
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            write_image(root / cls / f"{cls}-{k:02d}.png", shape_image(cls, rng, size))
-    return root
+    def write(path: Path, cls: str, rng: np.random.Generator) -> None:
+        write_image(path, shape_image(cls, rng, size))
+
+    return _write_class_folder(root, SHAPE_CLASSES, ".png", per_class, seed, write)
 
 
 # ----------------------------------------------------------------------------------- the demos

@@ -12,20 +12,22 @@ of the diagonal-Gaussian posterior from N(0, I), summed over latent elements and
 of pixel values (so ``kl_weight = 1e-6`` is LDM's ratio). No perceptual or adversarial loss: this is a
 small, simple VAE; its latent statistics are measured later by ``ImageAdapter.fit_stats``.
 
-``--out`` becomes a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``) that
-``ImageAdapter(ImageAdapterConfig(space="vae", vae_path=OUT))`` loads. The optimiser state and step sit
-beside it (``train_state.safetensors`` / ``train_state.json``); running the same command again resumes
-exactly where it stopped (batches, crops and posterior noise are functions of ``(seed, step)``).
+``--out`` is a run folder in the format of every multidiff trainer (``multidiff.train.checkpoint``):
+``OUT/ckpt-NNNNNNNN/`` holds the weights, optimiser, RNG states and settings, written atomically, plus
+``vae/``, the diffusers folder of that step; ``OUT/latest`` names the newest, and its ``vae/`` files are
+copied to ``OUT`` (``config.json`` + ``diffusion_pytorch_model.safetensors``, each replaced atomically), so
+``ImageAdapter(ImageAdapterConfig(space="vae", vae_path=OUT))`` loads it. ``OUT/log.jsonl`` has the losses.
+Running the same command again resumes exactly where it stopped (batches, crops and posterior noise are
+functions of ``(seed, step)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,17 @@ from multidiff.data.image import ImageFolder
 from multidiff.data.video import VideoFolder
 from multidiff.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from multidiff.modalities.image import to_pixels
-from multidiff.train.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors
+from multidiff.train.checkpoint import (
+    CKPT_PREFIX,
+    LATEST_NAME,
+    check_resume_config,
+    latest_checkpoint,
+    publish_result,
+    restore_training_state,
+    save_training_state,
+)
+from multidiff.train.distributed import DistInfo
+from multidiff.train.monitor import LOG_NAME
 
 # Architectures (diffusers AutoencoderKL arguments). Each extra block halves the resolution:
 # 3 blocks -> 4x downsampling, 4 blocks -> 8x (Stable Diffusion's VAE is (128, 256, 512, 512), 8x).
@@ -49,7 +61,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": {"block_out_channels": (64, 128, 256), "layers_per_block": 2, "norm_num_groups": 32},
     "small-8x": {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
 }
-STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.safetensors"
+RESULT = "vae"  # the folder of each checkpoint holding the AutoencoderKL; its files are copied to OUT
+#: What a run trains: saved in every checkpoint, and a resume with any of them changed is refused.
+SETTINGS = ("size", "batch", "preset", "latent_channels", "lr", "kl_weight", "loss", "seed")
+#: The files of the recipe's former format (weights at OUT, optimiser and step beside them).
+OLD_STATE = ("train_state.json", "train_state.safetensors")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,11 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept in OUT")
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     args = p.parse_args(argv)
-    for name in ("steps", "batch", "size", "save_every", "log_every", "latent_channels"):
+    for name in ("steps", "batch", "size", "save_every", "log_every", "latent_channels", "keep"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.size % 2 ** (len(PRESETS[args.preset]["block_out_channels"]) - 1):
@@ -116,46 +133,30 @@ class StepBatches(Dataset):
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
-def save(
-    out: Path,
-    vae: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    step: int,
-    args: argparse.Namespace,
-    log: list,
-) -> None:
-    """Write weights, optimiser state and step; each file is replaced atomically, the step JSON last."""
-    from safetensors.torch import save_file
-
-    tmp = out / f".tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        vae.save_pretrained(tmp, safe_serialization=True)
-        tensors, structure = optimizer_state_to_tensors(opt)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"step": str(step)})
-        state = {"step": step, "optimizer": structure, "args": vars(args), "log": log}
-        (tmp / STATE_JSON).write_text(json.dumps(state, indent=1))
-        names = sorted(p.name for p in tmp.iterdir() if p.name != STATE_JSON) + [STATE_JSON]
-        for name in names:  # the step file last: a crash before it leaves the previous step's JSON
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def write_result(ckpt: Path, vae: torch.nn.Module) -> None:
+    """``ckpt/vae``: the diffusers AutoencoderKL folder of this step."""
+    vae.save_pretrained(ckpt / RESULT, safe_serialization=True)
 
 
-def load_state(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    from safetensors import safe_open
+def start_over(out: Path) -> None:
+    """--no-resume: remove the run's checkpoints and log (and the files of the former format)."""
+    for ckpt in out.glob(f"{CKPT_PREFIX}*"):
+        shutil.rmtree(ckpt)
+    for name in (LATEST_NAME, LOG_NAME, *OLD_STATE):
+        (out / name).unlink(missing_ok=True)
 
-    if not (out / STATE_JSON).is_file():
-        return None
-    state = json.loads((out / STATE_JSON).read_text())
-    with safe_open(str(out / STATE_TENSORS), framework="pt") as f:
-        if f.metadata().get("step") != str(state["step"]):
-            raise ValueError(
-                f"{out}: {STATE_TENSORS} and {STATE_JSON} are from different steps; start over with --no-resume"
-            )
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return state, tensors
+
+def refuse_old_run(out: Path) -> None:
+    """Refuse a run folder of the recipe's former format (``OUT/train_state.json``).
+
+    Raises:
+        ValueError: One line saying what to do.
+    """
+    if (out / OLD_STATE[0]).is_file():
+        raise ValueError(
+            f"{out / OLD_STATE[0]} is a checkpoint of an older multidiff; rerun with a new --out, or with "
+            f"--no-resume to start over in {out} (its weights still load as a VAE from {out} until then)"
+        )
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -164,16 +165,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from diffusers import AutoencoderKL
 
     out, device = Path(args.out), torch.device(args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)  # the initial weights
+    config = {k: getattr(args, k) for k in SETTINGS}
+    dist = DistInfo(device=device)
+    # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)
+    with train.run_lock(out):
+        if args.no_resume:
+            start_over(out)
+        refuse_old_run(out)
+        resume = latest_checkpoint(out)
+        if resume is not None:
+            check_resume_config(resume.state["config"], config, where=str(resume.path))
 
-    resumed = None if args.no_resume else load_state(out)
-    if resumed is not None:
-        state, opt_tensors = resumed
-        vae = AutoencoderKL.from_pretrained(str(out), local_files_only=True, low_cpu_mem_usage=False)
-        step, log = int(state["step"]), list(state["log"])
-        print(f"resuming {out} at step {step}")
-    else:
+        torch.manual_seed(args.seed)  # the initial weights
         preset = PRESETS[args.preset]
         n = len(preset["block_out_channels"])
         vae = AutoencoderKL(
@@ -185,55 +188,70 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sample_size=args.size,
             **preset,
         )
-        step, log = 0, []
-    vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    if resumed is not None:
-        optimizer_state_from_tensors(opt, opt_tensors, state["optimizer"])
-    if step >= args.steps:
-        print(f"{out} is already at step {step} >= --steps {args.steps}")
-        return {"step": step, "log": log, "out": str(out)}
+        vae.to(device).train()
+        opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        step = 0
+        if resume is not None:
+            step = restore_training_state(resume, dist=dist, model=vae, optimizer=opt)
+            print(f"resuming {out} at step {step}")
+        if step >= args.steps:
+            print(f"{out} is already at step {step} >= --steps {args.steps}")
+            return {"step": step, "log": read_losses(out, step), "out": str(out)}
 
-    data = build_dataset(Path(args.data), args.size, args.seed)
-    print(f"{len(data)} images/videos; {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
-    batches = DataLoader(
-        StepBatches(data, args.batch, args.seed),
-        batch_size=None,
-        sampler=range(step, args.steps),
-        num_workers=args.workers,
-    )
-    # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)
-    with train.run_lock(out), train.stop_signals() as stop:
-        t0, seen = time.time(), 0
-        for step_index, images in zip(range(step, args.steps), batches):
-            x = to_pixels(images).to(device)  # (B, C, H, W) in [-1, 1]
-            posterior = vae.encode(x).latent_dist
-            noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step_index)
-            z = posterior.sample(generator=noise_gen)  # reparameterised: x = mean + std * eps
-            x_hat = vae.decode(z).sample
-            rec = F.l1_loss(x_hat, x) if args.loss == "l1" else F.mse_loss(x_hat, x)
-            kl = posterior.kl().mean() / x[0].numel()  # KL summed over latents, per pixel value
-            loss = rec + args.kl_weight * kl
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at step {step_index}: rec={rec.item()}, kl={kl.item()}"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step, seen = step_index + 1, seen + x.shape[0]
-            log.append({"step": step, "rec": rec.item(), "kl": kl.item()})
-            if step % args.log_every == 0 or step == args.steps:
-                rate = seen / max(time.time() - t0, 1e-9)
-                print(
-                    f"step {step}/{args.steps}  rec {log[-1]['rec']:.4f}  kl/pixel {log[-1]['kl']:.3f}  {rate:.1f} img/s"
-                )
-            if step % args.save_every == 0 or step == args.steps or stop["signum"]:
-                save(out, vae, opt, step, args, log)
-            if stop["signum"]:  # Ctrl-C / SIGTERM: the step is done and saved
-                raise train.interrupted(stop, step, out)
+        data = build_dataset(Path(args.data), args.size, args.seed)
+        print(f"{len(data)} images/videos; {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
+        batches = DataLoader(
+            StepBatches(data, args.batch, args.seed),
+            batch_size=None,
+            sampler=range(step, args.steps),
+            num_workers=args.workers,
+        )
+        with train.stop_signals() as stop:
+            t0, seen = time.time(), 0
+            for step_index, images in zip(range(step, args.steps), batches):
+                x = to_pixels(images).to(device)  # (B, C, H, W) in [-1, 1]
+                posterior = vae.encode(x).latent_dist
+                noise_gen = torch.Generator(device=device).manual_seed(args.seed * 1_000_003 + step_index)
+                z = posterior.sample(generator=noise_gen)  # reparameterised: x = mean + std * eps
+                x_hat = vae.decode(z).sample
+                rec = F.l1_loss(x_hat, x) if args.loss == "l1" else F.mse_loss(x_hat, x)
+                kl = posterior.kl().mean() / x[0].numel()  # KL summed over latents, per pixel value
+                loss = rec + args.kl_weight * kl
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss at step {step_index}: rec={rec.item()}, kl={kl.item()}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step, seen = step_index + 1, seen + x.shape[0]
+                record = {"step": step, "rec": rec.item(), "kl": kl.item()}
+                with open(out / LOG_NAME, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                if step % args.log_every == 0 or step == args.steps:
+                    rate = seen / max(time.time() - t0, 1e-9)
+                    print(
+                        f"step {step}/{args.steps}  rec {record['rec']:.4f}  kl/pixel {record['kl']:.3f}  "
+                        f"{rate:.1f} img/s"
+                    )
+                if step % args.save_every == 0 or step == args.steps or stop["signum"]:
+                    ckpt = save_training_state(
+                        out, step, dist=dist, model=vae, optimizer=opt, config=config,
+                        data_position={"batches_drawn": step},
+                        extra_files=functools.partial(write_result, vae=vae), keep=args.keep,
+                    )  # fmt: skip
+                    if ckpt is not None:  # the writing process: OUT loads as the newest VAE
+                        publish_result(ckpt / RESULT, out)
+                if stop["signum"]:  # Ctrl-C / SIGTERM: the step is done and saved
+                    raise train.interrupted(stop, step, out)
     print(f"saved {out} (load with ImageAdapterConfig(space='vae', vae_path={str(out)!r}))")
-    return {"step": step, "log": log, "out": str(out)}
+    return {"step": step, "log": read_losses(out, step), "out": str(out)}
+
+
+def read_losses(out: Path, step: int) -> list[dict[str, Any]]:
+    """The run's per-step records up to ``step``; a step logged again after a crash and resume counts once."""
+    records = {r["step"]: r for r in train.read_log(out) if "rec" in r and r["step"] <= step}
+    return [records[k] for k in sorted(records)]
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ What one step does (HiFi-GAN, Sec. 2.3 and the released training code):
      released code does) [+ w x multi-resolution STFT loss, Yamamoto et al. 2020, with --stft-weight w];
   4. AdamW (beta 0.8, 0.99) for both, learning rate decayed exponentially with the step.
 
-Checkpoints: RUN/checkpoints/step_NNNNNNNN/ is written under a temporary name and renamed when
-complete (config.json, generator.safetensors, train_state/ with discriminators, optimisers, state.json);
-RUN/config.json and RUN/generator.safetensors are then replaced, each atomically, by the newest ones.
+Checkpoints: the run-folder format of every multidiff trainer (``multidiff.train.checkpoint``):
+RUN/ckpt-NNNNNNNN/ holds generator and discriminators (model.safetensors), both optimisers
+(optimizer-g/-d.safetensors), the RNG states and state.json with the settings, written atomically, plus
+vocoder/ (config.json and generator.safetensors, loadable by ``load_hifigan``); RUN/latest names the newest,
+and its vocoder/ files are copied to RUN, each replaced atomically, so ``load_hifigan(RUN)`` loads it.
 The generator is trained with weight normalisation and saved that way; ``load_hifigan`` folds it.
 """
 
@@ -26,9 +28,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -58,10 +59,17 @@ from multidiff.modalities.vocoders import (
     HiFiGANConfig,
     load_hifigan,
 )
+from multidiff.train.checkpoint import (
+    check_resume_config,
+    latest_checkpoint,
+    publish_result,
+    restore_training_state,
+    save_training_state,
+)
+from multidiff.train.distributed import DistInfo
 
 MODELS = ("v1", "v2", "v3", "tiny")
-CHECKPOINTS = "checkpoints"
-STATE_DIR = "train_state"
+RESULT = "vocoder"  # the folder of each checkpoint that load_hifigan reads; its files are copied to RUN
 FORMAT_VERSION = 1
 
 
@@ -277,96 +285,29 @@ class SegmentStream(Dataset):
 # --------------------------------------------------------------------------------------------------
 
 
-def _flatten_optimizer(
-    opt: torch.optim.Optimizer, prefix: str
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Optimiser state as safetensors-ready tensors plus JSON (param groups and non-tensor values)."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{prefix}.{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+def write_result(ckpt: Path, settings: VocoderTrainSettings, generator: nn.Module, step: int) -> None:
+    """``ckpt/vocoder``: the generator's weights and its config.json, a folder ``load_hifigan`` loads."""
+    from multidiff.serialize import save_tensors
 
-
-def _unflatten_optimizer(
-    tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str
-) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        head, index, key = name.split(".", 2)
-        if head == prefix:
-            state.setdefault(int(index), {})[key] = value
-    for index, values in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def save_checkpoint(
-    out: Path,
-    step: int,
-    settings: VocoderTrainSettings,
-    generator: nn.Module,
-    discriminator: nn.Module,
-    opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer,
-    keep: int,
-) -> Path:
-    """Write ``out/checkpoints/step_NNNNNNNN`` atomically, refresh ``out``'s generator, keep the last ``keep``."""
-    from safetensors.torch import save_file
-
-    root = out / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / STATE_DIR).mkdir(parents=True)
-    g_state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
-    save_file(g_state, str(tmp / "generator.safetensors"), metadata={"format": "pt", "step": str(step)})
+    folder = ckpt / RESULT
+    folder.mkdir()
+    save_tensors(folder / "generator.safetensors", generator.state_dict())
     config = official_config(settings.generator, settings.spec, step, settings.to_dict())
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    d_state = {k: v.detach().contiguous().cpu() for k, v in discriminator.state_dict().items()}
-    save_file(d_state, str(tmp / STATE_DIR / "discriminator.safetensors"))
-    t_g, m_g = _flatten_optimizer(opt_g, "g")
-    t_d, m_d = _flatten_optimizer(opt_d, "d")
-    save_file({**t_g, **t_d}, str(tmp / STATE_DIR / "optimizers.safetensors"))
-    state = {
-        "format": FORMAT_VERSION,
-        "step": step,
-        "settings": settings.to_dict(),
-        "opt_g": m_g,
-        "opt_d": m_d,
-    }
-    (tmp / STATE_DIR / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)  # the checkpoint appears complete or not at all
-    _atomic_copy(final / "generator.safetensors", out / "generator.safetensors")
-    _atomic_copy(final / "config.json", out / "config.json")
-    for old in sorted(p for p in root.iterdir() if p.name.startswith("step_"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint folder under ``out/checkpoints``, or None."""
-    root = out / CHECKPOINTS
-    if not root.is_dir():
-        return None
-    done = sorted(
-        p for p in root.iterdir() if p.name.startswith("step_") and (p / STATE_DIR / "state.json").is_file()
-    )
-    return done[-1] if done else None
+def refuse_old_run(out: Path) -> None:
+    """Refuse a run folder of the recipe's former checkpoint format (``RUN/checkpoints/step_NNNNNNNN``).
+
+    Raises:
+        ValueError: One line naming its newest checkpoint and what to do.
+    """
+    old = sorted((out / "checkpoints").glob("step_*"))
+    if old:
+        raise ValueError(
+            f"{old[-1]} is a checkpoint of an older multidiff; rerun with a new --out, or start from its "
+            f"weights with a new --out and --init {old[-1]}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-db", type=float, default=-20.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=2000)
-    p.add_argument("--keep", type=int, default=2, help="checkpoints kept under OUT/checkpoints")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept in OUT")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument(
         "--val", default=None, help="folder of held-out audio: mel L1 of the round trip at each save"
@@ -464,16 +405,6 @@ def settings_from_args(
     )
 
 
-def _check_resume(saved: VocoderTrainSettings, wanted: VocoderTrainSettings, where: Path) -> None:
-    differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(wanted, f.name)]
-    if differ:
-        raise ValueError(
-            f"{where} was trained with other settings ({', '.join(differ)}): "
-            + "; ".join(f"{n}: saved {getattr(saved, n)!r}, now {getattr(wanted, n)!r}" for n in differ)
-            + ". Use another --out or the original options."
-        )
-
-
 @torch.no_grad()
 def validate(
     generator: HiFiGAN, logmel: LogMel, folder: AudioFolder, limit: int, device: torch.device
@@ -494,7 +425,6 @@ def validate(
 def main(argv: list[str] | None = None) -> Path:
     """Run the recipe; returns the run folder."""
     args = build_parser().parse_args(argv)
-    from safetensors.torch import load_file
     from tqdm import tqdm
 
     out = Path(args.out)
@@ -504,18 +434,17 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
 
+    refuse_old_run(out)
     resume = latest_checkpoint(out)
     init = None if resume is not None or args.init is None else _init_generator(args.init)
     if resume is not None:
-        state = json.loads((resume / STATE_DIR / "state.json").read_text())
-        settings = VocoderTrainSettings.from_dict(state["settings"])
+        settings = VocoderTrainSettings.from_dict(resume.state["config"])
         # A rerun of the same command must ask for the same model and data (--init was read at the start).
         saved_init = (settings.generator, settings.spec) if args.init else None
-        _check_resume(settings, settings_from_args(args, saved_init), resume)
-        start = int(state["step"])
+        wanted = settings_from_args(args, saved_init)
+        check_resume_config(resume.state["config"], wanted.to_dict(), where=str(resume.path))
     else:
         settings = settings_from_args(args, None if init is None else (init.config, init.spec))
-        start = 0
     spec = settings.spec
 
     # Models. Weight normalisation on every generator convolution, as in HiFi-GAN's training.
@@ -533,15 +462,14 @@ def main(argv: list[str] | None = None) -> Path:
     opt_d = torch.optim.AdamW(
         discriminator.parameters(), settings.lr, betas=settings.betas, weight_decay=settings.weight_decay
     )
+    # What a checkpoint holds: both networks in one state dict, both optimisers by name.
+    nets = nn.ModuleDict({"generator": generator, "discriminator": discriminator})
+    optimizers = {"g": opt_g, "d": opt_d}
+    dist = DistInfo(device=device)
+    start = 0
     if resume is not None:
-        generator.load_state_dict(load_file(str(resume / "generator.safetensors"), device=str(device)))
-        discriminator.load_state_dict(
-            load_file(str(resume / STATE_DIR / "discriminator.safetensors"), device=str(device))
-        )
-        tensors = load_file(str(resume / STATE_DIR / "optimizers.safetensors"))
-        opt_g.load_state_dict(_unflatten_optimizer(tensors, state["opt_g"], "g"))
-        opt_d.load_state_dict(_unflatten_optimizer(tensors, state["opt_d"], "d"))
-        print(f"resuming {out} from step {start} ({resume.name})", file=sys.stderr)
+        start = restore_training_state(resume, dist=dist, model=nets, optimizers=optimizers)
+        print(f"resuming {out} from step {start} ({resume.path.name})", file=sys.stderr)
     elif args.init:
         print(f"fine-tuning the generator from {args.init}", file=sys.stderr)
 
@@ -674,9 +602,21 @@ def main(argv: list[str] | None = None) -> Path:
                     f.write(json.dumps(record) + "\n")
                 sums, t_last, n_last = {}, now, 0
             if step % args.save_every == 0 or last or stop["signum"]:
-                save_checkpoint(
-                    out, step, settings, generator, discriminator, opt_g, opt_d, max(1, args.keep)
+                ckpt = save_training_state(
+                    out,
+                    step,
+                    dist=dist,
+                    model=nets,
+                    optimizers=optimizers,
+                    config=settings.to_dict(),
+                    data_position={"segments_drawn": step * settings.batch},
+                    extra_files=functools.partial(
+                        write_result, settings=settings, generator=generator, step=step
+                    ),
+                    keep=max(1, args.keep),
                 )
+                if ckpt is not None:  # the writing process: RUN loads as the newest vocoder
+                    publish_result(ckpt / RESULT, out)
                 if val_folder is not None:
                     generator.eval()
                     val = validate(generator, logmel, val_folder, args.val_files, device)

@@ -334,4 +334,6 @@ def test_preload_serves_the_same_items(tmp_path: Path, clip_seconds: float | Non
                 assert torch.equal(a["wave"], b["wave"])
             else:
                 torch.testing.assert_close(a["wave"], b["wave"], atol=2e-3, rtol=0)
-    assert not AudioFolder(tmp_path, config).preload(max_bytes=1000, progress=False)  # too big: nothing loaded
+    assert not AudioFolder(tmp_path, config).preload(
+        max_bytes=1000, progress=False
+    )  # too big: nothing loaded

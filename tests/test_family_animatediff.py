@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
+from family_utils import (
+    assert_frames_match,
+    diffusers_text_to_video,
+    edited_copy,
+    randomize_,
+    rel_error,
+    word_tokenizer,
+)
 
 from multidiff.families import load_family
 
@@ -17,20 +22,9 @@ FRAMES, SIZE, STEPS = 4, 16, 3
 WORDS = ["a", "cat", "dog", "runs", "in", "the", "park"]
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
-
-
 def _tokenizer():
-    """A word-level tokenizer built in code (nothing downloaded), standing in for CLIP's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"<pad>": 0, "<unk>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=12
-    )
+    """A word-level tokenizer standing in for CLIP's."""
+    return word_tokenizer(["<pad>", "<unk>", "</s>"], WORDS, model_max_length=12)
 
 
 def _scheduler(kind: str):
@@ -87,10 +81,7 @@ def ad_folder(tmp_path_factory):
             max_position_embeddings=12,
         )
     )
-    with torch.no_grad():  # random weights everywhere (the motion modules' zero-initialised outputs too)
-        for m in (unet, motion, vae):
-            for p in m.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
+    randomize_(unet, motion, vae)  # the motion modules' zero-initialised outputs too
     pipe = d.AnimateDiffPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -105,33 +96,20 @@ def ad_folder(tmp_path_factory):
 
 
 def _with_scheduler(folder, tmp_path, kind):
-    import shutil
-
     if kind == "ddim":
         return folder
-    out = tmp_path / kind
-    shutil.copytree(folder, out)
     sched = _scheduler(kind)
+    out = edited_copy(
+        folder, tmp_path / kind, {"model_index.json": {"scheduler": ["diffusers", type(sched).__name__]}}
+    )
     sched.save_pretrained(out / "scheduler")
-    index = json.loads((out / "model_index.json").read_text())
-    index["scheduler"] = ["diffusers", type(sched).__name__]
-    (out / "model_index.json").write_text(json.dumps(index))
     return out
 
 
 def _theirs(folder, **kw):
-    pipe = diffusers.AnimateDiffPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
-        "a cat runs in the park",
-        negative_prompt="dog",
-        height=SIZE,
-        width=SIZE,
-        num_frames=FRAMES,
-        num_inference_steps=STEPS,
-        guidance_scale=4.0,
-        **kw,
-    ).frames
+    return diffusers_text_to_video(
+        diffusers.AnimateDiffPipeline, folder, SIZE, FRAMES, STEPS, guidance_scale=4.0, **kw
+    )
 
 
 @pytest.mark.parametrize("kind", ["ddim", "ddim_sd", "euler"])
@@ -145,7 +123,7 @@ def test_latents_match_diffusers(ad_folder, tmp_path, kind):
         "a cat runs in the park", FRAMES, SIZE, negative_prompt="dog", steps=STEPS, guidance=4.0, noise=noise
     )
     assert ref.abs().mean() > 0.05
-    assert _rel(got, ref) < 1e-4, kind
+    assert rel_error(got, ref) < 1e-4, kind
 
 
 def test_seeded_video_matches_diffusers_through_the_vae(ad_folder):
@@ -163,19 +141,10 @@ def test_seeded_video_matches_diffusers_through_the_vae(ad_folder):
         guidance=4.0,
         seed=9,
     )
-    assert got.shape == (1, FRAMES, SIZE, SIZE, 3) and got.dtype == torch.uint8
-    ref_u8 = torch.from_numpy(np.asarray(ref) * 255).round()
-    assert (got.float() - ref_u8).abs().max() <= 1
+    assert_frames_match(got, ref, (1, FRAMES, SIZE, SIZE, 3))
 
 
 def test_unreproducible_scheduler_settings_are_refused(ad_folder, tmp_path):
-    import shutil
-
-    bad = tmp_path / "bad"
-    shutil.copytree(ad_folder, bad)
-    path = bad / "scheduler" / "scheduler_config.json"
-    cfg = json.loads(path.read_text())
-    cfg["clip_sample"] = True
-    path.write_text(json.dumps(cfg))
+    bad = edited_copy(ad_folder, tmp_path / "bad", {"scheduler/scheduler_config.json": {"clip_sample": True}})
     with pytest.raises(ValueError, match="DDIMScheduler with clip_sample=True"):
         load_family(bad)

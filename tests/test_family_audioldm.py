@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from family_utils import reference
 
 from multidiff.core.samplers import noise_like
 from multidiff.families import family_of, load_family
@@ -116,8 +117,7 @@ def folder(tmp_path_factory):
 def test_audioldm_waveform_matches_diffusers(folder, guidance):
     pipe = load_family(folder)
     assert family_of(folder) == "AudioLDMPipeline" and pipe.sampling.sampler == "ddim"
-    ref_pipe = diffusers.AudioLDMPipeline.from_pretrained(str(folder), local_files_only=True)
-    ref_pipe.set_progress_bar_config(disable=True)
+    ref_pipe = reference(diffusers.AudioLDMPipeline, folder, local_files_only=True)
     steps, seconds, seed, prompt = 4, 0.16, 3, ["a hammer hits wood", "rain on a roof"]
     grid = sigmas_from_scheduler(ref_pipe.scheduler, steps)
     assert grid[-1] == 0  # set_alpha_to_one: DDIM's last step lands on x0

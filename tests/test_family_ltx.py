@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from family_utils import (
+    assert_frames_match,
+    diffusers_text_to_video,
+    edited_copy,
+    randomize_,
+    rel_error,
+    word_tokenizer,
+)
 
 from multidiff.families import load_family
 from multidiff.families.ltx import pack_latents, unpack_latents
@@ -16,20 +23,9 @@ FRAMES, SIZE, STEPS = 9, 32, 3
 WORDS = ["a", "cat", "dog", "runs", "in", "the", "park", "slowly"]
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
-
-
 def _tokenizer():
-    """A word-level tokenizer built in code (nothing downloaded), standing in for T5's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=16
-    )
+    """A word-level tokenizer standing in for T5's."""
+    return word_tokenizer(["<pad>", "</s>", "<unk>"], WORDS, model_max_length=16)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +67,8 @@ def ltx_folder(tmp_path_factory):
     text_encoder = t.T5EncoderModel(
         t.T5Config(vocab_size=16, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4)
     )
+    randomize_(transformer, vae)
     with torch.no_grad():
-        for m in (transformer, vae):
-            for p in m.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
         vae.latents_mean.copy_(torch.randn(8) * 0.1)
         vae.latents_std.copy_(torch.rand(8) + 0.5)
     scheduler = d.FlowMatchEulerDiscreteScheduler(
@@ -97,20 +91,8 @@ def ltx_folder(tmp_path_factory):
 
 
 def _theirs(folder, **kw):
-    pipe = diffusers.LTXPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
-        "a cat runs in the park",
-        negative_prompt="dog",
-        height=SIZE,
-        width=SIZE,
-        num_frames=FRAMES,
-        num_inference_steps=STEPS,
-        guidance_scale=2.5,
-        frame_rate=20,
-        max_sequence_length=16,
-        **kw,
-    ).frames
+    kw = dict(guidance_scale=2.5, frame_rate=20, max_sequence_length=16, **kw)
+    return diffusers_text_to_video(diffusers.LTXPipeline, folder, SIZE, FRAMES, STEPS, **kw)
 
 
 def _ours_kw():
@@ -128,7 +110,7 @@ def test_latents_match_diffusers(ltx_folder):
     ref = _theirs(ltx_folder, latents=pack_latents(noise), output_type="latent")  # (1, L, C) packed
     got = ours.sample_latents("a cat runs in the park", FRAMES, SIZE, noise=noise, **_ours_kw())
     assert ref.abs().mean() > 0.05
-    assert _rel(pack_latents(got), ref) < 1e-4
+    assert rel_error(pack_latents(got), ref) < 1e-4
     assert torch.equal(unpack_latents(pack_latents(got), shape), got)
 
 
@@ -138,9 +120,7 @@ def test_seeded_video_matches_diffusers_through_the_vae(ltx_folder):
         ltx_folder, generator=[torch.Generator().manual_seed(4)], output_type="np"
     )  # (1, F, H, W, 3)
     got = ours.generate(1, FRAMES, SIZE, prompt="a cat runs in the park", seed=4, **_ours_kw())
-    assert got.shape == (1, FRAMES, SIZE, SIZE, 3) and got.dtype == torch.uint8
-    ref_u8 = torch.from_numpy(np.asarray(ref) * 255).round()
-    assert (got.float() - ref_u8).abs().max() <= 1
+    assert_frames_match(got, ref, (1, FRAMES, SIZE, SIZE, 3))
 
 
 def test_latent_mask_follows_the_causal_frame_grouping(ltx_folder):
@@ -152,15 +132,8 @@ def test_latent_mask_follows_the_causal_frame_grouping(ltx_folder):
 
 
 def test_unreproducible_settings_are_refused(ltx_folder, tmp_path):
-    import json
-    import shutil
-
-    bad = tmp_path / "bad"
-    shutil.copytree(ltx_folder, bad)
-    path = bad / "scheduler" / "scheduler_config.json"
-    cfg = json.loads(path.read_text())
-    cfg["stochastic_sampling"] = True
-    path.write_text(json.dumps(cfg))
+    edits = {"scheduler/scheduler_config.json": {"stochastic_sampling": True}}
+    bad = edited_copy(ltx_folder, tmp_path / "bad", edits)
     with pytest.raises(ValueError, match="stochastic_sampling"):
         load_family(bad)
     ours = load_family(ltx_folder)

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from family_utils import reference
 
 from multidiff.core.samplers import noise_like
 from multidiff.families import load_family
@@ -108,8 +109,7 @@ def test_stable_audio_waveform_matches_diffusers(folder, guidance, monkeypatch):
     pipe = load_family(folder)
     assert pipe.sampling.sampler == "dpmpp_2m_sde" and isinstance(pipe.denoiser.schedule, CosineEDMSchedule)
     assert pipe.denoiser.prediction == "v" and pipe.max_seconds == 2.0
-    ref_pipe = diffusers.StableAudioPipeline.from_pretrained(str(folder), local_files_only=True)
-    ref_pipe.set_progress_bar_config(disable=True)
+    ref_pipe = reference(diffusers.StableAudioPipeline, folder, local_files_only=True)
     steps, seconds, seed, prompt = 6, 1.5, 11, ["a hammer hits wood", "rain"]
     grid = sigmas_from_scheduler(ref_pipe.scheduler, steps)
     torch.testing.assert_close(pipe.sigmas(steps), grid, rtol=1e-5, atol=0)  # its default grid is diffusers'

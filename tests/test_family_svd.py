@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from family_utils import assert_frames_match, edited_copy, randomize_, reference, rel_error
 
 from multidiff.families import load_family
 from multidiff.modalities.image import load_vae
@@ -13,10 +13,6 @@ diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
 SIZE, FRAMES, STEPS = 16, 3, 3
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm())
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +54,7 @@ def svd_folder(tmp_path_factory):
             patch_size=32,
         )
     )
-    with torch.no_grad():  # random weights everywhere (zero-initialised output layers too)
-        for m in (unet, vae):
-            for p in m.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
+    randomize_(unet, vae)  # zero-initialised output layers too
     scheduler = d.EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -96,9 +89,7 @@ def _image() -> torch.Tensor:
 def _theirs(folder, image, **kw):
     from PIL import Image
 
-    pipe = diffusers.StableVideoDiffusionPipeline.from_pretrained(folder).to("cpu")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
+    return reference(diffusers.StableVideoDiffusionPipeline, folder)(
         Image.fromarray(image.numpy()),
         height=SIZE,
         width=SIZE,
@@ -132,12 +123,12 @@ def test_latents_match_diffusers_with_per_frame_guidance(svd_folder):
     )  # (1, C, F, h, w)
     assert got.shape == (1, 4, FRAMES, SIZE // 2, SIZE // 2)
     assert ref.abs().mean() > 0.05
-    assert _rel(got.transpose(1, 2), ref) < 1e-4
+    assert rel_error(got.transpose(1, 2), ref) < 1e-4
     # guidance matters here: without it the result differs
     plain = ours.sample_latents(
         image, FRAMES, steps=STEPS, seed=11, noise=noise.transpose(1, 2), **{**kw, "max_guidance": 1.0}
     )
-    assert _rel(plain.transpose(1, 2), ref) > 1e-3
+    assert rel_error(plain.transpose(1, 2), ref) > 1e-3
 
 
 def test_seeded_frames_match_diffusers_through_the_temporal_decoder(svd_folder):
@@ -147,21 +138,19 @@ def test_seeded_frames_match_diffusers_through_the_temporal_decoder(svd_folder):
         svd_folder, image, generator=[torch.Generator().manual_seed(7)], output_type="np", decode_chunk_size=2
     )  # (1, F, H, W, 3) float in [0, 1]
     got = ours.image_to_video(image, FRAMES, steps=STEPS, seed=7, decode_chunk=2)  # uint8 (1, F, H, W, 3)
-    assert got.shape == (1, FRAMES, SIZE, SIZE, 3) and got.dtype == torch.uint8
-    ref_u8 = torch.from_numpy(np.asarray(ref) * 255).round()
-    assert (got.float() - ref_u8).abs().max() <= 1  # the same frames, up to rounding at .5
+    assert_frames_match(got, ref, (1, FRAMES, SIZE, SIZE, 3))
 
 
 def test_decode_path_matches_diffusers_decode_latents(svd_folder):
-    ref = diffusers.StableVideoDiffusionPipeline.from_pretrained(svd_folder)
+    ref = reference(diffusers.StableVideoDiffusionPipeline, svd_folder)
     ours = load_family(svd_folder)
     z = torch.randn(2, FRAMES, 4, SIZE // 2, SIZE // 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         theirs = ref.decode_latents(z, FRAMES, decode_chunk_size=2)  # (B, C, F, H, W)
     got = ours.adapter.decode_pixels(z.transpose(1, 2), chunk_frames=2)
-    assert _rel(got, theirs) < 1e-5
+    assert rel_error(got, theirs) < 1e-5
     # chunking matters for a temporal decoder: decoding all frames together is another function
-    assert _rel(ours.adapter.decode_pixels(z.transpose(1, 2), chunk_frames=FRAMES), theirs) > 1e-4
+    assert rel_error(ours.adapter.decode_pixels(z.transpose(1, 2), chunk_frames=FRAMES), theirs) > 1e-4
 
 
 def test_temporal_vae_adapter_saves_and_loads(svd_folder, tmp_path):
@@ -182,18 +171,11 @@ def test_plain_image_vae_loader_still_refuses_the_temporal_decoder(svd_folder):
 
 
 def test_unsupported_settings_are_refused_by_name(svd_folder, tmp_path):
-    import json
-    import shutil
-
-    bad = tmp_path / "bad"
-    shutil.copytree(svd_folder, bad)
-    cfg_path = bad / "scheduler" / "scheduler_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["_class_name"] = "LMSDiscreteScheduler"
-    cfg_path.write_text(json.dumps(cfg))
-    index = json.loads((bad / "model_index.json").read_text())
-    index["scheduler"] = ["diffusers", "LMSDiscreteScheduler"]
-    (bad / "model_index.json").write_text(json.dumps(index))
+    edits = {
+        "scheduler/scheduler_config.json": {"_class_name": "LMSDiscreteScheduler"},
+        "model_index.json": {"scheduler": ["diffusers", "LMSDiscreteScheduler"]},
+    }
+    bad = edited_copy(svd_folder, tmp_path / "bad", edits)
     with pytest.raises(ValueError, match="scheduler.*LMSDiscreteScheduler"):
         load_family(bad)
     pipe = load_family(svd_folder)

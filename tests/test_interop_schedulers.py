@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from gmm_utils import mixture
+from test_interop_diffusers import _tiny_unet
 
 from multidiff.core import samplers
 from multidiff.core.denoiser import Denoiser
@@ -151,20 +152,6 @@ def test_lcm_matches_boundary_denoiser_with_full_renoising(steps):
     )
     assert _rel(out, ref) < 1e-4
     assert isinstance(schedule_from_config(sch.config, "LCMScheduler"), VPSchedule)
-
-
-def _tiny_unet():
-    torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=2,
-        out_channels=2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    ).eval()
 
 
 def test_pipeline_around_a_diffusers_model_saves_and_reloads(tmp_path):

@@ -12,6 +12,7 @@ import torch
 
 from multidiff.io import write_image, write_video
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+from multidiff.train.checkpoint import latest_checkpoint, list_checkpoints
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_vae.py"
 
@@ -56,9 +57,21 @@ def test_train_save_reload(trained) -> None:
     assert result["step"] == 3 and len(result["log"]) == 3
     assert all(np.isfinite(r["rec"]) and r["kl"] >= 0 for r in result["log"])
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "diffusion_pytorch_model.safetensors", "train_state.json"} <= names
-    assert not any(n.startswith(".tmp") for n in names)  # nothing half-written left behind
-    assert json.loads((out / "train_state.json").read_text())["step"] == 3
+    # The run folder of every trainer (numbered checkpoints, latest, log), with the newest VAE at OUT itself.
+    assert {
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "latest",
+        "log.jsonl",
+        "ckpt-00000003",
+    } <= names
+    assert not any(n.startswith(".tmp") for n in names) and "lock" not in names  # nothing half-written left
+    ckpt = latest_checkpoint(out)
+    assert ckpt is not None and ckpt.step == 3 and ckpt.state["config"]["preset"] == "micro"
+    assert {"model", "optimizer", "rng"} <= {p.stem for p in ckpt.path.glob("*.safetensors")}
+    assert (ckpt.path / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == (
+        out / "diffusion_pytorch_model.safetensors"
+    ).read_bytes()
     adapter = ImageAdapter(ImageAdapterConfig(space="vae", vae_path=str(out), sigma_data=1.0))
     assert adapter.latent_shape(16, 16) == (4, 4, 4)
     x = torch.from_numpy(np.stack([np.full((16, 16, 3), v, np.uint8) for v in (0, 128, 255)]))
@@ -78,11 +91,48 @@ def test_resume_is_exact(data, trained, tmp_path) -> None:
     recipe.main(["--data", str(data), "--out", str(resumed), "--steps", "1", *ARGS])
     result = recipe.main(["--data", str(data), "--out", str(resumed), "--steps", "3", *ARGS])
     assert result["step"] == 3 and [r["step"] for r in result["log"]] == [1, 2, 3]
+    assert [c.step for c in list_checkpoints(resumed)] == [1, 3]
     a = load_file(str(straight / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(resumed / "diffusion_pytorch_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("model", "optimizer"):  # weights and optimiser state, bit for bit
+        a = load_file(str(straight / "ckpt-00000003" / f"{name}.safetensors"))
+        b = load_file(str(resumed / "ckpt-00000003" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     # a finished run is not trained further
     assert recipe.main(["--data", str(data), "--out", str(resumed), "--steps", "2", *ARGS])["step"] == 3
+    # resuming with a setting that changes the training is refused, naming it
+    with pytest.raises(ValueError, match="kl_weight"):
+        recipe.main(["--data", str(data), "--out", str(resumed), "--steps", "4", *ARGS, "--kl-weight", "1"])
+
+
+def test_old_run_folder_is_refused_with_what_to_do(data, trained, tmp_path) -> None:
+    """A VAE folder of the former format (weights at OUT, train_state.json/.safetensors beside them) is not
+    resumed: one line says to use a new --out or --no-resume; --no-resume then starts over in it."""
+    import shutil
+
+    recipe = load_recipe()
+    straight, _ = trained
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        shutil.copy(straight / name, old / name)
+    (old / "train_state.json").write_text(json.dumps({"step": 3, "optimizer": {}, "args": {}, "log": []}))
+    (old / "train_state.safetensors").write_bytes(b"")
+    argv = ["--data", str(data), "--out", str(old), "--steps", "3", *ARGS]
+    with pytest.raises(ValueError) as err:
+        recipe.main(argv)
+    message = str(err.value)
+    assert "\n" not in message and "older multidiff" in message
+    assert "new --out" in message and "--no-resume" in message
+    assert not (old / "lock").exists() and not list(old.glob("ckpt-*"))  # nothing written
+    result = recipe.main([*argv, "--no-resume"])
+    assert result["step"] == 3 and not (old / "train_state.json").exists()
+    from safetensors.torch import load_file
+
+    a = load_file(str(straight / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(old / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # started over: the same run as a fresh folder
 
 
 def test_bad_arguments(data, tmp_path) -> None:
@@ -120,7 +170,7 @@ def test_ctrl_c_saves_the_step_and_a_second_run_in_the_folder_is_refused(data, t
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and "checkpoint written to" in err, err
-    assert json.loads((out / "train_state.json").read_text())["step"] >= 2  # saved on the signal
+    assert latest_checkpoint(out).step >= 2  # saved on the signal
     assert not (out / "lock").exists()
     (out / "lock").write_text(
         json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"})

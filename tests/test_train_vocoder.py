@@ -24,6 +24,7 @@ from multidiff.modalities.discriminators import (
     multi_resolution_stft_loss,
 )
 from multidiff.modalities.vocoders import HiFiGAN, fold_weight_norm, load_hifigan
+from multidiff.train.checkpoint import latest_checkpoint, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,19 +220,31 @@ def test_recipe_trains_saves_loads_and_resumes_exactly(tmp_path: Path) -> None:
     y = vocoder(mel)
     assert y.shape == (1, 2048) and torch.isfinite(y).all()
 
+    # The run folder is the one format of every trainer: numbered checkpoints, a latest pointer, the log.
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and ckpt.path.name == "ckpt-00000002" and ckpt.step == 2
+    assert (run / "latest").read_text().strip() == "ckpt-00000002"
+    assert {"model", "optimizer-g", "optimizer-d", "rng"} <= {p.stem for p in ckpt.path.glob("*.safetensors")}
+    assert ckpt.state["config"] == tv.VocoderTrainSettings.from_dict(ckpt.state["config"]).to_dict()
+    assert not (run / "lock").exists() and not (run / "checkpoints").exists()
+    assert load_hifigan(ckpt.path / "vocoder").config == vocoder.config  # each checkpoint's vocoder loads
+
     # Rerunning the same command with more steps resumes at step 2 ...
     _run(data, run, 4)
     assert [r["step"] for r in _log(run)] == [1, 2, 3, 4]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
-    # ... and lands on the same weights as an uninterrupted run (bit for bit on the CPU).
+    assert [c.path.name for c in list_checkpoints(run)] == ["ckpt-00000002", "ckpt-00000004"]
+    # ... and lands on the same weights and optimiser states as an uninterrupted run (bit for bit on the CPU).
     straight = _run(data, tmp_path / "straight", 4)
     a, b = _weights(run / "generator.safetensors"), _weights(straight / "generator.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    da = _weights(run / "checkpoints" / "step_00000004" / "train_state" / "discriminator.safetensors")
-    db = _weights(straight / "checkpoints" / "step_00000004" / "train_state" / "discriminator.safetensors")
-    assert all(torch.equal(da[k], db[k]) for k in da)
+    for name in ("model", "optimizer-g", "optimizer-d"):
+        ta = _weights(run / "ckpt-00000004" / f"{name}.safetensors")
+        tb = _weights(straight / "ckpt-00000004" / f"{name}.safetensors")
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), name
+    model = _weights(run / "ckpt-00000004" / "model.safetensors")
+    assert {k.split(".")[0] for k in model} == {"generator", "discriminator"}
     # The weights did move during training.
-    first = _weights(run / "checkpoints" / "step_00000002" / "generator.safetensors")
+    first = _weights(run / "ckpt-00000002" / "vocoder" / "generator.safetensors")
     assert any(not torch.equal(first[k], a[k]) for k in a)
 
     # Asking a finished run for fewer steps trains nothing; asking it with other settings is refused.
@@ -292,12 +305,30 @@ def test_segments_depend_on_step_only(tmp_path: Path) -> None:
     assert not torch.equal(full[0], full[1])
 
 
-def test_latest_checkpoint_ignores_incomplete_ones(tmp_path: Path) -> None:
-    root = tmp_path / "checkpoints"
-    (root / "step_00000004" / "train_state").mkdir(parents=True)
-    (root / "step_00000004" / "train_state" / "state.json").write_text("{}")
-    (root / "step_00000008").mkdir()  # no state: not complete
-    (root / ".tmp_step_00000012_99" / "train_state").mkdir(parents=True)
-    (root / ".tmp_step_00000012_99" / "train_state" / "state.json").write_text("{}")
-    assert tv.latest_checkpoint(tmp_path) == root / "step_00000004"
-    assert tv.latest_checkpoint(tmp_path / "nothing") is None
+def test_old_run_folder_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A run of the former format (RUN/checkpoints/step_NNNNNNNN with train_state/) is not resumed: one line
+    names its newest checkpoint and says to use a new --out, or --init from that checkpoint's weights, which
+    works as said."""
+    import shutil
+
+    data = _tones(tmp_path / "data")
+    base = _run(data, tmp_path / "base", 1, "--save-every", "1")
+    old = tmp_path / "old"
+    for step in (2, 4):  # the former layout: generator and config.json in each step folder
+        folder = old / "checkpoints" / f"step_{step:08d}"
+        (folder / "train_state").mkdir(parents=True)
+        (folder / "train_state" / "state.json").write_text(json.dumps({"format": 1, "step": step}))
+        for name in ("generator.safetensors", "config.json"):
+            shutil.copy(base / name, folder / name)
+            shutil.copy(base / name, old / name)
+    with pytest.raises(ValueError) as err:
+        _run(data, old, 6)
+    message = str(err.value)
+    newest = old / "checkpoints" / "step_00000004"
+    assert "\n" not in message and "older multidiff" in message and "new --out" in message
+    assert f"--init {newest}" in message
+    assert not (old / "lock").exists() and not list(old.glob("ckpt-*"))  # nothing written
+    # What the message says to do works: a new run starting from the old weights.
+    tuned = _run(data, tmp_path / "tuned", 1, "--init", str(newest), "--lr", "1e-30", "--save-every", "1")
+    mel = torch.randn(1, 80, 8)
+    torch.testing.assert_close(load_hifigan(tuned)(mel), load_hifigan(base)(mel), rtol=1e-5, atol=1e-6)

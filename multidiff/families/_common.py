@@ -22,12 +22,16 @@ from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
 from multidiff.core.samplers import get_sampler
+from multidiff.modalities.base import Extent
+from multidiff.modalities.temporal_vae import from_pretrained_filled
 from multidiff.pipeline import VideoPipeline
 
 __all__ = [
     "FLOW_T1_SIGMA",
     "FamilyVideoPipeline",
     "GuidedPair",
+    "TextToVideoPipeline",
+    "family_denoiser",
     "load_component",
     "load_scheduler",
     "read_index",
@@ -96,17 +100,7 @@ def load_component(folder: Path, name: str, allowed: Sequence[str] | None = None
             return cls.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"{path}: could not load a {cls_name} ({err})") from err
-    try:
-        model, info = cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: could not load a {cls_name} ({err})") from err
-    missing = [k for k in info.get("missing_keys", []) if k]
-    if missing or info.get("mismatched_keys"):
-        raise ValueError(
-            f"{path}: the weights do not fill the {cls_name} of its config ({len(missing)} missing, e.g. "
-            f"{(missing or [''])[0]}); it would run with random weights"
-        )
-    return model.eval().requires_grad_(False)
+    return from_pretrained_filled(cls, path, does="run")
 
 
 def load_scheduler(folder: Path, allowed: Sequence[str] | None = None) -> Any:
@@ -170,6 +164,19 @@ def scheduler_grid(scheduler: Any, steps: int, **set_timesteps: Any) -> tuple[Te
         grid = torch.tensor(sig, dtype=torch.float64)
         return grid, float(scheduler.init_noise_sigma) * math.sqrt(1 + sig[0] ** 2), math.sqrt(final)
     raise ValueError(f"scheduler {name} has no multidiff grid here; supported: {', '.join(_SAMPLER_OF)}")
+
+
+def family_denoiser(backbone: nn.Module, scheduler: Any) -> Denoiser:
+    """``backbone`` as a :class:`Denoiser` with the prediction type and noise schedule of ``scheduler``'s
+    config (:func:`~multidiff.interop.diffusers.prediction_from_config`, ``schedule_from_config``)."""
+    from multidiff.interop.diffusers import prediction_from_config, schedule_from_config
+
+    name = type(scheduler).__name__
+    return Denoiser(
+        backbone,
+        prediction=prediction_from_config(scheduler.config, name),  # type: ignore[arg-type]
+        schedule=schedule_from_config(scheduler.config, name),
+    )
 
 
 class GuidedPair:
@@ -242,9 +249,19 @@ class FamilyVideoPipeline(VideoPipeline):
         self.sampler_name = sampler_for(scheduler)
 
     def default_extent(self):  # type: ignore[override]
-        from multidiff.modalities.base import Extent
-
         return Extent(frames=self.frames, size=self.size)
+
+    def extent(self, frames: int | None, size: int | Sequence[int] | None) -> Extent:
+        """``Extent(frames, (H, W))`` with the pipeline's defaults for None; an int size is square."""
+        frames = self.frames if frames is None else int(frames)
+        if size is None:
+            size = self.size
+        size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)  # type: ignore[union-attr]
+        return Extent(frames=frames, size=size)  # type: ignore[arg-type]
+
+    def generators(self, num: int, seed: int | Sequence[int] | None) -> list[torch.Generator]:
+        """One CPU generator per sample, seeded as :meth:`seeds` says (diffusers' list of generators)."""
+        return [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
 
     def grid(self, steps: int, shape: Sequence[int]) -> tuple[Tensor, float, float]:
         """The σ grid of ``steps`` steps for latents of ``shape`` (see :func:`scheduler_grid`)."""
@@ -302,3 +319,63 @@ class FamilyVideoPipeline(VideoPipeline):
             f"a {self.family} pipeline is not saved as a multidiff folder: load it again from its diffusers "
             f"folder {self.folder} with multidiff.families.load_family"
         )
+
+
+class TextToVideoPipeline(FamilyVideoPipeline):
+    """A :class:`FamilyVideoPipeline` prompted with text: it holds the family's text model and tokenizer,
+    batches prompts as diffusers' text-to-video pipelines do, and decodes :meth:`sample_latents` (which a
+    family defines, taking ``(prompt, frames, size, *, num, ...)``) in :meth:`generate`.
+
+    Args:
+        text_encoder: The family's text model (moved by :meth:`to`).
+        tokenizer: Its tokenizer.
+        **kw: As :class:`FamilyVideoPipeline`.
+    """
+
+    def __init__(
+        self, denoiser: Denoiser, adapter: nn.Module, *, text_encoder: nn.Module, tokenizer: Any, **kw: Any
+    ):
+        super().__init__(denoiser, adapter, **kw)
+        self.text_model = text_encoder
+        self.tokenizer = tokenizer
+
+    def to(self, device: str | torch.device) -> TextToVideoPipeline:
+        """Move the models (the text model too); returns self."""
+        super().to(device)
+        self.text_model.to(device)
+        return self
+
+    @staticmethod
+    def prompts(
+        prompt: str | Sequence[str], negative_prompt: str | Sequence[str], num: int | None, guided: bool
+    ) -> tuple[list[str], list[str] | None]:
+        """``(prompts, negative prompts or None when not guided)``, one of each per video: a single prompt
+        (or negative prompt string) serves all ``num`` videos; ``num`` defaults to the number of prompts."""
+        prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
+        num = len(prompts) if num is None else int(num)
+        if len(prompts) == 1:
+            prompts = prompts * num
+        if len(prompts) != num:
+            raise ValueError(f"got {len(prompts)} prompts for {num} videos")
+        if not guided:
+            return prompts, None
+        negs = [negative_prompt] * num if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negs) != num:
+            raise ValueError(f"got {len(negs)} negative prompts for {num} videos")
+        return prompts, negs
+
+    @torch.no_grad()
+    def generate(  # type: ignore[override]
+        self,
+        num: int,
+        frames: int | None = None,
+        size: int | Sequence[int] | None = None,
+        *,
+        prompt: str | Sequence[str],
+        decode_chunk: int | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """uint8 frames ``[B, F, H, W, 3]``: :meth:`sample_latents` (same keywords), then the VAE
+        (``decode_chunk`` frames per call where the VAE decodes in chunks)."""
+        latents = self.sample_latents(prompt, frames, size, num=num, **kwargs)  # type: ignore[attr-defined]
+        return self.adapter.decode(latents, chunk_frames=decode_chunk, out_device="cpu")  # type: ignore[union-attr]

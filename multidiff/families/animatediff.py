@@ -32,9 +32,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from multidiff.core.denoiser import Denoiser
-from multidiff.families._common import FamilyVideoPipeline, load_component, load_scheduler, read_index
-from multidiff.modalities.base import Extent
+from multidiff.families._common import (
+    TextToVideoPipeline,
+    family_denoiser,
+    load_component,
+    load_scheduler,
+    read_index,
+)
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
 from multidiff.modalities.video import VideoAdapter
 
@@ -94,23 +98,11 @@ class AnimateDiffBackbone(nn.Module):
         return self.unet(x, c_noise, encoder_hidden_states=ctx, return_dict=False)[0]  # (B, C, F, h, w)
 
 
-class AnimateDiffPipeline(FamilyVideoPipeline):
-    """Text-to-video with an AnimateDiff model (see the module docstring); build it with :func:`load_animatediff`."""
+class AnimateDiffPipeline(TextToVideoPipeline):
+    """Text-to-video with an AnimateDiff model (see the module docstring); build it with :func:`load_animatediff`.
+    Its ``text_model`` is the CLIP text encoder; :meth:`generate` decodes frame by frame."""
 
     family: ClassVar[str] = "AnimateDiff"
-
-    def __init__(
-        self, denoiser: Denoiser, adapter: nn.Module, *, text_encoder: nn.Module, tokenizer: Any, **kw: Any
-    ):
-        super().__init__(denoiser, adapter, **kw)
-        self.clip = text_encoder
-        self.tokenizer = tokenizer
-
-    def to(self, device: str | torch.device) -> AnimateDiffPipeline:
-        """Move the models (the CLIP text encoder too); returns self."""
-        super().to(device)
-        self.clip.to(device)
-        return self
 
     @torch.no_grad()
     def sample_latents(
@@ -141,50 +133,22 @@ class AnimateDiffPipeline(FamilyVideoPipeline):
             noise: Standard normal noise ``[B, C, F, h, w]`` instead of seeded noise (diffusers' ``latents=``).
             callback: Called after each sampler step.
         """
-        prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
-        num = len(prompts) if num is None else int(num)
-        if len(prompts) == 1:
-            prompts = prompts * num
-        if len(prompts) != num:
-            raise ValueError(f"got {len(prompts)} prompts for {num} videos")
-        frames = self.frames if frames is None else int(frames)
-        if size is None:
-            size = self.size
-        size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)  # type: ignore[union-attr]
-        shape = self.adapter.latent_shape(Extent(frames=frames, size=size))  # type: ignore[union-attr]
-        gens = [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
-        context = encode_clip_text(self.tokenizer, self.clip, prompts)  # (B, L, D)
+        prompts, negs = self.prompts(prompt, negative_prompt, num, guidance > 1)
+        shape = self.adapter.latent_shape(self.extent(frames, size))  # type: ignore[union-attr]
+        context = encode_clip_text(self.tokenizer, self.text_model, prompts)  # (B, L, D)
         uncond = None
-        if guidance > 1:
-            negs = [negative_prompt] * num if isinstance(negative_prompt, str) else list(negative_prompt)
-            if len(negs) != num:
-                raise ValueError(f"got {len(negs)} negative prompts for {num} videos")
-            uncond = {"context": encode_clip_text(self.tokenizer, self.clip, negs, context.shape[1])}
+        if negs is not None:
+            uncond = {"context": encode_clip_text(self.tokenizer, self.text_model, negs, context.shape[1])}
         return self.sample_family(
             shape,
             {"context": context},
             uncond,
             float(guidance),
             steps=steps,
-            gens=gens,
+            gens=self.generators(len(prompts), seed),
             noise=noise,
             callback=callback,
         )
-
-    @torch.no_grad()
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        frames: int | None = None,
-        size: int | Sequence[int] | None = None,
-        *,
-        prompt: str | Sequence[str],
-        decode_chunk: int | None = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        """uint8 frames ``[B, F, H, W, 3]``: :meth:`sample_latents` (same keywords), then the VAE frame by frame."""
-        latents = self.sample_latents(prompt, frames, size, num=num, **kwargs)
-        return self.adapter.decode(latents, chunk_frames=decode_chunk, out_device="cpu")  # type: ignore[union-attr]
 
     def image_to_video(self, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
         raise ValueError("AnimateDiff text-to-video does not animate images (not supported here)")
@@ -201,8 +165,6 @@ def load_animatediff(folder: str | Path) -> AnimateDiffPipeline:
         ValueError: A component is missing, of another class, incompletely saved, or uses a setting multidiff
             does not reproduce (the message names the component and the setting).
     """
-    from multidiff.interop.diffusers import prediction_from_config, schedule_from_config
-
     folder = Path(folder)
     unet = load_component(folder, "unet", ("UNetMotionModel", "UNet2DConditionModel"))
     if type(unet).__name__ == "UNet2DConditionModel":  # merged with the motion adapter, as diffusers does
@@ -225,16 +187,10 @@ def load_animatediff(folder: str | Path) -> AnimateDiffPipeline:
         raise ValueError(
             f"{folder / 'scheduler'}: timestep_type={scheduler.config.timestep_type!r} is not supported"
         )
-    name = type(scheduler).__name__
-    denoiser = Denoiser(
-        AnimateDiffBackbone(unet),
-        prediction=prediction_from_config(scheduler.config, name),  # type: ignore[arg-type]
-        schedule=schedule_from_config(scheduler.config, name),
-    )
     adapter = scaled_vae_adapter(vae)
     side = int(unet.config.sample_size) * adapter.image.downsample
     return AnimateDiffPipeline(
-        denoiser,
+        family_denoiser(AnimateDiffBackbone(unet), scheduler),
         adapter,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

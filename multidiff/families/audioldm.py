@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multidiff.families import _common
 from multidiff.modalities.base import Adapter, Extent
 
 __all__ = ["AudioLDMAdapter", "ClapTextEncoder", "SpeechT5Vocoder", "load_audioldm", "load_audioldm2"]
@@ -48,10 +49,7 @@ def read_index(folder: Path, pipeline: str, components: dict[str, tuple[str, ...
     """``folder/model_index.json``, checked to name ``pipeline`` and, for each component, one of the classes
     given (the message names the component, the class found and the file)."""
     index = folder / "model_index.json"
-    try:
-        data = json.loads(index.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{index} cannot be read ({e})") from None
+    data = _common.read_index(folder)
     if data.get("_class_name") != pipeline:
         raise ValueError(f"{index} describes {data.get('_class_name')!r}, not {pipeline}")
     for name, classes in components.items():

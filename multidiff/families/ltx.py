@@ -36,9 +36,13 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from multidiff.core.denoiser import Denoiser
-from multidiff.families._common import FamilyVideoPipeline, load_component, load_scheduler, scheduler_grid
-from multidiff.modalities.base import Extent
+from multidiff.families._common import (
+    TextToVideoPipeline,
+    family_denoiser,
+    load_component,
+    load_scheduler,
+    scheduler_grid,
+)
 from multidiff.modalities.temporal_vae import CausalVideoVAEAdapter
 
 __all__ = ["LTXBackbone", "LTXPipeline", "encode_t5", "load_ltx"]
@@ -117,23 +121,11 @@ def unpack_latents(tokens: Tensor, shape: Sequence[int], p: int = 1, pt: int = 1
     )
 
 
-class LTXPipeline(FamilyVideoPipeline):
-    """Text-to-video with an LTX-Video model (see the module docstring); build it with :func:`load_ltx`."""
+class LTXPipeline(TextToVideoPipeline):
+    """Text-to-video with an LTX-Video model (see the module docstring); build it with :func:`load_ltx`.
+    Its ``text_model`` is the T5 encoder; :meth:`generate` decodes whole clips (no ``decode_chunk``)."""
 
     family: ClassVar[str] = "LTX-Video"
-
-    def __init__(
-        self, denoiser: Denoiser, adapter: nn.Module, *, text_encoder: nn.Module, tokenizer: Any, **kw: Any
-    ):
-        super().__init__(denoiser, adapter, **kw)
-        self.t5 = text_encoder
-        self.tokenizer = tokenizer
-
-    def to(self, device: str | torch.device) -> LTXPipeline:
-        """Move the models (the T5 encoder too); returns self."""
-        super().to(device)
-        self.t5.to(device)
-        return self
 
     def grid(self, steps: int, shape: Sequence[int]) -> tuple[Tensor, float, float]:
         """The LTX pipeline's grid: ``linspace(1, 1/N, N)`` shifted (``mu`` from the token count)."""
@@ -179,48 +171,24 @@ class LTXPipeline(FamilyVideoPipeline):
                 unpacked).
             callback: Called after each sampler step.
         """
-        prompts = [prompt] if isinstance(prompt, str) else [str(p) for p in prompt]
-        num = len(prompts) if num is None else int(num)
-        if len(prompts) == 1:
-            prompts = prompts * num
-        if len(prompts) != num:
-            raise ValueError(f"got {len(prompts)} prompts for {num} videos")
-        frames = self.frames if frames is None else int(frames)
-        if size is None:
-            size = self.size
-        size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)  # type: ignore[union-attr]
-        if size[0] % 32 or size[1] % 32:
-            raise ValueError(f"the LTX pipeline needs a frame size divisible by 32, got {size[0]}x{size[1]}")
-        shape = self.adapter.latent_shape(Extent(frames=frames, size=size))  # type: ignore[union-attr]
-        gens = [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
-        emb, mask = encode_t5(self.tokenizer, self.t5, prompts, max_sequence_length)
+        prompts, negs = self.prompts(prompt, negative_prompt, num, guidance > 1)
+        extent = self.extent(frames, size)
+        h, w = extent.size  # type: ignore[misc]
+        if h % 32 or w % 32:
+            raise ValueError(f"the LTX pipeline needs a frame size divisible by 32, got {h}x{w}")
+        shape = self.adapter.latent_shape(extent)  # type: ignore[union-attr]
+        gens = self.generators(len(prompts), seed)
+        emb, mask = encode_t5(self.tokenizer, self.text_model, prompts, max_sequence_length)
         a: CausalVideoVAEAdapter = self.adapter  # type: ignore[assignment]
         rope = (a.temporal_ratio / frame_rate, a.spatial_ratio, a.spatial_ratio)
         cond: dict[str, Any] = {"context": emb, "context_mask": mask, "rope_interpolation_scale": rope}
         uncond = None
-        if guidance > 1:
-            negs = [negative_prompt] * num if isinstance(negative_prompt, str) else list(negative_prompt)
-            if len(negs) != num:
-                raise ValueError(f"got {len(negs)} negative prompts for {num} videos")
-            n_emb, n_mask = encode_t5(self.tokenizer, self.t5, negs, max_sequence_length)
+        if negs is not None:
+            n_emb, n_mask = encode_t5(self.tokenizer, self.text_model, negs, max_sequence_length)
             uncond = {"context": n_emb, "context_mask": n_mask}
         return self.sample_family(
             shape, cond, uncond, float(guidance), steps=steps, gens=gens, noise=noise, callback=callback
         )
-
-    @torch.no_grad()
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        frames: int | None = None,
-        size: int | Sequence[int] | None = None,
-        *,
-        prompt: str | Sequence[str],
-        **kwargs: Any,
-    ) -> Tensor:
-        """uint8 frames ``[B, F, H, W, 3]``: :meth:`sample_latents` (same keywords), then the VAE."""
-        latents = self.sample_latents(prompt, frames, size, num=num, **kwargs)
-        return self.adapter.decode(latents, out_device="cpu")  # type: ignore[union-attr]
 
     def image_to_video(self, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
         raise ValueError(
@@ -242,22 +210,14 @@ def load_ltx(folder: str | Path, *, decode_timestep: float = 0.0) -> LTXPipeline
         ValueError: A component is missing, of another class, incompletely saved, or uses a setting multidiff
             does not reproduce (the message names the component and the setting).
     """
-    from multidiff.interop.diffusers import prediction_from_config, schedule_from_config
-
     folder = Path(folder)
     transformer = load_component(folder, "transformer", ("LTXVideoTransformer3DModel",))
     vae = load_component(folder, "vae", ("AutoencoderKLLTXVideo",))
     text_encoder = load_component(folder, "text_encoder", ("T5EncoderModel",))
     tokenizer = load_component(folder, "tokenizer")
     scheduler = load_scheduler(folder, ("FlowMatchEulerDiscreteScheduler",))
-    name = type(scheduler).__name__
-    denoiser = Denoiser(
-        LTXBackbone(transformer),
-        prediction=prediction_from_config(scheduler.config, name),  # type: ignore[arg-type]
-        schedule=schedule_from_config(scheduler.config, name),
-    )
     return LTXPipeline(
-        denoiser,
+        family_denoiser(LTXBackbone(transformer), scheduler),
         CausalVideoVAEAdapter(vae, decode_timestep=decode_timestep),
         text_encoder=text_encoder,
         tokenizer=tokenizer,

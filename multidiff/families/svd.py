@@ -35,8 +35,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import Denoiser
-from multidiff.families._common import FamilyVideoPipeline, load_component, load_scheduler
-from multidiff.modalities.base import Extent
+from multidiff.families._common import FamilyVideoPipeline, family_denoiser, load_component, load_scheduler
 from multidiff.modalities.temporal_vae import TemporalDecoderAdapter
 
 __all__ = ["SVDBackbone", "SVDPipeline", "load_svd"]
@@ -202,9 +201,10 @@ class SVDPipeline(FamilyVideoPipeline):
         h, w = int(img.shape[1]), int(img.shape[2])
         if h % 8 or w % 8:
             raise ValueError(f"the image (video) size {h}x{w} must be divisible by 8 (as diffusers requires)")
-        frames = self.frames if frames is None else int(frames)
-        shape = self.adapter.latent_shape(Extent(frames=frames, size=(h, w)))  # type: ignore[union-attr]
-        gens = [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
+        extent = self.extent(frames, (h, w))
+        frames = extent.frames
+        shape = self.adapter.latent_shape(extent)  # type: ignore[union-attr]
+        gens = self.generators(num, seed)
         pixels01 = img.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
         guided = max_guidance > 1
         embeds = self.encode_image(pixels01)  # (B, 1, D)
@@ -253,8 +253,6 @@ def load_svd(folder: str | Path) -> SVDPipeline:
         ValueError: A component is missing, of another class, incompletely saved, or uses a setting multidiff
             does not reproduce (the message names the component and the setting).
     """
-    from multidiff.interop.diffusers import prediction_from_config, schedule_from_config
-
     folder = Path(folder)
     unet = load_component(folder, "unet", ("UNetSpatioTemporalConditionModel",))
     vae = load_component(folder, "vae", ("AutoencoderKLTemporalDecoder",))
@@ -263,17 +261,10 @@ def load_svd(folder: str | Path) -> SVDPipeline:
         folder, "feature_extractor", ("CLIPImageProcessor", "CLIPImageProcessorFast", "CLIPImageProcessorPil")
     )
     scheduler = load_scheduler(folder, ("EulerDiscreteScheduler",))
-    name = type(scheduler).__name__
-    denoiser = Denoiser(
-        SVDBackbone(unet),
-        prediction=prediction_from_config(scheduler.config, name),  # type: ignore[arg-type]
-        schedule=schedule_from_config(scheduler.config, name),
-    )
     adapter = TemporalDecoderAdapter(vae)
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    size = int(unet.config.sample_size) * scale
+    size = int(unet.config.sample_size) * adapter.downsample
     return SVDPipeline(
-        denoiser,
+        family_denoiser(SVDBackbone(unet), scheduler),
         adapter,
         image_encoder=image_encoder,
         feature_extractor=feature_extractor,

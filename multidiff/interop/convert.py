@@ -17,7 +17,7 @@ inside the function. Settings the diffusers class cannot express are refused, na
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,50 @@ def dit_config_from_diffusers(config: Mapping[str, Any]) -> DiTConfig:
     )
 
 
+#: The embedders multidiff's DiT shares -> their name in every diffusers block's ``norm1.emb.``.
+_SHARED_EMBEDDERS: dict[str, str] = {
+    "noise_embed.fc1.weight": "timestep_embedder.linear_1.weight",
+    "noise_embed.fc1.bias": "timestep_embedder.linear_1.bias",
+    "noise_embed.fc2.weight": "timestep_embedder.linear_2.weight",
+    "noise_embed.fc2.bias": "timestep_embedder.linear_2.bias",
+    "label_embed.table.weight": "class_embedder.embedding_table.weight",
+}
+
+#: Per-block tensors that convert as they are: name under ``blocks.{i}.`` -> name under
+#: ``transformer_blocks.{i}.`` (the fused ``attn.to_qkv`` is split into ``attn1.to_q/k/v``).
+_BLOCK_KEYS: dict[str, str] = {
+    "ada.proj.weight": "norm1.linear.weight",
+    "ada.proj.bias": "norm1.linear.bias",
+    "attn.proj.weight": "attn1.to_out.0.weight",
+    "attn.proj.bias": "attn1.to_out.0.bias",
+    "mlp.fc1.weight": "ff.net.0.proj.weight",
+    "mlp.fc1.bias": "ff.net.0.proj.bias",
+    "mlp.fc2.weight": "ff.net.2.weight",
+    "mlp.fc2.bias": "ff.net.2.bias",
+}
+_QKV = ("to_q", "to_k", "to_v")
+
+#: The output layer: (shift, scale) from ``proj_out_1``, patch features ordered (p, p, C) as in diffusers.
+_FINAL_KEYS: dict[str, str] = {
+    "final_ada.proj.weight": "proj_out_1.weight",
+    "final_ada.proj.bias": "proj_out_1.bias",
+    "final_proj.weight": "proj_out_2.weight",
+    "final_proj.bias": "proj_out_2.bias",
+}
+
+
+def _taker(state_dict: Mapping[str, torch.Tensor], whose: str) -> Callable[[str], torch.Tensor]:
+    """``take(key)``: ``state_dict[key]``, or a ValueError naming the key missing from ``whose`` state dict."""
+    sd = dict(state_dict)
+
+    def take(key: str) -> torch.Tensor:
+        if key not in sd:
+            raise ValueError(f"{whose} DiT state dict lacks {key!r}")
+        return sd[key]
+
+    return take
+
+
 def dit_state_dict_from_diffusers(
     state_dict: Mapping[str, torch.Tensor], config: DiTConfig
 ) -> dict[str, torch.Tensor]:
@@ -88,26 +132,13 @@ def dit_state_dict_from_diffusers(
     Raises:
         ValueError: A key is missing, or the per-block embedders differ from block 0's.
     """
-    sd = dict(state_dict)
-
-    def take(key: str) -> torch.Tensor:
-        if key not in sd:
-            raise ValueError(f"diffusers DiT state dict lacks {key!r}")
-        return sd[key]
-
+    take = _taker(state_dict, "diffusers")
     D = config.width
     out: dict[str, torch.Tensor] = {}
     out["x_embed.weight"] = take("pos_embed.proj.weight").reshape(D, -1)  # (D, C·p·p), order (C, p, p)
     out["x_embed.bias"] = take("pos_embed.proj.bias")
     emb = "transformer_blocks.{i}.norm1.emb."
-    shared = {
-        "noise_embed.fc1.weight": "timestep_embedder.linear_1.weight",
-        "noise_embed.fc1.bias": "timestep_embedder.linear_1.bias",
-        "noise_embed.fc2.weight": "timestep_embedder.linear_2.weight",
-        "noise_embed.fc2.bias": "timestep_embedder.linear_2.bias",
-        "label_embed.table.weight": "class_embedder.embedding_table.weight",
-    }
-    for ours, theirs in shared.items():
+    for ours, theirs in _SHARED_EMBEDDERS.items():
         ref = take(emb.format(i=0) + theirs)
         for i in range(1, config.depth):
             other = take(emb.format(i=i) + theirs)
@@ -119,22 +150,12 @@ def dit_state_dict_from_diffusers(
         out[ours] = ref
     for i in range(config.depth):
         src, dst = f"transformer_blocks.{i}.", f"blocks.{i}."
-        out[dst + "ada.proj.weight"] = take(src + "norm1.linear.weight")
-        out[dst + "ada.proj.bias"] = take(src + "norm1.linear.bias")
-        qkv = ("to_q", "to_k", "to_v")
-        out[dst + "attn.to_qkv.weight"] = torch.cat([take(f"{src}attn1.{n}.weight") for n in qkv], dim=0)
-        out[dst + "attn.to_qkv.bias"] = torch.cat([take(f"{src}attn1.{n}.bias") for n in qkv], dim=0)
-        out[dst + "attn.proj.weight"] = take(src + "attn1.to_out.0.weight")
-        out[dst + "attn.proj.bias"] = take(src + "attn1.to_out.0.bias")
-        out[dst + "mlp.fc1.weight"] = take(src + "ff.net.0.proj.weight")
-        out[dst + "mlp.fc1.bias"] = take(src + "ff.net.0.proj.bias")
-        out[dst + "mlp.fc2.weight"] = take(src + "ff.net.2.weight")
-        out[dst + "mlp.fc2.bias"] = take(src + "ff.net.2.bias")
-    # Output layer: (shift, scale) from proj_out_1, patch features ordered (p, p, C) as in diffusers.
-    out["final_ada.proj.weight"] = take("proj_out_1.weight")
-    out["final_ada.proj.bias"] = take("proj_out_1.bias")
-    out["final_proj.weight"] = take("proj_out_2.weight")
-    out["final_proj.bias"] = take("proj_out_2.bias")
+        for ours, theirs in _BLOCK_KEYS.items():
+            out[dst + ours] = take(src + theirs)
+        for kind in ("weight", "bias"):  # (3D, D) and (3D,): q, k, v stacked
+            out[f"{dst}attn.to_qkv.{kind}"] = torch.cat([take(f"{src}attn1.{n}.{kind}") for n in _QKV], dim=0)
+    for ours, theirs in _FINAL_KEYS.items():
+        out[ours] = take(theirs)
     return out
 
 
@@ -240,47 +261,22 @@ def dit_state_dict_to_diffusers(
     Raises:
         ValueError: A key is missing.
     """
-    sd = dict(state_dict)
-
-    def take(key: str) -> torch.Tensor:
-        if key not in sd:
-            raise ValueError(f"multidiff DiT state dict lacks {key!r}")
-        return sd[key]
-
+    take = _taker(state_dict, "multidiff")
     D, p = config.width, config.patch[0]
     out: dict[str, torch.Tensor] = {}
     out["pos_embed.proj.weight"] = take("x_embed.weight").reshape(D, config.in_channels, p, p)
     out["pos_embed.proj.bias"] = take("x_embed.bias")
-    shared = {
-        "timestep_embedder.linear_1.weight": "noise_embed.fc1.weight",
-        "timestep_embedder.linear_1.bias": "noise_embed.fc1.bias",
-        "timestep_embedder.linear_2.weight": "noise_embed.fc2.weight",
-        "timestep_embedder.linear_2.bias": "noise_embed.fc2.bias",
-        "class_embedder.embedding_table.weight": "label_embed.table.weight",
-    }
     for i in range(config.depth):
         src, dst = f"blocks.{i}.", f"transformer_blocks.{i}."
-        for theirs, ours in shared.items():
+        for ours, theirs in _SHARED_EMBEDDERS.items():
             out[f"{dst}norm1.emb.{theirs}"] = take(ours).clone()
-        out[dst + "norm1.linear.weight"] = take(src + "ada.proj.weight")
-        out[dst + "norm1.linear.bias"] = take(src + "ada.proj.bias")
-        for name, w, b in zip(
-            ("to_q", "to_k", "to_v"),
-            take(src + "attn.to_qkv.weight").chunk(3, dim=0),
-            take(src + "attn.to_qkv.bias").chunk(3, dim=0),
-        ):
-            out[f"{dst}attn1.{name}.weight"] = w.clone()
-            out[f"{dst}attn1.{name}.bias"] = b.clone()
-        out[dst + "attn1.to_out.0.weight"] = take(src + "attn.proj.weight")
-        out[dst + "attn1.to_out.0.bias"] = take(src + "attn.proj.bias")
-        out[dst + "ff.net.0.proj.weight"] = take(src + "mlp.fc1.weight")
-        out[dst + "ff.net.0.proj.bias"] = take(src + "mlp.fc1.bias")
-        out[dst + "ff.net.2.weight"] = take(src + "mlp.fc2.weight")
-        out[dst + "ff.net.2.bias"] = take(src + "mlp.fc2.bias")
-    out["proj_out_1.weight"] = take("final_ada.proj.weight")
-    out["proj_out_1.bias"] = take("final_ada.proj.bias")
-    out["proj_out_2.weight"] = take("final_proj.weight")
-    out["proj_out_2.bias"] = take("final_proj.bias")
+        for ours, theirs in _BLOCK_KEYS.items():
+            out[dst + theirs] = take(src + ours)
+        for kind in ("weight", "bias"):
+            for name, part in zip(_QKV, take(f"{src}attn.to_qkv.{kind}").chunk(3, dim=0)):
+                out[f"{dst}attn1.{name}.{kind}"] = part.clone()
+    for ours, theirs in _FINAL_KEYS.items():
+        out[theirs] = take(ours)
     return out
 
 

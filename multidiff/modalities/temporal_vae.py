@@ -30,11 +30,42 @@ from torch import nn
 
 from multidiff.modalities.base import Adapter, Extent
 from multidiff.modalities.image import to_pixels, to_uint8
+from multidiff.modalities.video import padded_frame_mask
 
-__all__ = ["TemporalDecoderAdapter", "CausalVideoVAEAdapter", "load_video_vae"]
+__all__ = ["TemporalDecoderAdapter", "CausalVideoVAEAdapter", "from_pretrained_filled", "load_video_vae"]
 
 #: The VAE class each adapter takes (diffusers class names).
 _CLASSES = {"temporal_decoder": "AutoencoderKLTemporalDecoder", "causal_video_vae": "AutoencoderKLLTXVideo"}
+
+
+def from_pretrained_filled(cls: Any, path: Path, *, does: str = "run", **kwargs: Any) -> nn.Module:
+    """``cls.from_pretrained(path)`` from local files only, in eval mode without gradients, refused when its
+    weights do not fill the model of its config (diffusers and transformers would leave such weights random
+    and only warn).
+
+    Args:
+        cls: A diffusers or transformers model class.
+        path: The model's folder.
+        does: What the model would do with random weights, for the message (``"run"``, ``"decode"``).
+        **kwargs: More keywords for ``from_pretrained``.
+
+    Raises:
+        ValueError: The folder does not load, or the weights do not fill the model (naming the folder).
+    """
+    name = cls.__name__
+    try:
+        model, info = cls.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True, **kwargs
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: could not load a {name} ({err})") from err
+    missing = [k for k in info.get("missing_keys", []) if k]
+    if missing or info.get("mismatched_keys"):
+        raise ValueError(
+            f"{path}: the weights do not fill the {name} of its config ({len(missing)} missing, e.g. "
+            f"{(missing or [''])[0]}); it would {does} with random weights"
+        )
+    return model.eval().requires_grad_(False)
 
 
 def load_video_vae(path: str | os.PathLike[str], class_name: str) -> nn.Module:
@@ -63,19 +94,7 @@ def load_video_vae(path: str | os.PathLike[str], class_name: str) -> nn.Module:
         raise ValueError(f"{p / 'config.json'}: unreadable ({err})") from err
     if declared not in (None, class_name):
         raise ValueError(f"{p} holds a {declared}, expected a {class_name}")
-    try:
-        vae, info = getattr(diffusers, class_name).from_pretrained(
-            str(p), local_files_only=True, low_cpu_mem_usage=False, output_loading_info=True
-        )
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{p}: could not load a {class_name} ({err})") from err
-    missing = [k for k in info.get("missing_keys", []) if k]
-    if missing or info.get("mismatched_keys"):
-        raise ValueError(
-            f"{p}: the weights do not fill the {class_name} of its config ({len(missing)} missing, e.g. "
-            f"{(missing or [''])[0]}); it would decode with random weights"
-        )
-    return vae.eval().requires_grad_(False)
+    return from_pretrained_filled(getattr(diffusers, class_name), p, does="decode", low_cpu_mem_usage=False)
 
 
 def _frames_to_pixels(frames: torch.Tensor, channels: int) -> torch.Tensor:
@@ -130,12 +149,35 @@ class _DiffusersVideoAdapter(Adapter):
         """The VAE into ``folder/vae/`` (diffusers format)."""
         self.vae.save_pretrained(str(Path(folder) / "vae"), safe_serialization=True)
 
+    def decode_pixels(self, latents: torch.Tensor, *, chunk_frames: int | None = None) -> torch.Tensor:
+        """Latents ``[B, C', F', h, w]`` -> float pixels ``[B, C, F, H, W]`` (not clamped)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def decode(
+        self,
+        latents: torch.Tensor,
+        extent: Extent | None = None,
+        *,
+        chunk_frames: int | None = None,
+        out_device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Latents ``[B, C', F', h, w]`` -> uint8 frames ``[B, F, H, W, C]`` (:meth:`decode_pixels`)."""
+        px = self.decode_pixels(latents, chunk_frames=chunk_frames)  # (B, C, F, H, W)
+        frames = to_uint8(rearrange(px, "B C F H W -> B F C H W"))  # (B, F, H, W, C)
+        return frames.to(out_device) if out_device is not None else frames
+
+    @classmethod
+    def _options(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The constructor's keywords saved in :meth:`to_dict`."""
+        return {"chunk_frames": config.get("chunk_frames")}
+
     @classmethod
     def load(cls, config: dict[str, Any], folder: Path) -> _DiffusersVideoAdapter:
         """Rebuild from :meth:`to_config` and the VAE in ``folder/vae/``."""
         if config.get("type") != cls.kind:
             raise ValueError(f"{folder}: not a {cls.kind} adapter config (type={config.get('type')!r})")
-        return cls(load_video_vae(Path(folder) / "vae", _CLASSES[cls.kind]), config.get("chunk_frames"))
+        return cls(load_video_vae(Path(folder) / "vae", _CLASSES[cls.kind]), **cls._options(config))
 
 
 class TemporalDecoderAdapter(_DiffusersVideoAdapter):
@@ -208,13 +250,7 @@ class TemporalDecoderAdapter(_DiffusersVideoAdapter):
         """A per-frame mask ``[F']`` or ``[B, F']`` -> ``[B or 1, 1, F, 1, 1]`` (frames are encoded one by
         one, so a known frame gives a known latent frame)."""
         frames = self.latent_shape(extent)[1]
-        m = torch.as_tensor(mask, device=self.device).float()
-        m = m[None] if m.ndim == 1 else m
-        if m.ndim != 2 or m.shape[1] > frames:
-            raise ValueError(
-                f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}"
-            )
-        return F.pad(m, (0, frames - m.shape[1]))[:, None, :, None, None]
+        return padded_frame_mask(mask, frames, self.device)[:, None, :, None, None]  # (B, 1, F, 1, 1)
 
     @torch.no_grad()
     def decode_pixels(self, latents: torch.Tensor, *, chunk_frames: int | None = None) -> torch.Tensor:
@@ -229,20 +265,6 @@ class TemporalDecoderAdapter(_DiffusersVideoAdapter):
             for i in range(0, flat.shape[0], size)
         ]  # each (n, C, H, W)
         return rearrange(torch.cat(out).float(), "(B F) C H W -> B C F H W", B=b, F=f)
-
-    @torch.no_grad()
-    def decode(
-        self,
-        latents: torch.Tensor,
-        extent: Extent | None = None,
-        *,
-        chunk_frames: int | None = None,
-        out_device: torch.device | str | None = None,
-    ) -> torch.Tensor:
-        """Latents ``[B, C', F, h, w]`` -> uint8 frames ``[B, F, H, W, C]``."""
-        px = self.decode_pixels(latents, chunk_frames=chunk_frames)  # (B, C, F, H, W)
-        frames = to_uint8(rearrange(px, "B C F H W -> B F C H W"))  # (B, F, H, W, C)
-        return frames.to(out_device) if out_device is not None else frames
 
 
 class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
@@ -325,20 +347,18 @@ class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
         when pixel frame 0 is, latent frame k > 0 when all of pixel frames ``(k-1)·t + 1 … k·t`` are."""
         (frames,) = extent.need("a video mask", "frames")
         n_lat = self.latent_shape(extent)[1]
-        m = torch.as_tensor(mask, device=self.device).float()
-        m = m[None] if m.ndim == 1 else m
-        if m.ndim != 2 or m.shape[1] > frames:
-            raise ValueError(
-                f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}"
-            )
-        m = F.pad(m, (0, frames - m.shape[1]))  # (B, F)
+        m = padded_frame_mask(mask, frames, self.device)  # (B, F)
         t = self.temporal_ratio
         rest = m[:, 1:].reshape(m.shape[0], n_lat - 1, t).amin(-1)  # (B, F_lat - 1)
         return torch.cat([m[:, :1], rest], 1)[:, None, :, None, None]
 
     @torch.no_grad()
-    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents ``[B, C', F', h, w]`` -> float pixels ``[B, C, F, H, W]`` (not clamped)."""
+    def decode_pixels(self, latents: torch.Tensor, *, chunk_frames: int | None = None) -> torch.Tensor:
+        """Latents ``[B, C', F', h, w]`` -> float pixels ``[B, C, F, H, W]`` (not clamped), the whole clip in
+        one decoder call: the causal VAE does not decode frame chunks independently, so ``chunk_frames``
+        must stay None."""
+        if chunk_frames is not None:
+            raise ValueError("the causal video VAE decodes whole clips; chunk_frames is not supported")
         self._check_latents(latents)
         z = self.denormalise(latents).to(self.device)
         temb = None
@@ -346,30 +366,11 @@ class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
             temb = torch.full((z.shape[0],), self.decode_timestep, device=z.device, dtype=z.dtype)
         return self.vae.decode(z, temb, return_dict=False)[0].float()
 
-    @torch.no_grad()
-    def decode(
-        self,
-        latents: torch.Tensor,
-        extent: Extent | None = None,
-        *,
-        chunk_frames: int | None = None,
-        out_device: torch.device | str | None = None,
-    ) -> torch.Tensor:
-        """Latents -> uint8 frames ``[B, F, H, W, C]`` (the whole clip in one decoder call: the causal VAE
-        does not decode frame chunks independently, so ``chunk_frames`` must stay None)."""
-        if chunk_frames is not None:
-            raise ValueError("the causal video VAE decodes whole clips; chunk_frames is not supported")
-        frames = to_uint8(rearrange(self.decode_pixels(latents), "B C F H W -> B F C H W"))
-        return frames.to(out_device) if out_device is not None else frames
-
     def to_dict(self) -> dict[str, Any]:
         """As the base, with ``decode_timestep``."""
         return {**super().to_dict(), "decode_timestep": self.decode_timestep}
 
     @classmethod
-    def load(cls, config: dict[str, Any], folder: Path) -> CausalVideoVAEAdapter:
-        """Rebuild from :meth:`to_config` and the VAE in ``folder/vae/``."""
-        if config.get("type") != cls.kind:
-            raise ValueError(f"{folder}: not a {cls.kind} adapter config (type={config.get('type')!r})")
-        vae = load_video_vae(Path(folder) / "vae", _CLASSES[cls.kind])
-        return cls(vae, config.get("chunk_frames"), float(config.get("decode_timestep", 0.0)))
+    def _options(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """As the base, with ``decode_timestep``."""
+        return {**super()._options(config), "decode_timestep": float(config.get("decode_timestep", 0.0))}

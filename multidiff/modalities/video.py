@@ -23,7 +23,19 @@ from torch import nn
 from multidiff.modalities.base import Adapter, Extent
 from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig, to_pixels
 
-__all__ = ["VideoAdapter"]
+__all__ = ["VideoAdapter", "padded_frame_mask"]
+
+
+def padded_frame_mask(
+    mask: torch.Tensor, frames: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> float ``[B or 1, F]``, zero after F' <= F."""
+    m = torch.as_tensor(mask, device=device).float()
+    if m.ndim == 1:
+        m = m[None]
+    if m.ndim != 2 or m.shape[1] > frames:
+        raise ValueError(f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}")
+    return F.pad(m, (0, frames - m.shape[1]))  # (B, F)
 
 
 class VideoAdapter(Adapter):
@@ -93,14 +105,7 @@ class VideoAdapter(Adapter):
         """A per-frame mask ``[F']`` or ``[B, F']`` (1 = known) -> ``[B or 1, 1, F, 1, 1]``, zero-padded to the
         extent's F frames (frames are encoded one by one, so a known frame gives known latents)."""
         (frames,) = extent.need("a video mask", "frames")
-        m = torch.as_tensor(mask, device=self.image.device).float()
-        if m.ndim == 1:
-            m = m[None]
-        if m.ndim != 2 or m.shape[1] > frames:
-            raise ValueError(
-                f"a video mask must be [F'] or [B, F'] with F' <= {frames}, got {tuple(m.shape)}"
-            )
-        m = F.pad(m, (0, frames - m.shape[1]))  # (B, F)
+        m = padded_frame_mask(mask, frames, self.image.device)  # (B, F)
         return m[:, None, :, None, None]  # (B, 1, F, 1, 1)
 
     def normalise(self, raw: torch.Tensor) -> torch.Tensor:

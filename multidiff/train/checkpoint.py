@@ -6,12 +6,15 @@ A run folder looks like::
       ckpt-00001000/           one checkpoint (the last ``keep`` are kept)
         model.safetensors      the trained module's state dict
         ema.safetensors        EMA weights
-        optimizer.safetensors  optimiser state tensors (structure in state.json)
+        optimizer.safetensors  optimiser state tensors (structure in state.json); a run with several
+                               optimisers has optimizer-<name>.safetensors for each instead
         rng.safetensors        torch CPU/CUDA and numpy RNG states of every rank
         state.json             step, data position, RNG (python), optimiser structure, run config, extras
-        ...                    anything the recipe adds (e.g. pipeline/)
+        ...                    anything the recipe adds (e.g. pipeline/, or vocoder/ and vae/: the result)
       latest                   text file naming the newest checkpoint folder
       log.jsonl
+      ...                      the result copied out of the newest checkpoint, when the recipe publishes it
+                               (:func:`publish_result`: a vocoder or VAE folder that loads from RUN itself)
 
 Writing is atomic: everything goes into a hidden temporary folder inside the run folder, every file is
 fsync'ed, and the folder is renamed into place with ``os.replace`` (atomic on POSIX within one file
@@ -57,6 +60,7 @@ __all__ = [
     "save_training_state",
     "restore_training_state",
     "resolve_pipeline_dir",
+    "publish_result",
 ]
 
 CKPT_PREFIX = "ckpt-"
@@ -64,6 +68,7 @@ LATEST_NAME = "latest"
 STATE_NAME = "state.json"
 _CKPT_RE = re.compile(rf"^{CKPT_PREFIX}(\d+)$")
 _TMP_PREFIX = ".tmp-"
+_OPT_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class ResumeConfigError(ValueError):
@@ -299,6 +304,33 @@ def save_checkpoint(
     return final
 
 
+def publish_result(result_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Copy the files of a checkpoint's result folder (e.g. ``ckpt-<step>/vocoder``) into the run folder, so
+    the newest result loads from ``RUN`` itself; ``config.json`` goes last.
+
+    Each file is copied to a temporary name, fsync'ed and renamed into place, so a reader sees the old or the
+    new file, never a partial one. Call on one process only (rank 0).
+
+    Returns:
+        The files written.
+    """
+    src, run = Path(result_dir), Path(run_dir)
+    files = sorted((p for p in src.iterdir() if p.is_file()), key=lambda p: (p.name == "config.json", p.name))
+    written = []
+    for f in files:
+        tmp = run / f"{_TMP_PREFIX}{f.name}.{uuid.uuid4().hex}"
+        try:
+            shutil.copyfile(f, tmp)
+            _fsync_file(tmp)
+            os.replace(tmp, run / f.name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written.append(run / f.name)
+    _fsync_dir(run)
+    return written
+
+
 # ---------------------------------------------------------------------------------------------------
 # Optimiser state as tensors + JSON
 # ---------------------------------------------------------------------------------------------------
@@ -471,13 +503,33 @@ def check_resume_config(
         )
 
 
+def _named_optimizers(
+    optimizer: torch.optim.Optimizer | None, optimizers: Mapping[str, torch.optim.Optimizer] | None
+) -> dict[str, torch.optim.Optimizer]:
+    """``{file stem: optimiser}``: ``optimizer`` alone, or ``optimizer-<name>`` for each of ``optimizers``."""
+    if optimizer is not None and optimizers is None:
+        return {"optimizer": optimizer}
+    if optimizer is not None or not optimizers:
+        raise ValueError("give either optimizer= or a non-empty optimizers=, not both")
+    bad = [n for n in optimizers if not _OPT_NAME_RE.match(n)]
+    if bad:
+        raise ValueError(f"optimiser names must be letters, digits and _ (they name files), got {bad}")
+    return {f"optimizer-{n}": opt for n, opt in optimizers.items()}
+
+
+def _optimizer_structures(structures: dict[str, Any], *, several: bool) -> dict[str, Any]:
+    """The state.json entries: ``optimizer`` (one, as always) or ``optimizers`` by file stem."""
+    return {"optimizers": structures} if several else {"optimizer": structures["optimizer"]}
+
+
 def save_training_state(
     run_dir: str | os.PathLike[str],
     step: int,
     *,
     dist: DistInfo,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None = None,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
     ema: Any | None = None,
     config: Mapping[str, Any] | None = None,
     data_position: Mapping[str, Any] | None = None,
@@ -491,8 +543,10 @@ def save_training_state(
         run_dir: The run folder.
         step: Optimiser steps taken so far.
         dist: This process's place in the job.
-        model: The trained module (a DDP wrapper is unwrapped).
-        optimizer: Its optimiser.
+        model: The trained module (a DDP wrapper is unwrapped); several modules go in one ``nn.ModuleDict``.
+        optimizer: Its optimiser (``optimizer.safetensors``).
+        optimizers: Instead of ``optimizer``, several by name (e.g. ``{"g": opt_g, "d": opt_d}`` for a GAN),
+            each in ``optimizer-<name>.safetensors``.
         ema: An object with ``state_dict() -> dict[str, Tensor]`` (e.g. :class:`multidiff.core.ema.EMA`).
         config: The run config, checked on resume by :func:`check_resume_config`.
         data_position: Where the data stream stands (e.g. ``{"epoch": e, "index": i}``).
@@ -503,6 +557,7 @@ def save_training_state(
     Returns:
         The checkpoint folder on rank 0, None elsewhere.
     """
+    named = _named_optimizers(optimizer, optimizers)
     rng_tensors, rng_meta = rng_state()
     gathered = all_gather_objects((rng_tensors, rng_meta))
     path = None
@@ -510,8 +565,9 @@ def save_training_state(
         tensors: dict[str, Mapping[str, torch.Tensor]] = {"model": unwrap(model).state_dict()}
         if ema is not None:
             tensors["ema"] = ema.state_dict()
-        opt_tensors, opt_structure = optimizer_state_to_tensors(optimizer)
-        tensors["optimizer"] = opt_tensors
+        structures: dict[str, Any] = {}
+        for stem, opt in named.items():
+            tensors[stem], structures[stem] = optimizer_state_to_tensors(opt)
         rng_all: dict[str, torch.Tensor] = {}
         rng_json = []
         for rank, (t, meta) in enumerate(gathered):
@@ -521,7 +577,7 @@ def save_training_state(
         state = {
             "config": dict(config or {}),
             "data": dict(data_position or {}),
-            "optimizer": opt_structure,
+            **_optimizer_structures(structures, several=optimizers is not None),
             "rng": rng_json,
             "world_size": dist.world_size,
             "extra": dict(extra_state or {}),
@@ -537,12 +593,17 @@ def restore_training_state(
     dist: DistInfo,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
+    optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
     ema: Any | None = None,
 ) -> int:
-    """Load model, EMA, optimiser and this rank's RNG state from ``ckpt``; returns the step to continue from.
+    """Load model, EMA, optimiser(s) and this rank's RNG state from ``ckpt``; returns the step to continue from.
+
+    ``optimizers`` restores a checkpoint saved with ``optimizers=`` (the same names); ``optimizer`` one saved
+    with ``optimizer=``. Neither skips the optimiser state.
 
     Raises:
-        ValueError: If a file is missing or the weights do not fit the model (the checkpoint is named).
+        ValueError: If a file is missing, the weights do not fit the model or the optimisers differ from the
+            saved ones (the checkpoint is named).
     """
     device = next(iter(unwrap(model).parameters())).device
     state = ckpt.tensors("model", device=device)
@@ -552,10 +613,15 @@ def restore_training_state(
         raise ValueError(f"{ckpt.path}/model.safetensors does not fit the model: {err}") from err
     if ema is not None:
         ema.load_state_dict(ckpt.tensors("ema", device=device))
-    if optimizer is not None:
-        optimizer_state_from_tensors(
-            optimizer, ckpt.tensors("optimizer", device=device), ckpt.state["optimizer"]
-        )
+    if optimizer is not None or optimizers is not None:
+        named = _named_optimizers(optimizer, optimizers)
+        saved = ckpt.state.get("optimizers", {"optimizer": ckpt.state.get("optimizer")})
+        if set(saved) != set(named):
+            raise ValueError(
+                f"{ckpt.path} holds the optimiser state of {sorted(saved)}, but {sorted(named)} were given"
+            )
+        for stem, opt in named.items():
+            optimizer_state_from_tensors(opt, ckpt.tensors(stem, device=device), saved[stem])
     rng = ckpt.tensors("rng")
     metas = ckpt.state["rng"]
     if dist.rank < len(metas):  # a run resumed on more processes than it was saved from reseeds the rest
