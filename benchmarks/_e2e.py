@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,3 +36,24 @@ def steady_throughput(run: Path) -> float | None:
     log = [r for r in read_log(run) if "samples_per_s" in r]
     tail = log[max(len(log) // 10, 1 if len(log) > 1 else 0) :]
     return statistics.median(r["samples_per_s"] for r in tail) if tail else None
+
+
+def start_result(
+    args: argparse.Namespace, argv: list[str] | None, script: str
+) -> tuple[Path, torch.device, dict]:
+    """``(OUT/run, device, result header)`` of a benchmark that trains in ``OUT/run``: refuses an existing run
+    folder (training would resume there), makes OUT, and records command, date, torch, card and settings."""
+    out = Path(args.out)
+    run = out / "run"
+    if run.exists():
+        raise SystemExit(f"error: {run} exists (a training run would resume there); use a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    result = {
+        "command": shlex.join(["python", *sys.argv] if argv is None else ["python", script, *argv]),
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    return run, device, result

@@ -21,9 +21,7 @@ Results: ``OUT/image_digits.json``, a markdown table in ``OUT/image_digits.md`` 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _e2e import steady_throughput  # noqa: E402
+from _e2e import start_result, steady_throughput  # noqa: E402
 from video_digits import all_frames, clip_files, ensure_data, judge, read_split, train_classifier  # noqa: E402
 
 from multidiff.cli import load_recipe  # noqa: E402
@@ -89,21 +87,10 @@ def write_images(clips: list[Path], frames: torch.Tensor, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    out = Path(args.out)
-    run = out / "run"
-    if run.exists():
-        raise SystemExit(f"error: {run} exists (a training run would resume there); use a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    run, device, result = start_result(args, argv, __file__)
+    out = run.parent
     cuda = device.type == "cuda"
     data = Path(args.data) if args.data else out / "data"
-    result: dict[str, Any] = {
-        "command": shlex.join(["python", *sys.argv] if argv is None else ["python", __file__, *argv]),
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
 
     # 1. data: one frame per training clip as an image; every frame of the held-out clips as reference
     ensure_data(data, args)

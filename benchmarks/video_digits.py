@@ -33,9 +33,7 @@ row held-out clips):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -51,7 +49,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _e2e import steady_throughput, timed_generate  # noqa: E402
+from _e2e import start_result, steady_throughput, timed_generate  # noqa: E402
 
 from multidiff.cli import load_recipe  # noqa: E402
 from multidiff.io import read_video, write_video  # noqa: E402
@@ -301,22 +299,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    run = out / "run"
-    if run.exists():
-        raise SystemExit(f"error: {run} exists (a training run would resume there); use a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
+    run, device, result = start_result(args, argv, __file__)
+    out = run.parent
     cuda = device.type == "cuda"
     data = Path(args.data) if args.data else out / "data"
     t_start = time.perf_counter()
-    result: dict[str, Any] = {
-        "command": shlex.join(["python", *sys.argv] if argv is None else ["python", __file__, *argv]),
-        "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
     print(json.dumps({k: result[k] for k in ("date", "torch", "device")}), flush=True)
 
     # 1. data

@@ -467,6 +467,26 @@ def set_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) 
 _MISSING = "<not set>"
 
 
+def gather_rng_states() -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Every rank's RNG state (call on every rank): tensors keyed ``rank{r}.NAME`` and each rank's JSON part,
+    as a checkpoint stores them."""
+    tensors: dict[str, torch.Tensor] = {}
+    metas = []
+    for rank, (t, meta) in enumerate(all_gather_objects(rng_state())):
+        tensors.update({f"rank{rank}.{k}": v for k, v in t.items()})
+        metas.append(meta)
+    return tensors, metas
+
+
+def restore_rank_rng(ckpt: Checkpoint, rank: int) -> None:
+    """Restore rank ``rank``'s RNG state from ``ckpt``; a run resumed on more processes than it was saved from
+    leaves the other ranks as seeded."""
+    rng, metas = ckpt.tensors("rng"), ckpt.state["rng"]
+    if rank < len(metas):
+        prefix = f"rank{rank}."
+        set_rng_state({k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}, metas[rank])
+
+
 def check_resume_config(
     saved: Mapping[str, Any],
     current: Mapping[str, Any],
@@ -558,8 +578,7 @@ def save_training_state(
         The checkpoint folder on rank 0, None elsewhere.
     """
     named = _named_optimizers(optimizer, optimizers)
-    rng_tensors, rng_meta = rng_state()
-    gathered = all_gather_objects((rng_tensors, rng_meta))
+    rng_all, rng_json = gather_rng_states()
     path = None
     if dist.is_main:
         tensors: dict[str, Mapping[str, torch.Tensor]] = {"model": unwrap(model).state_dict()}
@@ -568,11 +587,6 @@ def save_training_state(
         structures: dict[str, Any] = {}
         for stem, opt in named.items():
             tensors[stem], structures[stem] = optimizer_state_to_tensors(opt)
-        rng_all: dict[str, torch.Tensor] = {}
-        rng_json = []
-        for rank, (t, meta) in enumerate(gathered):
-            rng_all.update({f"rank{rank}.{k}": v for k, v in t.items()})
-            rng_json.append(meta)
         tensors["rng"] = rng_all
         state = {
             "config": dict(config or {}),
@@ -622,11 +636,7 @@ def restore_training_state(
             )
         for stem, opt in named.items():
             optimizer_state_from_tensors(opt, ckpt.tensors(stem, device=device), saved[stem])
-    rng = ckpt.tensors("rng")
-    metas = ckpt.state["rng"]
-    if dist.rank < len(metas):  # a run resumed on more processes than it was saved from reseeds the rest
-        prefix = f"rank{dist.rank}."
-        set_rng_state({k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}, metas[dist.rank])
+    restore_rank_rng(ckpt, dist.rank)
     return ckpt.step
 
 

@@ -38,12 +38,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 
 from multidiff.core.ema import EMA, _check_names, _named_state
-from multidiff.train.checkpoint import (
-    Checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from multidiff.train.checkpoint import Checkpoint, gather_rng_states, restore_rank_rng, save_checkpoint
 from multidiff.train.distributed import DistInfo, all_gather_objects, barrier, unwrap
 
 __all__ = [
@@ -301,8 +296,7 @@ def save_sharded_state(
     run = Path(run_dir)
     if isinstance(ema, ShardedEMA):
         ema.gather()
-    rng_tensors, rng_meta = rng_state()
-    gathered = all_gather_objects((rng_tensors, rng_meta))
+    rng_all, rng_json = gather_rng_states()
     name = None
     if dist.is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -321,11 +315,6 @@ def save_sharded_state(
     barrier()  # every rank's shard is on disk
     path = None
     if dist.is_main:
-        rng_all: dict[str, Tensor] = {}
-        rng_json = []
-        for rank, (t, meta) in enumerate(gathered):
-            rng_all.update({f"rank{rank}.{k}": v for k, v in t.items()})
-            rng_json.append(meta)
         state = {
             "format": FORMAT,
             "config": dict(config or {}),
@@ -391,11 +380,7 @@ def restore_sharded_state(
         set_model_state_dict(unwrap(model), state["model"])
     if isinstance(ema, ShardedEMA):
         ema.mark_changed()
-    rng = ckpt.tensors("rng")
-    metas = ckpt.state["rng"]
-    if dist.rank < len(metas):  # more processes than were saved: the others keep their seeding
-        prefix = f"rank{dist.rank}."
-        set_rng_state({k[len(prefix) :]: v for k, v in rng.items() if k.startswith(prefix)}, metas[dist.rank])
+    restore_rank_rng(ckpt, dist.rank)
     return ckpt.step
 
 
