@@ -20,6 +20,7 @@ import argparse
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,10 @@ def render(pipe: Any, request: Request, out_dir: str | os.PathLike[str]) -> Resu
     if common["steps"] is not None and common["steps"] < 1:
         raise ValueError(f"steps must be >= 1, got {common['steps']}")
     what = label or (f'"{prompt}"' if prompt else "unconditional")
-    stem = f"{pipe.modality}-{time.strftime('%H%M%S')}-{what.replace(' ', '_')[:24]}-seed{int(request.seed)}"
+    stem = (  # unique: two requests in one second with one label and seed never share a file
+        f"{pipe.modality}-{time.strftime('%H%M%S')}-{what.replace(' ', '_')[:24]}-seed{int(request.seed)}"
+        f"-{uuid.uuid4().hex[:6]}"
+    )
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
     started = time.perf_counter()
     with torch.no_grad():

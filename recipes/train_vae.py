@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step = 0
         if resume is not None:
             step = restore_training_state(resume, dist=dist, model=vae, optimizer=opt)
+            publish_result(resume.path / RESULT, out)  # a run killed while publishing loads from OUT again
             print(f"resuming {out} at step {step}")
         if step >= args.steps:
             print(f"{out} is already at step {step} >= --steps {args.steps}")

@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> Path:
     start = 0
     if resume is not None:
         start = restore_training_state(resume, dist=dist, model=nets, optimizers=optimizers)
+        publish_result(resume.path / RESULT, out)  # a run killed while publishing loads from RUN again
         print(f"resuming {out} from step {start} ({resume.path.name})", file=sys.stderr)
     elif args.init:
         print(f"fine-tuning the generator from {args.init}", file=sys.stderr)

@@ -33,6 +33,10 @@ def _scheduler(kind: str):
         return diffusers.DDIMScheduler(clip_sample=False, **common)
     if kind == "ddim_sd":  # Stable Diffusion's DDIM: leading spacing with offset, final ᾱ not 1
         return diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=False, steps_offset=1, **common)
+    if kind == "ddim_linspace":  # AnimateDiff's documented DDIM: its grid ends on t = 0 with final ᾱ = ᾱ(0)
+        return diffusers.DDIMScheduler(
+            clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="linspace", **common
+        )
     return diffusers.EulerDiscreteScheduler(**common)
 
 
@@ -148,3 +152,15 @@ def test_unreproducible_scheduler_settings_are_refused(ad_folder, tmp_path):
     bad = edited_copy(ad_folder, tmp_path / "bad", {"scheduler/scheduler_config.json": {"clip_sample": True}})
     with pytest.raises(ValueError, match="DDIMScheduler with clip_sample=True"):
         load_family(bad)
+
+
+def test_ddim_with_linspace_spacing_is_refused_not_approximated(ad_folder, tmp_path):
+    """diffusers' DDIM step goes from t to t - T // N; with linspace spacing that is not the next timestep of
+    its own grid, so no σ chain reproduces it: refused, naming the setting."""
+    sched = _scheduler("ddim_linspace")
+    sched.set_timesteps(STEPS)
+    gaps = set((sched.timesteps[:-1] - sched.timesteps[1:]).tolist())
+    assert gaps != {sched.config.num_train_timesteps // STEPS}  # the reason for the refusal
+    folder = _with_scheduler(ad_folder, tmp_path, "ddim_linspace")
+    with pytest.raises(ValueError, match="timestep_spacing='linspace'.*'leading' or 'trailing'"):
+        load_family(folder)

@@ -99,8 +99,13 @@ def test_resume_is_exact(data, trained, tmp_path) -> None:
         a = load_file(str(straight / "ckpt-00000003" / f"{name}.safetensors"))
         b = load_file(str(resumed / "ckpt-00000003" / f"{name}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    # a finished run is not trained further
+    # a finished run is not trained further; a rerun publishes its newest result again (here: a process killed
+    # while copying it, which left the folder without its config and with a stray temporary copy)
+    (resumed / "config.json").unlink()
+    (resumed / ".tmp-config.json.deadbeef").write_text("{}")
     assert recipe.main(["--data", str(data), "--out", str(resumed), "--steps", "2", *ARGS])["step"] == 3
+    assert (resumed / "config.json").is_file() and not list(resumed.glob(".tmp-*.*"))
+    ImageAdapter(ImageAdapterConfig(space="vae", vae_path=str(resumed)))  # loads as a VAE again
     # resuming with a setting that changes the training is refused, naming it
     with pytest.raises(ValueError, match="kl_weight"):
         recipe.main(["--data", str(data), "--out", str(resumed), "--steps", "4", *ARGS, "--kl-weight", "1"])

@@ -51,6 +51,8 @@ def test_render_equals_the_pipeline(tmp_path) -> None:
     pipe = audio_pipeline()
     result = render(pipe, Request(label="hiss", seed=7, steps=3, guidance=2.0, length=0.5), tmp_path)
     direct = pipe.generate(1, 0.5, label="hiss", seed=7, steps=3, guidance=2.0, progress=False)[0]
+    again = render(pipe, Request(label="hiss", seed=7, steps=4, guidance=2.0, length=0.5), tmp_path)
+    assert again.media != result.media and result.media.is_file()  # same second, label and seed: kept apart
     wave, sr = sf.read(result.media, dtype="float32", always_2d=True)
     assert sr == 8000 and result.picture.suffix == ".png"
     np.testing.assert_allclose(wave.T, direct.clamp(-1, 1).numpy(), atol=1e-4)  # 16-bit wav at most

@@ -113,6 +113,9 @@ def load_scheduler(folder: Path, allowed: Sequence[str] | None = None) -> Any:
         bad.append(("thresholding", True))
     if name == "DDIMScheduler" and cfg.clip_sample:
         bad.append(("clip_sample", True))
+    if name == "DDIMScheduler" and cfg.timestep_spacing == "linspace":
+        # its step goes from t to t - T // N, which with linspace spacing is not the next timestep of its grid
+        bad.append(("timestep_spacing", "linspace"))
     if name == "FlowMatchEulerDiscreteScheduler" and getattr(cfg, "stochastic_sampling", False):
         bad.append(("stochastic_sampling", True))
     if name == "FlowMatchEulerDiscreteScheduler" and getattr(cfg, "invert_sigmas", False):
@@ -121,7 +124,10 @@ def load_scheduler(folder: Path, allowed: Sequence[str] | None = None) -> Any:
         bad.append(("prediction_type", cfg.prediction_type))
     if bad:
         key, value = bad[0]
-        raise ValueError(f"{source}: {name} with {key}={value!r} is not reproduced by multidiff's samplers")
+        raise ValueError(
+            f"{source}: {name} with {key}={value!r} is not reproduced by multidiff's samplers "
+            "(edit the setting in that file, e.g. timestep_spacing 'leading' or 'trailing', or use another scheduler)"
+        )
     return sched
 
 

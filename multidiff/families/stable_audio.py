@@ -93,10 +93,12 @@ class StableAudioBackbone(nn.Module):
         null = ~context_mask.bool().any(dim=1)  # (B,)
         cross = torch.where(null[:, None, None], torch.zeros_like(cross), cross)
         glob = torch.cat([start, total], dim=2)  # (B, 1, 2D)
+        positions = torch.arange(
+            x.shape[-1] + 1, device=x.device
+        )  # built on the device: no host copy per step
         rotary = get_1d_rotary_pos_embed(
-            self.rotary_dim, x.shape[-1] + 1, use_real=True, repeat_interleave_real=False
+            self.rotary_dim, positions, use_real=True, repeat_interleave_real=False
         )
-        rotary = tuple(r.to(x.device) for r in rotary)
         out = self.transformer(
             x,
             c_noise.expand(b),
@@ -150,9 +152,6 @@ class StableAudioFamilyPipeline(Pipeline):
             "a Stable Audio pipeline is not saved as a multidiff folder: keep its diffusers folder and load it "
             "with multidiff.families.load_family(folder)"
         )
-
-
-_SAMPLERS = {"CosineDPMSolverMultistepScheduler": "dpmpp_2m_sde"}
 
 
 def _sampler_of(name: str, config: dict[str, Any], folder: Path) -> str:

@@ -282,6 +282,12 @@ def save_checkpoint(
             _write_tensors(tmp / f"{stem}.safetensors", tdict)
         if extra is not None:
             extra(tmp)
+            for folder, _, names in os.walk(
+                tmp
+            ):  # what `extra` wrote (pipeline/, vocoder/, ...) is durable too
+                for n in names:
+                    _fsync_file(Path(folder) / n)
+                _fsync_dir(Path(folder))
         _write_json(tmp / STATE_NAME, {**state, "step": int(step)})  # written last
         _fsync_dir(tmp)
         final = run / name
@@ -315,6 +321,9 @@ def publish_result(result_dir: str | os.PathLike[str], run_dir: str | os.PathLik
         The files written.
     """
     src, run = Path(result_dir), Path(run_dir)
+    for stale in run.glob(f"{_TMP_PREFIX}*.*"):  # copies a killed publish left behind
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
     files = sorted((p for p in src.iterdir() if p.is_file()), key=lambda p: (p.name == "config.json", p.name))
     written = []
     for f in files:

@@ -208,8 +208,8 @@ class ShardedEMA(EMA):
         A no-op when nothing changed since the last gather."""
         from torch.distributed.tensor import DTensor
 
-        if self._full_version == self.version:
-            return
+        if self._full_version == self.version or not any(isinstance(t, DTensor) for t in self.params):
+            return  # unchanged, or nothing sharded (copy_to then reads the averages themselves)
         full: dict[str, Tensor] = {}
         for name, t in zip(self.param_names + self.buffer_names, self.params + self.buffers):
             whole = t.full_tensor() if isinstance(t, DTensor) else t
