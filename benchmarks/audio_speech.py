@@ -46,6 +46,7 @@ from _e2e import steady_throughput, timed_generate  # noqa: E402
 
 from multidiff.cli import load_recipe  # noqa: E402
 from multidiff.metrics import frechet_distance  # noqa: E402
+from multidiff.models import save_half  # noqa: E402
 from multidiff.modalities.audio import LogMel, MelAdapter, MelSpec  # noqa: E402
 from multidiff.modalities.vocoders import GriffinLim, load_hifigan  # noqa: E402
 from multidiff.pipeline import AudioPipeline  # noqa: E402
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, help="results folder (the training run goes to OUT/run)")
     p.add_argument("--minutes", type=float, default=3.5, help="training wall time")
-    p.add_argument("--preset", default="small", help="train_audio preset")
+    p.add_argument("--preset", default="compact", help="train_audio preset")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         help="more folders of clips that also train the word classifier",
+    )
+    p.add_argument(
+        "--bundle", help="also write the trained pipeline here in float16 (multidiff.models.save_half)"
     )
     p.add_argument("--tiny", action="store_true", help="a CPU smoke run: tiny preset, seconds of training")
     args = p.parse_args(argv)
@@ -242,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_wall = time.perf_counter() - t0
     log = [r for r in read_log(run) if "samples_per_s" in r]
     pipe = AudioPipeline.from_pretrained(run / "pipeline", device=device)
+    if args.bundle:
+        save_half(run / "pipeline", args.bundle)
     result["train"] = {
         "steps": log[-1]["step"] if log else 0,
         "wall_s": train_wall,

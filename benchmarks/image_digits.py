@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backbone", default="unet", choices=("unet", "dit"))
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    p.add_argument("--warmup", type=int, help="learning-rate warm-up steps (default: the preset's)")
+    p.add_argument("--p-mean", type=float, help="train_image --p-mean (mean of ln σ in training)")
     p.add_argument("--gen-num", type=int, default=1000, help="generated images judged (label i %% 10)")
     p.add_argument("--gen-batch", type=int, default=250)
     p.add_argument("--sample-steps", type=int, default=32)
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer = load_recipe("train_image.py")
     t0 = time.perf_counter()
     extra = ["--lr", str(args.lr)] if args.lr else []
+    extra += ["--warmup", str(args.warmup)] if args.warmup is not None else []
+    extra += ["--p-mean", str(args.p_mean)] if args.p_mean is not None else []
     trainer.main(
         ["--data", str(images), "--out", str(run), "--preset", args.preset, "--backbone", args.backbone,
          "--labels", "--size", str(args.size), "--batch", str(args.batch), "--steps", str(10**7),

@@ -54,6 +54,7 @@ from _e2e import start_result, steady_throughput, timed_generate  # noqa: E402
 from multidiff.cli import load_recipe  # noqa: E402
 from multidiff.io import read_video, write_video  # noqa: E402
 from multidiff.metrics import frechet_distance  # noqa: E402
+from multidiff.models import save_half  # noqa: E402
 from multidiff.pipeline import VideoPipeline  # noqa: E402
 from multidiff.train import latest_checkpoint, read_log  # noqa: E402
 
@@ -87,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="classifier-free guidance scale(s) (1: off); each is generated and judged (the first is timed)",
     )
     p.add_argument("--backbone", default="unet", choices=("unet", "dit"))
+    p.add_argument("--vae", help="train on the latents of this local AutoencoderKL (train_video --vae)")
+    p.add_argument("--patch", type=int, help="train_video --patch (the DiT's spatial patch)")
+    p.add_argument(
+        "--bundle", help="also write the trained pipeline here in float16 (multidiff.models.save_half)"
+    )
     p.add_argument("--steps", type=int, help="train this many steps (default: as many as --minutes allows)")
     p.add_argument("--p-none", type=float, help="train_video --p-none (share of clips with no known frame)")
     p.add_argument("--p-mean", type=float, help="train_video --p-mean (mean of ln σ in training)")
@@ -326,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          *(["--lr", str(args.lr)] if args.lr else []),
          "--steps", str(args.steps or 10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
          "--backbone", args.backbone,
+         *(["--vae", args.vae] if args.vae else []), *(["--patch", str(args.patch)] if args.patch else []),
          *[a for k in ("p_none", "p_mean", "p_std", "label_dropout", "ema_decay") if getattr(args, k) is not None
            for a in ("--" + k.replace("_", "-"), str(getattr(args, k)))],
          *([] if args.compile is None else ["--compile" if args.compile else "--no-compile"]),
@@ -339,6 +346,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     losses = [r["loss"] for r in log if isinstance(r.get("loss"), float)]
     train_peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
     pipe = VideoPipeline.from_pretrained(run / "pipeline", device=device)
+    if args.bundle:
+        save_half(run / "pipeline", args.bundle)
     clips_per_s = steady_throughput(run) or float("nan")
     result["train"] = {
         "steps": ckpt.step if (ckpt := latest_checkpoint(run)) is not None else 0,
@@ -460,7 +469,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Device: {r['device']}, torch {r['torch']}, {r['date']}. Command: `{r['command']}`.",
         "",
         f"Preset `{s['preset']}` ({t['params_M']:.1f}M parameters), {s['frames']} frames of "
-        f"{s['size']}x{s['size']} px, batch {s['batch']}, class-conditional; {t['steps']} steps in "
+        f"{s['size']}x{s['size']} px{' as VAE latents' if s.get('vae') else ''}, batch {s['batch']}, class-conditional; {t['steps']} steps in "
         f"{t['wall_s'] / 60:.1f} min (budget {s['minutes']} min, data scan and saving included), "
         f"{r['data']['clips']['train']} training clips.",
         "",

@@ -148,6 +148,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--vae", help="local AutoencoderKL folder: train on its latents (cached) instead of pixels"
     )
     p.add_argument(
+        "--patch",
+        type=int,
+        help="--backbone dit: spatial patch size of the video DiT (default: the preset's; with --vae, "
+        "smaller patches keep the tokens per frame of a pixel model)",
+    )
+    p.add_argument(
         "--images",
         help="folder of images trained into the same weights as one-frame clips (with --captions: "
         "captioned in its own metadata.csv)",
@@ -213,6 +219,8 @@ def main(argv: list[str] | None = None) -> Path:
     run = Path(args.out)
     if args.text_encoder and not args.captions:
         raise ValueError("--text-encoder needs --captions")
+    if args.patch is not None and (args.patch < 1 or args.backbone != "dit"):
+        raise ValueError("--patch takes a positive size and goes with --backbone dit")
 
     # --- the video adapter: pixels in [-1, 1], or a per-frame VAE whose latents are cached
     image_config = (
@@ -340,6 +348,8 @@ def main(argv: list[str] | None = None) -> Path:
         z.amax((0, 2, 3, 4))[:, None, None, None],
     )  # 2 x (C, 1, 1, 1)
     adapter.to(device)
+    if args.vae:  # every clip encoded once on the device; loader workers then only read the cache
+        train.cache_latents([d for d in (dataset, images) if d is not None], adapter, is_main=dist.is_main)
     c = adapter.latent_channels
 
     # --- backbone (video U-Net; C + 1 extra channels: known latents and the frame mask) and denoiser; with
@@ -350,8 +360,11 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as err:
         raise ValueError(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
+    dit_config = preset.dit
+    if args.patch:
+        dit_config = dataclasses.replace(dit_config, patch=(dit_config.patch[0], args.patch, args.patch))
     backbone = train.make_backbone(
-        args.backbone, preset.unet, preset.dit,
+        args.backbone, preset.unet, dit_config,
         in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim,
     )  # fmt: skip
     objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v

@@ -104,3 +104,47 @@ def test_demo_audio_and_video_end_to_end(tmp_path, modality: str) -> None:
         assert frames.shape[0] == 8
     else:
         assert len(list((tmp_path / "samples").glob("*/*.png"))) == 3  # a spectrogram beside each wav
+
+
+def test_save_half_halves_the_weights_and_loads_back(tmp_path) -> None:
+    """The bundled models' format: parameters in float16, buffers float32; loading casts back, and the
+    loaded denoiser equals the original up to float16 rounding."""
+    from safetensors.torch import load_file
+
+    from multidiff.pipeline import load_pipeline
+
+    pipe = audio_pipeline()
+    pipe.save_pretrained(tmp_path / "full")
+    models.save_half(tmp_path / "full", tmp_path / "half")
+    state = load_file(str(tmp_path / "half" / "denoiser.safetensors"))
+    params = dict(pipe.denoiser.named_parameters())
+    assert params and all(state[k].dtype == torch.float16 for k in params)
+    assert all(v.dtype != torch.float16 for k, v in state.items() if k not in params)
+    back = load_pipeline(tmp_path / "half")
+    for k, v in back.denoiser.state_dict().items():
+        want = params[k].detach().half().float() if k in params else pipe.denoiser.state_dict()[k]
+        assert v.dtype == pipe.denoiser.state_dict()[k].dtype and torch.equal(v, want), k
+    with pytest.raises(ValueError, match="exists"):
+        models.save_half(tmp_path / "full", tmp_path / "half")
+
+
+def test_the_bundled_spoken_digit_model(tmp_path) -> None:
+    """What ships: the spoken-digit model is listed, takes the ten words, fits the 25 MB budget with the rest,
+    and generates a second of 22.05 kHz audio per word on the CPU through the CLI."""
+    import soundfile as sf
+
+    assert "spoken-digits" in models.available()
+    info = models.describe(models.resolve("spoken-digits"))
+    assert info.modality == "audio" and sorted(info.labels) == sorted(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    )
+    total = sum(f.stat().st_size for f in models.MODELS_DIR.rglob("*") if f.is_file())
+    assert total <= 25 * 2**20
+    out = tmp_path / "out"
+    argv = ["generate", "audio", "--model", "spoken-digits", "--label", "seven", "--num", "2", "--steps", "8",
+            "--seed", "0", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    wavs = sorted(out.glob("*.wav"))
+    assert len(wavs) == 2
+    wave, rate = sf.read(wavs[0])
+    assert rate == 22050 and wave.shape[0] == pytest.approx(22050, rel=0.02) and np.abs(wave).max() > 0.01

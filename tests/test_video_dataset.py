@@ -291,3 +291,31 @@ def test_frame_cache_gives_the_same_clips_and_never_decodes_twice(folder, tmp_pa
             assert (a["start"], a["label"]) == (b["start"], b["label"])
             assert b["frames"].dtype == torch.uint8 and b["frames"].shape == (8, 16, 16, 3)
             assert torch.equal(a["frames"], b["frames"]), (i, epoch)
+
+
+def test_cache_latents_encodes_everything_once_and_leaves_workers_a_cpu_adapter(folder, tmp_path) -> None:
+    """Forked loader workers cannot use CUDA: after ``train.cache_latents`` every file is in the cache and the
+    dataset holds its own copy of the adapter, on the CPU, with the same statistics (so its items are the
+    same as before, and no worker ever encodes)."""
+    from diffusers import AutoencoderKL
+
+    from multidiff import train
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+        latent_channels=4,
+    )
+    adapter = ImageAdapter(ImageAdapterConfig(space="vae", sigma_data=0.5), vae=vae)
+    adapter.set_stats(torch.tensor([0.1, -0.2, 0.0, 0.3]), torch.tensor([1.5, 0.5, 1.0, 2.0]))
+    ds = quiet(VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path, return_frames=False)
+    train.cache_latents([ds], adapter, is_main=True)
+    assert all(ds.cache_path(i).is_file() for i in range(len(ds)))
+    assert ds.adapter is not adapter and ds.adapter.mean.device.type == "cpu"
+    assert torch.equal(ds.adapter.mean, adapter.mean) and torch.equal(ds.adapter.std, adapter.std)
+    want = ds.get(1, 2)["latents"]
+    ds.adapter.encode_raw = None  # any encoding from here on would fail: items come from the cache
+    assert torch.equal(ds.get(1, 2)["latents"], want)

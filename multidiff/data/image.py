@@ -181,7 +181,10 @@ class ImageFolder(MediaFolder):
             self.cache_path(index), build, {"path": entry.rel, "adapter": adapter.fingerprint()}
         )
 
-    def build_cache(self) -> None:
-        """Encode every image not cached yet."""
-        for i in range(len(self)):
+    def build_cache(self, progress: bool = False) -> None:
+        """Encode every image not cached yet (e.g. once on the accelerator before training; a progress bar
+        when asked)."""
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(len(self)), desc="latent cache", unit="image", disable=not progress):
             self.raw_latents(i)

@@ -349,7 +349,10 @@ class VideoFolder(MediaFolder):
         meta = {"path": entry.rel, "adapter": adapter.fingerprint()}
         return load_or_build(self.cache_path(index), build, meta)
 
-    def build_cache(self) -> None:
-        """Encode every file not cached yet (e.g. once on the accelerator before training)."""
-        for i in range(len(self)):
+    def build_cache(self, progress: bool = False) -> None:
+        """Encode every file not cached yet (e.g. once on the accelerator before training; a progress bar
+        when asked)."""
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(len(self)), desc="latent cache", unit="file", disable=not progress):
             self.raw_latents(i)

@@ -23,6 +23,7 @@ __all__ = [
     "describe",
     "resolve",
     "resolve_source",
+    "save_half",
 ]
 
 #: Where bundled pipeline folders live (this package's folder).
@@ -123,3 +124,24 @@ def describe(folder: str | os.PathLike[str], name: str | None = None) -> ModelIn
     if captions:
         parts.append("captions")
     return ModelInfo(name or path.name, path, modality, labels, captions, "; ".join(parts))
+
+
+def save_half(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
+    """Write the pipeline folder ``source`` to ``destination`` with the denoiser's parameters in float16
+    (buffers, such as frequency tables, stay float32): how the bundled models are made, at half the size.
+    Loading casts them back to float32. ``destination`` must not exist yet.
+
+    Raises:
+        ValueError: If ``destination`` exists, or ``source`` is not a loadable pipeline folder.
+    """
+    from multidiff.pipeline import load_pipeline
+
+    dst = Path(destination)
+    if dst.exists():
+        raise ValueError(f"{dst} exists; give a new folder")
+    pipe = load_pipeline(source)
+    params = {name for name, _ in pipe.denoiser.named_parameters()}
+    state = {
+        k: v.half() if k in params and v.is_floating_point() else v for k, v in pipe.denoiser.state_dict().items()
+    }
+    return pipe.save_pretrained(dst, state_dict=state)

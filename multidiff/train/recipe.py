@@ -46,6 +46,7 @@ __all__ = [
     "RESUME_MAY_CHANGE",
     "Training",
     "add_run_options",
+    "cache_latents",
     "compile_backbone",
     "interrupted",
     "EmaToPipeline",
@@ -289,6 +290,23 @@ def compile_backbone(backbone: nn.Module, args: TrainSettings, device: torch.dev
     if on:
         backbone.compile()
     return on
+
+
+def cache_latents(datasets: list[Any], adapter: nn.Module, *, is_main: bool) -> None:
+    """Encode every file of ``datasets`` (image or video folders with a latent cache) once, here, with
+    ``adapter`` on its device (the main process; the others wait), then give each dataset a CPU copy of the
+    adapter: loader workers are forked processes, which cannot use CUDA, and after this they only read the
+    cache and normalise on the CPU."""
+    from multidiff.train.distributed import barrier
+
+    cpu_copy = copy.deepcopy(adapter).cpu()
+    for ds in datasets:
+        if is_main:
+            ds.adapter = adapter
+            ds.build_cache(progress=True)
+    barrier()
+    for ds in datasets:
+        ds.adapter = cpu_copy
 
 
 def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bool = True) -> str:
