@@ -46,9 +46,9 @@ from _e2e import steady_throughput, timed_generate  # noqa: E402
 
 from multidiff.cli import load_recipe  # noqa: E402
 from multidiff.metrics import frechet_distance  # noqa: E402
-from multidiff.models import save_half  # noqa: E402
 from multidiff.modalities.audio import LogMel, MelAdapter, MelSpec  # noqa: E402
 from multidiff.modalities.vocoders import GriffinLim, load_hifigan  # noqa: E402
+from multidiff.models import save_half  # noqa: E402
 from multidiff.pipeline import AudioPipeline  # noqa: E402
 from multidiff.train import read_log  # noqa: E402
 

@@ -311,7 +311,9 @@ def test_cache_latents_encodes_everything_once_and_leaves_workers_a_cpu_adapter(
     )
     adapter = ImageAdapter(ImageAdapterConfig(space="vae", sigma_data=0.5), vae=vae)
     adapter.set_stats(torch.tensor([0.1, -0.2, 0.0, 0.3]), torch.tensor([1.5, 0.5, 1.0, 2.0]))
-    ds = quiet(VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path, return_frames=False)
+    ds = quiet(
+        VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path, return_frames=False
+    )
     train.cache_latents([ds], adapter, is_main=True)
     assert all(ds.cache_path(i).is_file() for i in range(len(ds)))
     assert ds.adapter is not adapter and ds.adapter.mean.device.type == "cpu"

@@ -142,6 +142,7 @@ def save_half(source: str | os.PathLike[str], destination: str | os.PathLike[str
     pipe = load_pipeline(source)
     params = {name for name, _ in pipe.denoiser.named_parameters()}
     state = {
-        k: v.half() if k in params and v.is_floating_point() else v for k, v in pipe.denoiser.state_dict().items()
+        k: v.half() if k in params and v.is_floating_point() else v
+        for k, v in pipe.denoiser.state_dict().items()
     }
     return pipe.save_pretrained(dst, state_dict=state)
