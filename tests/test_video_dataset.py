@@ -314,7 +314,7 @@ def test_cache_latents_encodes_everything_once_and_leaves_workers_a_cpu_adapter(
     ds = quiet(
         VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path, return_frames=False
     )
-    train.cache_latents([ds], adapter, is_main=True)
+    train.cache_latents([ds], is_main=True)
     assert all(ds.cache_path(i).is_file() for i in range(len(ds)))
     assert ds.adapter is not adapter and ds.adapter.mean.device.type == "cpu"
     assert torch.equal(ds.adapter.mean, adapter.mean) and torch.equal(ds.adapter.std, adapter.std)

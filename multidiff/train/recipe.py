@@ -292,21 +292,19 @@ def compile_backbone(backbone: nn.Module, args: TrainSettings, device: torch.dev
     return on
 
 
-def cache_latents(datasets: list[Any], adapter: nn.Module, *, is_main: bool) -> None:
-    """Encode every file of ``datasets`` (image or video folders with a latent cache) once, here, with
-    ``adapter`` on its device (the main process; the others wait), then give each dataset a CPU copy of the
-    adapter: loader workers are forked processes, which cannot use CUDA, and after this they only read the
-    cache and normalise on the CPU."""
+def cache_latents(datasets: list[Any], *, is_main: bool) -> None:
+    """Encode every file of ``datasets`` (image or video folders with a latent cache) once, here, with each
+    dataset's adapter where it is (moved to the device by the recipe; the main process encodes, the others
+    wait), then give each dataset a CPU copy of its adapter: loader workers are forked processes, which cannot
+    use CUDA, and after this they only read the cache and normalise on the CPU."""
     from multidiff.train.distributed import barrier
 
-    cpu_copy = copy.deepcopy(adapter).cpu()
-    for ds in datasets:
-        if is_main:
-            ds.adapter = adapter
+    if is_main:
+        for ds in datasets:
             ds.build_cache(progress=True)
     barrier()
     for ds in datasets:
-        ds.adapter = cpu_copy
+        ds.adapter = copy.deepcopy(ds.adapter).cpu()
 
 
 def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bool = True) -> str:
