@@ -55,6 +55,13 @@ def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, tone_fol
                 "--batch", "2", "--seconds", "0.25", "--device", "cpu", "--steps", "1",
                 "--init", str(tmp_path / "base")]) == 2  # fmt: skip
     assert "other adapter settings" in capsys.readouterr().err
+    family = tmp_path / "audioldm"  # a diffusers folder is named for what it is, before any work
+    family.mkdir()
+    (family / "model_index.json").write_text('{"_class_name": "AudioLDMPipeline"}')
+    assert cli(args(data, tmp_path / "fam", "--steps", "1", "--init", str(family))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("multidiff: error: train audio: --init:") and "diffusers pipeline folder" in err
+    assert not (tmp_path / "fam" / "pipeline").exists()
 
 
 def test_lora_trains_only_the_attention_updates_saves_them_small_and_loads_on_the_base(

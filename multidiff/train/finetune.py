@@ -33,6 +33,11 @@ def add_init_option(p: argparse.ArgumentParser) -> None:
 
 
 def _init_config(init: str) -> tuple[Path, dict[str, Any]]:
+    if (Path(init) / "model_index.json").is_file():  # say what it is rather than "holds no pipeline"
+        raise ValueError(
+            f"--init: {init} is a diffusers pipeline folder; the recipes fine-tune multidiff runs and pipeline "
+            "folders only (not yet diffusers families): generate from it with multidiff.families.load_family"
+        )
     folder = resolve_pipeline_dir(init)
     try:
         return folder, json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
