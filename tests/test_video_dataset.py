@@ -199,17 +199,22 @@ def test_latent_cache(folder, tmp_path, monkeypatch) -> None:
         quiet(VideoFolder, folder, frames=4, size=16, cache_dir=cache)
 
 
-def test_latent_cache_with_a_vae_slices_per_frame_latents(folder, tmp_path) -> None:
+def tiny_vae():
+    """A small random diffusers AutoencoderKL (4 latent channels, 2x down), the same every time."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         block_out_channels=(8, 16),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         norm_num_groups=4,
         latent_channels=4,
     )
+
+
+def test_latent_cache_with_a_vae_slices_per_frame_latents(folder, tmp_path) -> None:
+    vae = tiny_vae()
     adapter = ImageAdapter(ImageAdapterConfig(space="vae", sigma_data=1.0), vae=vae)
     adapter.set_stats(torch.tensor([0.1, -0.2, 0.0, 0.3]), torch.tensor([1.5, 0.5, 1.0, 2.0]))
     ds = quiet(VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path)
@@ -297,18 +302,9 @@ def test_cache_latents_encodes_everything_once_and_leaves_workers_a_cpu_adapter(
     """Forked loader workers cannot use CUDA: after ``train.cache_latents`` every file is in the cache and the
     dataset holds its own copy of the adapter, on the CPU, with the same statistics (so its items are the
     same as before, and no worker ever encodes)."""
-    from diffusers import AutoencoderKL
-
     from multidiff import train
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4,
-        latent_channels=4,
-    )
+    vae = tiny_vae()
     adapter = ImageAdapter(ImageAdapterConfig(space="vae", sigma_data=0.5), vae=vae)
     adapter.set_stats(torch.tensor([0.1, -0.2, 0.0, 0.3]), torch.tensor([1.5, 0.5, 1.0, 2.0]))
     ds = quiet(
