@@ -303,8 +303,11 @@ def cache_latents(datasets: list[Any], *, is_main: bool) -> None:
         for ds in datasets:
             ds.build_cache(progress=True)
     barrier()
+    copies: dict[int, nn.Module] = {}  # one CPU copy per adapter, however many datasets share it
     for ds in datasets:
-        ds.adapter = copy.deepcopy(ds.adapter).cpu()
+        if id(ds.adapter) not in copies:
+            copies[id(ds.adapter)] = copy.deepcopy(ds.adapter).cpu()
+        ds.adapter = copies[id(ds.adapter)]
 
 
 def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bool = True) -> str:
