@@ -93,9 +93,8 @@ class StableAudioBackbone(nn.Module):
         null = ~context_mask.bool().any(dim=1)  # (B,)
         cross = torch.where(null[:, None, None], torch.zeros_like(cross), cross)
         glob = torch.cat([start, total], dim=2)  # (B, 1, 2D)
-        positions = torch.arange(
-            x.shape[-1] + 1, device=x.device
-        )  # built on the device: no host copy per step
+        # built on the device: no host-to-device copy per step
+        positions = torch.arange(x.shape[-1] + 1, device=x.device)
         rotary = get_1d_rotary_pos_embed(
             self.rotary_dim, positions, use_real=True, repeat_interleave_real=False
         )

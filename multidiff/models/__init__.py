@@ -134,6 +134,9 @@ def save_half(source: str | os.PathLike[str], destination: str | os.PathLike[str
     Raises:
         ValueError: If ``destination`` exists, or ``source`` is not a loadable pipeline folder.
     """
+    import shutil
+    import uuid
+
     from multidiff.pipeline import load_pipeline
 
     dst = Path(destination)
@@ -145,4 +148,11 @@ def save_half(source: str | os.PathLike[str], destination: str | os.PathLike[str
         k: v.half() if k in params and v.is_floating_point() else v
         for k, v in pipe.denoiser.state_dict().items()
     }
-    return pipe.save_pretrained(dst, state_dict=state)
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")  # renamed into place once complete
+    try:
+        pipe.save_pretrained(tmp, state_dict=state)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst

@@ -282,9 +282,8 @@ def save_checkpoint(
             _write_tensors(tmp / f"{stem}.safetensors", tdict)
         if extra is not None:
             extra(tmp)
-            for folder, _, names in os.walk(
-                tmp
-            ):  # what `extra` wrote (pipeline/, vocoder/, ...) is durable too
+            # what `extra` wrote (pipeline/, vocoder/, ...) is durable too
+            for folder, _, names in os.walk(tmp):
                 for n in names:
                     _fsync_file(Path(folder) / n)
                 _fsync_dir(Path(folder))

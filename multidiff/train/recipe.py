@@ -30,7 +30,7 @@ from multidiff.train.checkpoint import (
     restore_training_state,
     save_training_state,
 )
-from multidiff.train.distributed import DistInfo, wrap_ddp
+from multidiff.train.distributed import DistInfo, barrier, wrap_ddp
 from multidiff.train.monitor import RunLogger
 from multidiff.train.runlock import (  # noqa: F401  (re-exported: train.run_lock, ...)
     LOCK_NAME,
@@ -297,8 +297,6 @@ def cache_latents(datasets: list[Any], *, is_main: bool) -> None:
     dataset's adapter where it is (moved to the device by the recipe; the main process encodes, the others
     wait), then give each dataset a CPU copy of its adapter: loader workers are forked processes, which cannot
     use CUDA, and after this they only read the cache and normalise on the CPU."""
-    from multidiff.train.distributed import barrier
-
     if is_main:
         for ds in datasets:
             ds.build_cache(progress=True)
