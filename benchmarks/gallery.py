@@ -12,7 +12,7 @@ class uses seed ``--seed + k``, so the pictures are the same every time):
   clip;
 * image: ``NAME.png``, a grid of the samples, enlarged.
 
-``docs/gallery/index.md`` lists every picture with a caption (model folder, classes, sampler settings), in
+``docs/gallery/index.md`` lists every picture (those made by earlier runs stay listed) with a caption (model folder, classes, sampler settings), in
 Markdown to paste into the README. Names are the run folder's name (``runs/clips/pipeline`` -> ``clips``)
 unless ``--name`` gives them.
 """
@@ -20,6 +20,7 @@ unless ``--name`` gives them.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,8 +131,18 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         "Made by `python benchmarks/gallery.py` (rerun it to remake every picture).",
         "",
     ]
-    lines += [f"![{caption}]({path.name})\n\n{caption}\n" for path, caption in entries]
-    (out / "index.md").write_text("\n".join(lines), encoding="utf-8")
+    # pictures made earlier (other pipelines) keep their entries; those remade now are replaced
+    made = {path.name: caption for path, caption in entries}
+    index = out / "index.md"
+    kept = [
+        (m.group(2), m.group(1))
+        for m in re.finditer(
+            r"^!\[(.*)\]\((.*)\)$", index.read_text(encoding="utf-8") if index.is_file() else "", re.M
+        )
+        if m.group(2) not in made and (out / m.group(2)).is_file()
+    ]
+    lines += [f"![{caption}]({name})\n\n{caption}\n" for name, caption in [*kept, *made.items()]]
+    index.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {out / 'index.md'}")
     return [path for path, _ in entries]
 

@@ -84,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--guidance",
         type=float,
         nargs="+",
-        default=[1.0],
-        help="classifier-free guidance scale(s) (1: off); each is generated and judged (the first is timed)",
+        help="classifier-free guidance scale(s) (1: off); each is generated and judged (the first is timed); "
+        "default: the trained pipeline's own (1.5 for the recipe's models)",
     )
     p.add_argument("--backbone", default="unet", choices=("unet", "dit"))
     p.add_argument("--vae", help="train on the latents of this local AutoencoderKL (train_video --vae)")
@@ -103,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="train_video --compile"
     )
     p.add_argument("--data-only", action="store_true", help="make the data splits and stop")
+    p.add_argument(
+        "--pipeline",
+        help="judge this trained pipeline folder (a run's pipeline/ or a bundled model) instead of training",
+    )
     p.add_argument("--classifier-epochs", type=int, default=4)
     p.add_argument("--classifier-batch", type=int, default=256)
     p.add_argument(
@@ -319,47 +323,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.data_only:
         return result
 
-    # 2. train
-    trainer = load_recipe("train_video.py")
-    print(f"[train] {args.preset} on {data / 'train'} for {args.minutes} min", flush=True)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    trainer.main(
-        ["--data", str(data / "train"), "--out", str(run), "--preset", args.preset, "--labels",
-         "--size", str(args.size), "--frames", str(args.frames), "--batch", str(args.batch),
-         *(["--warmup", str(args.warmup)] if args.warmup is not None else []),
-         *(["--lr", str(args.lr)] if args.lr else []),
-         "--steps", str(args.steps or 10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
-         "--backbone", args.backbone,
-         *(["--vae", args.vae] if args.vae else []), *(["--patch", str(args.patch)] if args.patch else []),
-         *[a for k in ("p_none", "p_mean", "p_std", "label_dropout", "ema_decay") if getattr(args, k) is not None
-           for a in ("--" + k.replace("_", "-"), str(getattr(args, k)))],
-         *([] if args.compile is None else ["--compile" if args.compile else "--no-compile"]),
-         "--preview-every", "0", "--log-every", "2" if args.tiny else "25",
-         "--workers", str(args.workers), "--device", str(device),
-         *(["--threads", str(args.threads)] if args.threads else []),
-         "--sample-steps", str(args.sample_steps), "--sampler", args.sampler]
-    )  # fmt: skip
-    train_wall = time.perf_counter() - t0
-    log = [r for r in read_log(run) if "samples_per_s" in r]
-    losses = [r["loss"] for r in log if isinstance(r.get("loss"), float)]
-    train_peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    pipe = VideoPipeline.from_pretrained(run / "pipeline", device=device)
-    if args.bundle:
-        save_half(run / "pipeline", args.bundle)
-    clips_per_s = steady_throughput(run) or float("nan")
-    result["train"] = {
-        "steps": ckpt.step if (ckpt := latest_checkpoint(run)) is not None else 0,
-        "wall_s": train_wall,
-        "clips_per_s": clips_per_s,
-        "frames_per_s": clips_per_s * args.frames,
-        "final_loss": statistics.mean(losses[-5:]) if losses else None,
-        "params_M": sum(p.numel() for p in pipe.denoiser.parameters()) / 1e6,
-        "peak_mem_GiB": train_peak,
-    }
-    print(f"[train] {result['train']}", flush=True)
+    # 2. train (or load the pipeline to judge)
+    if args.pipeline:
+        pipe = VideoPipeline.from_pretrained(args.pipeline, device=device)
+        result["train"] = {
+            "pipeline": str(Path(args.pipeline).resolve()),
+            "params_M": sum(p.numel() for p in pipe.denoiser.parameters()) / 1e6,
+        }
+    else:
+        trainer = load_recipe("train_video.py")
+        print(f"[train] {args.preset} on {data / 'train'} for {args.minutes} min", flush=True)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        trainer.main(
+            ["--data", str(data / "train"), "--out", str(run), "--preset", args.preset, "--labels",
+             "--size", str(args.size), "--frames", str(args.frames), "--batch", str(args.batch),
+             *(["--warmup", str(args.warmup)] if args.warmup is not None else []),
+             *(["--lr", str(args.lr)] if args.lr else []),
+             "--steps", str(args.steps or 10**7), "--max-minutes", str(args.minutes), "--ckpt-every", str(10**7),
+             "--backbone", args.backbone,
+             *(["--vae", args.vae] if args.vae else []), *(["--patch", str(args.patch)] if args.patch else []),
+             *[a for k in ("p_none", "p_mean", "p_std", "label_dropout", "ema_decay") if getattr(args, k) is not None
+               for a in ("--" + k.replace("_", "-"), str(getattr(args, k)))],
+             *([] if args.compile is None else ["--compile" if args.compile else "--no-compile"]),
+             "--preview-every", "0", "--log-every", "2" if args.tiny else "25",
+             "--workers", str(args.workers), "--device", str(device),
+             *(["--threads", str(args.threads)] if args.threads else []),
+             "--sample-steps", str(args.sample_steps), "--sampler", args.sampler]
+        )  # fmt: skip
+        train_wall = time.perf_counter() - t0
+        log = [r for r in read_log(run) if "samples_per_s" in r]
+        losses = [r["loss"] for r in log if isinstance(r.get("loss"), float)]
+        train_peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+        pipe = VideoPipeline.from_pretrained(run / "pipeline", device=device)
+        if args.bundle:
+            save_half(run / "pipeline", args.bundle)
+        clips_per_s = steady_throughput(run) or float("nan")
+        result["train"] = {
+            "steps": ckpt.step if (ckpt := latest_checkpoint(run)) is not None else 0,
+            "wall_s": train_wall,
+            "clips_per_s": clips_per_s,
+            "frames_per_s": clips_per_s * args.frames,
+            "final_loss": statistics.mean(losses[-5:]) if losses else None,
+            "params_M": sum(p.numel() for p in pipe.denoiser.parameters()) / 1e6,
+            "peak_mem_GiB": train_peak,
+        }
+        print(f"[train] {result['train']}", flush=True)
 
+    if args.guidance is None:
+        args.guidance = [pipe.sampling.guidance]
+        result["settings"]["guidance"] = args.guidance
     # 3. generation time: one video at batch 1 (latency), then the evaluation videos in batches
     gen_kw = dict(
         frames=args.frames,
@@ -468,18 +482,29 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Device: {r['device']}, torch {r['torch']}, {r['date']}. Command: `{r['command']}`.",
         "",
-        f"Preset `{s['preset']}` ({t['params_M']:.1f}M parameters), {s['frames']} frames of "
-        f"{s['size']}x{s['size']} px{' as VAE latents' if s.get('vae') else ''}, batch {s['batch']}, class-conditional; {t['steps']} steps in "
-        f"{t['wall_s'] / 60:.1f} min (budget {s['minutes']} min, data scan and saving included), "
-        f"{r['data']['clips']['train']} training clips.",
-        "",
-        "| training | value |",
-        "|---|---|",
-        f"| throughput (clips/s, median after warm-up) | {t['clips_per_s']:.1f} |",
-        f"| throughput (frames/s) | {t['frames_per_s']:.0f} |",
-        f"| peak GPU memory (GiB) | {f(t['peak_mem_GiB'], '.2f')} |",
-        f"| final loss | {f(t['final_loss'], '.4f')} |",
-        "",
+    ]
+    if "pipeline" in t:  # --pipeline: a trained model judged, no training in this run
+        lines += [
+            f"Pipeline `{t['pipeline']}` ({t['params_M']:.1f}M parameters), judged without training; "
+            f"{s['frames']} frames of {s['size']}x{s['size']} px.",
+            "",
+        ]
+    else:
+        lines += [
+            f"Preset `{s['preset']}` ({t['params_M']:.1f}M parameters), {s['frames']} frames of "
+            f"{s['size']}x{s['size']} px{' as VAE latents' if s.get('vae') else ''}, batch {s['batch']}, class-conditional; {t['steps']} steps in "
+            f"{t['wall_s'] / 60:.1f} min (budget {s['minutes']} min, data scan and saving included), "
+            f"{r['data']['clips']['train']} training clips.",
+            "",
+            "| training | value |",
+            "|---|---|",
+            f"| throughput (clips/s, median after warm-up) | {t['clips_per_s']:.1f} |",
+            f"| throughput (frames/s) | {t['frames_per_s']:.0f} |",
+            f"| peak GPU memory (GiB) | {f(t['peak_mem_GiB'], '.2f')} |",
+            f"| final loss | {f(t['final_loss'], '.4f')} |",
+            "",
+        ]
+    lines += [
         f"Backbone `{s.get('backbone', 'unet')}`. Generation: `{g['sampler']}`, {g['steps']} steps, guidance "
         f"{g['guidance']} (other scales in their own rows below), decoding included.",
         "",

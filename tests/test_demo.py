@@ -148,3 +148,46 @@ def test_the_bundled_spoken_digit_model(tmp_path) -> None:
     assert len(wavs) == 2
     wave, rate = sf.read(wavs[0])
     assert rate == 22050 and wave.shape[0] == pytest.approx(22050, rel=0.02) and np.abs(wave).max() > 0.01
+
+
+def test_the_bundled_moving_digit_model(tmp_path) -> None:
+    """What ships: the moving-digit model is listed with the ten digits and generates, through the CLI on the
+    CPU, 16 frames of 32x32 in which every frame holds one bright digit-sized glyph on a dark ground (not
+    noise, not blank), and the label changes what is drawn."""
+    assert "moving-digits" in models.available()
+    info = models.describe(models.resolve("moving-digits"))
+    assert info.modality == "video" and list(info.labels) == [str(d) for d in range(10)]
+    clips = {}
+    for label in ("1", "8"):
+        out = tmp_path / label
+        argv = ["generate", "video", "--model", "moving-digits", "--label", label, "--num", "1", "--steps", "12",
+                "--seed", "0", "--quiet", "--gif", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+        (gif,) = sorted(out.glob("*.gif"))
+        clips[label] = iio.imread(gif).astype(np.float32).mean(-1) / 255  # (F, H, W) grey in [0, 1]
+    for frames in clips.values():
+        assert frames.shape == (16, 32, 32)
+        lit = (frames > 0.5).mean((1, 2))  # share of bright pixels per frame
+        assert (lit > 0.02).all() and (lit < 0.3).all(), lit
+        assert np.median(frames) < 0.1  # dark ground
+    assert np.abs(clips["1"] - clips["8"]).mean() > 0.02  # same seed, another digit
+
+
+def test_gallery_remakes_pictures_and_keeps_the_other_entries(tmp_path) -> None:
+    """benchmarks/gallery.py writes one spectrogram picture per pipeline and lists it in index.md; a later run
+    for another pipeline adds its entry and keeps the earlier one (the README's gallery is made in parts)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import gallery
+
+    audio_pipeline().save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "gallery"
+    (first,) = gallery.main([str(tmp_path / "pipe"), "--name", "one", "--out", str(out)])
+    (second,) = gallery.main([str(tmp_path / "pipe"), "--name", "two", "--out", str(out)])
+    assert first.name == "one.png" and second.name == "two.png"
+    index = (out / "index.md").read_text()
+    assert "](one.png)" in index and "](two.png)" in index and index.count("](two.png)") == 1
+    pixels = iio.imread(first)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.std() > 10  # a picture, not a blank

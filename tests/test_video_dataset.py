@@ -317,3 +317,44 @@ def test_cache_latents_encodes_everything_once_and_leaves_workers_a_cpu_adapter(
     want = ds.get(1, 2)["latents"]
     ds.adapter.encode_raw = None  # any encoding from here on would fail: items come from the cache
     assert torch.equal(ds.get(1, 2)["latents"], want)
+
+
+def test_build_cache_encodes_files_together_and_matches_encoding_them_one_by_one(folder, tmp_path) -> None:
+    """The latent cache encodes the frames of several files in one call (so caching on a GPU is not bound by
+    launches and syncs per file); what it stores equals encoding each file alone, for videos of different
+    lengths and for images."""
+    vae = tiny_vae()
+    adapter = ImageAdapter(ImageAdapterConfig(space="vae", sigma_data=0.5), vae=vae)
+    calls: list[int] = []
+    encode = adapter.encode_raw
+
+    def counting(pixels, **kw):
+        calls.append(pixels.shape[0])
+        return encode(pixels, **kw)
+
+    adapter.encode_raw = counting
+    ds = quiet(
+        VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path / "v", return_frames=False
+    )
+    ds.build_cache()
+    lengths = [ds.entries[i].info.frames for i in range(len(ds))]
+    assert len(set(lengths)) > 1 and len(calls) == 1 and calls[0] == sum(lengths)
+    alone = quiet(
+        VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path / "a", return_frames=False
+    )
+    for i in range(len(ds)):
+        want = alone.raw_latents(i)  # encoded by itself, the per-file path
+        assert want.shape == (4, lengths[i], 8, 8)
+        torch.testing.assert_close(ds.raw_latents(i), want, rtol=1e-5, atol=1e-5)
+    calls.clear()
+    ds.build_cache()  # everything cached: nothing decoded or encoded again
+    assert calls == []
+
+    images = tmp_path / "images"
+    make_image_folder(images)
+    ids = quiet(ImageFolder, images, size=16, adapter=adapter, cache_dir=tmp_path / "i")
+    ids.build_cache()
+    assert calls == [len(ids)]
+    one = quiet(ImageFolder, images, size=16, adapter=adapter, cache_dir=tmp_path / "j")
+    for i in range(len(ids)):
+        torch.testing.assert_close(ids.raw_latents(i), one.raw_latents(i), rtol=1e-5, atol=1e-5)

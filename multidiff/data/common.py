@@ -15,7 +15,7 @@ import math
 import os
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -433,6 +433,34 @@ def file_key(path: Path, rel: str, *settings: Any) -> str:
     st = path.stat()
     text = "|".join([rel, str(st.st_size), str(st.st_mtime_ns), *map(str, settings)])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def encode_in_batches(
+    items: Iterable[tuple[int, torch.Tensor]],
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    max_frames: int = 256,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(index, frames [N, ...])`` pairs -> ``(index, encode(frames))``, the frames of several items encoded in
+    one call (up to ``max_frames`` at once; an item is never split). ``encode`` must treat frames independently
+    (an image VAE on frames does): one call per batch instead of one per file, so a latent cache is not bound by
+    kernel launches and host syncs."""
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> Iterator[tuple[int, torch.Tensor]]:
+        out = encode(torch.cat([f for _, f in pending])).detach().cpu()  # (sum N, ...)
+        for (i, _), part in zip(pending, out.split([f.shape[0] for _, f in pending])):
+            yield i, part
+        pending.clear()
+
+    count = 0
+    for i, frames in items:
+        if pending and count + frames.shape[0] > max_frames:
+            yield from flush()
+            count = 0
+        pending.append((i, frames))
+        count += frames.shape[0]
+    if pending:
+        yield from flush()
 
 
 def load_or_build(

@@ -23,6 +23,7 @@ from multidiff.data.common import (
     MediaFolder,
     SkippedFileWarning,
     crop_offsets,
+    encode_in_batches,
     file_key,
     load_or_build,
     resize_and_crop,
@@ -186,5 +187,15 @@ class ImageFolder(MediaFolder):
         when asked)."""
         from tqdm.auto import tqdm
 
-        for i in tqdm(range(len(self)), desc="latent cache", unit="image", disable=not progress):
-            self.raw_latents(i)
+        adapter = self.adapter
+        if adapter is None or self.cache_dir is None:
+            raise ValueError("build_cache needs an adapter and a cache_dir")
+        todo = [i for i in range(len(self)) if not self.cache_path(i).is_file()]
+        decoded = ((i, to_pixels(self._pixels(i, None))) for i in todo)  # (1, C, H, W) in [-1, 1]
+        bar = tqdm(total=len(todo), desc="latent cache", unit="image", disable=not progress)
+        fingerprint = adapter.fingerprint()
+        for i, raw in encode_in_batches(decoded, adapter.encode_raw):  # raw: (1, C', h, w)
+            meta = {"path": self.entries[i].rel, "adapter": fingerprint}
+            load_or_build(self.cache_path(i), lambda raw=raw: raw[0], meta)  # as raw_latents
+            bar.update()
+        bar.close()
