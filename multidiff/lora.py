@@ -31,9 +31,12 @@ __all__ = [
 
 #: Which linear layers get a LoRA update: names of the attention projections of the U-Net and the DiT
 #: (self-, cross- and temporal attention), optionally the MLPs.
+# multidiff's attention (attn, cross: to_qkv / to_q, to_kv, proj) and diffusers' (attn1, attn2: to_q, to_k,
+# to_v, to_out.0; feed-forward ff.net.0.proj, ff.net.2), so a LoRA also fits a pretrained family's model
 LORA_TARGETS = {
-    "attention": r".*\.(attn|cross)\.(to_qkv|to_q|to_kv|proj)",
-    "attention+mlp": r".*\.((attn|cross)\.(to_qkv|to_q|to_kv|proj)|mlp\.(fc1|fc2))",
+    "attention": r".*\.(attn|cross|attn1|attn2)\.(to_qkv|to_q|to_kv|to_k|to_v|proj|to_out\.0)",
+    "attention+mlp": r".*\.((attn|cross|attn1|attn2)\.(to_qkv|to_q|to_kv|to_k|to_v|proj|to_out\.0)"
+    r"|mlp\.(fc1|fc2)|ff\.net\.(0\.proj|2))",
 }
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter.safetensors", "adapter.json"
 

@@ -154,6 +154,10 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    if train.is_family_folder(
+        args.init
+    ):  # a pretrained family: only the recipe of its modality fine-tunes it
+        return train.finetune_family(args, modality="audio")
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     spec = preset.mel

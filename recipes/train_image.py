@@ -132,6 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    if train.is_family_folder(
+        args.init
+    ):  # a pretrained family: only the recipe of its modality fine-tunes it
+        return train.finetune_family(args, modality="image")
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
 

@@ -21,6 +21,10 @@ transformers CLIP/T5 folder that stays frozen. Captions are replaced by the null
 is refused otherwise, rather than training the stills silently as uncaptioned).
 With ``--labels`` too, the labels come from the ``label`` column of the same ``metadata.csv`` files.
 
+``--init`` takes a trained multidiff run or pipeline folder, or a diffusers folder of a supported pretrained
+family (AnimateDiff; :mod:`multidiff.train.family`): that model then trains with its own VAE, text encoder
+and objective on the captioned clips of ``--data``, whole or as a LoRA (``--lora RANK``).
+
 Rerunning the same command continues from the latest checkpoint in RUN (refused, with the differing
 settings listed, if a setting that matters changed). The pipeline ready for ``generate_video.py`` is
 written to ``RUN/pipeline`` at the end, and into every checkpoint; previews are gifs.
@@ -188,6 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preset = PRESETS[args.preset]
     if args.lr is None and args.backbone == "dit":
         args.lr = preset.dit_lr
+    args.size_given = args.size is not None  # --init FAMILY: frames at the family's own size unless given
     train.apply_defaults(args, preset.train, frames=preset.frames, size=preset.size)
     try:
         train.check_model_options(args)
@@ -201,6 +206,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    if train.is_family_folder(
+        args.init
+    ):  # a pretrained family (diffusers folder): its own parts, its objective
+        return train.finetune_family(args, modality="video")
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     try:

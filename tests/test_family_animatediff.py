@@ -42,8 +42,12 @@ def _scheduler(kind: str):
 
 @pytest.fixture(scope="module")
 def ad_folder(tmp_path_factory):
+    return make_animatediff_folder(tmp_path_factory.mktemp("ad") / "ad")
+
+
+def make_animatediff_folder(folder):
     """A tiny AnimateDiff (SD U-Net + motion adapter, per-frame AutoencoderKL, CLIP text encoder, DDIM),
-    saved as a diffusers folder."""
+    saved as a diffusers folder at ``folder``."""
     d, t = diffusers, transformers
     torch.manual_seed(0)
     unet = d.UNet2DConditionModel(
@@ -94,7 +98,6 @@ def ad_folder(tmp_path_factory):
         motion_adapter=motion,
         scheduler=_scheduler("ddim"),
     )
-    folder = tmp_path_factory.mktemp("ad") / "ad"
     pipe.save_pretrained(folder)
     return folder
 

@@ -60,7 +60,8 @@ def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, tone_fol
     (family / "model_index.json").write_text('{"_class_name": "AudioLDMPipeline"}')
     assert cli(args(data, tmp_path / "fam", "--steps", "1", "--init", str(family))) == 2
     err = capsys.readouterr().err
-    assert err.startswith("multidiff: error: train audio: --init:") and "diffusers pipeline folder" in err
+    assert err.startswith("multidiff: error: train audio: --init:") and "AudioLDMPipeline folder" in err
+    assert "not supported yet" in err and "mel front end" in err
     assert not (tmp_path / "fam" / "pipeline").exists()
 
 

@@ -10,6 +10,7 @@
 * :mod:`~multidiff.train.captions`: caption conditioning (denoiser + text encoder as one module, per-sample
   caption dropout, the checks of a captioned folder).
 * :mod:`~multidiff.train.recipe`: the run options and the loop the train recipes share.
+* :mod:`~multidiff.train.family`: fine-tuning a pretrained family from its diffusers folder (``--init``).
 """
 
 from multidiff.lora import add_lora_options, apply_lora
@@ -44,6 +45,7 @@ from multidiff.train.distributed import (
     unwrap,
     wrap_ddp,
 )
+from multidiff.train.family import check_family_init, finetune_family, is_family_folder
 from multidiff.train.finetune import add_init_option, finetune, init_adapter_stats, init_weights
 from multidiff.train.monitor import RunLogger, read_log
 from multidiff.train.objective import (
@@ -92,6 +94,9 @@ from multidiff.train.step import (
 )
 
 __all__ = [
+    "check_family_init",
+    "finetune_family",
+    "is_family_folder",
     "RESUME_MAY_CHANGE",
     "add_run_options",
     "EmaToPipeline",

@@ -28,15 +28,16 @@ def add_init_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--init",
         help="fine-tune: start from this model's weights (a multidiff run, checkpoint or pipeline folder of "
-        "the same preset and backbone) instead of random ones; ignored when the run resumes",
+        "the same preset and backbone, or a diffusers folder of a supported family: AnimateDiff for train "
+        "video) instead of random ones; ignored when the run resumes",
     )
 
 
 def _init_config(init: str) -> tuple[Path, dict[str, Any]]:
     if (Path(init) / "model_index.json").is_file():  # say what it is rather than "holds no pipeline"
         raise ValueError(
-            f"--init: {init} is a diffusers pipeline folder; the recipes fine-tune multidiff runs and pipeline "
-            "folders only (not yet diffusers families): generate from it with multidiff.families.load_family"
+            f"--init: {init} is a diffusers pipeline folder: the train recipe of its modality fine-tunes it "
+            "(multidiff.train.family), or load it with multidiff.families.load_family"
         )
     folder = resolve_pipeline_dir(init)
     try:
