@@ -123,10 +123,98 @@ def test_what_cannot_apply_is_refused_before_any_work(base, clips, tmp_path, cap
         (_args(clips, tmp_path / "a", base, "--steps", "1", "--labels"), "--labels does not apply"),
         ([a for a in _args(clips, tmp_path / "b", base, "--steps", "1") if a != "--captions"], "--captions"),
         (["train", "audio", "--data", str(clips), "--out", str(tmp_path / "c"), "--init", str(base)],
-         "is a video model"),
+         "makes video: fine-tune it with multidiff train video"),
     ]  # fmt: skip
     for argv, want in cases:
         assert cli(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("multidiff: error:") and want in err, err
         assert not Path(argv[argv.index("--out") + 1]).exists()
+
+
+# ------------------------------------------------------------------------------------------- Stable Audio
+def test_cosine_time_draws_t_uniformly_in_the_sigma_range() -> None:
+    """CosineTime: σ = tan(πt/2) with t uniform between t(σ_min) and t(σ_max); its quantiles are exact."""
+    import math
+
+    from multidiff.core.losses import CosineTime
+    from multidiff.interop.diffusers import CosineEDMSchedule
+
+    dist, sched = CosineTime(0.3, 500.0), CosineEDMSchedule()
+    u = torch.linspace(0, 1, 11, dtype=torch.float64)
+    t = sched.c_noise(dist.icdf(u))  # Stable Audio's noise input is this t
+    lo, hi = math.atan(0.3) * 2 / math.pi, math.atan(500.0) * 2 / math.pi
+    torch.testing.assert_close(t, lo + (hi - lo) * u, rtol=0, atol=1e-12)
+    sigma = dist.sample(20000, generator=torch.Generator().manual_seed(0))
+    assert 0.3 <= float(sigma.min()) and float(sigma.max()) <= 500.0
+    assert abs(float(sigma.median()) - math.tan(math.pi / 4 * (lo + hi))) < 0.05  # the median t's σ
+    with pytest.raises(ValueError, match="sigma_min"):
+        CosineTime(2.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def sa_base(tmp_path_factory) -> Path:
+    from test_family_stable_audio import _stable_audio_folder
+
+    return _stable_audio_folder(tmp_path_factory.mktemp("sa") / "sa")
+
+
+@pytest.fixture(scope="module")
+def sounds(tmp_path_factory) -> Path:
+    """Four captioned stereo clips at the tiny model's 32 Hz (1.5 s each), words its tokenizer spells."""
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("sounds")
+    rows = []
+    t = np.arange(48) / 32
+    for i, (freq, caption) in enumerate([(3.0, "a hammer hits wood"), (7.0, "rain")] * 2):
+        wave = 0.5 * np.sin(2 * np.pi * freq * t + i)
+        sf.write(root / f"s{i}.wav", np.stack([wave, -wave], 1), 32)
+        rows.append({"path": f"s{i}.wav", "caption": caption})
+    with open(root / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "caption"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def _audio_args(sounds: Path, out: Path, base: Path, *more: str) -> list[str]:
+    return ["train", "audio", "--data", str(sounds), "--out", str(out), "--init", str(base), "--captions",
+            "--seconds", "1.5", "--batch", "2", "--device", "cpu", "--workers", "0", "--lr", "1e-3",
+            "--warmup", "0", *more]  # fmt: skip
+
+
+def test_stable_audio_fine_tunes_whole_and_as_a_lora(sa_base, sounds, tmp_path) -> None:
+    """train audio --init STABLE_AUDIO_FOLDER: the DiT and its conditioning projection train, the Oobleck
+    autoencoder and T5 do not; the result is a Stable Audio folder that loads and generates; a LoRA run
+    writes only the adapter, which loads on the base."""
+    from multidiff.families import load_family
+    from multidiff.lora import load_lora
+
+    run = tmp_path / "run"
+    assert cli(_audio_args(sounds, run, sa_base, "--steps", "3")) == 0
+    tuned, ref = load_family(run / "pipeline"), load_family(sa_base)
+    theirs = dict(ref.denoiser.named_parameters())
+    moved = [k for k, v in tuned.denoiser.named_parameters() if not torch.equal(v, theirs[k])]
+    assert any(k.startswith("backbone.transformer.") for k in moved)
+    assert any(k.startswith("backbone.projection.") for k in moved)
+    for a, b in zip(tuned.adapter.parameters(), ref.adapter.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(tuned.text_encoder.parameters(), ref.text_encoder.parameters()):
+        assert torch.equal(a, b)
+    wave = tuned.generate(1, 1.5, prompt="rain", steps=3, seed=0)
+    assert wave.shape == (1, 2, 48) and torch.isfinite(wave).all()
+
+    lora = tmp_path / "lora"
+    assert cli(_audio_args(sounds, lora, sa_base, "--steps", "2", "--lora", "2")) == 0
+    assert (lora / "lora").is_dir() and not (lora / "pipeline").exists()
+    merged = load_lora(load_family(sa_base), lora / "lora")
+    changed = {k for k, v in merged.denoiser.named_parameters() if not torch.equal(v, theirs[k])}
+    assert changed and all(".attn" in k for k in changed), sorted(changed)[:4]
+
+
+def test_stable_audio_refuses_clips_longer_than_the_model(sa_base, sounds, tmp_path, capsys) -> None:
+    assert cli(_audio_args(sounds, tmp_path / "long", sa_base, "--steps", "1", "--seconds", "3")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("multidiff: error:") and "--seconds 3" in err and "at most 2 s" in err

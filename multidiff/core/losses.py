@@ -35,6 +35,7 @@ __all__ = [
     "LogNormal",
     "LogitNormal",
     "LogUniform",
+    "CosineTime",
     "DiscreteUniform",
     "WEIGHTINGS",
     "Weighting",
@@ -118,6 +119,25 @@ class LogUniform(SigmaDistribution):
     def icdf(self, u: Tensor) -> Tensor:
         lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
         return (lo + (hi - lo) * u).exp()
+
+
+@dataclass(frozen=True)
+class CosineTime(SigmaDistribution):
+    """The cosine schedule's time t ~ U(t(σ_min), t(σ_max)), σ = tan(πt/2), so α = cos(πt/2) and the VP noise
+    level sin(πt/2) (Nichol & Dhariwal 2021 without the offset; the v-objective of Salimans & Ho 2022); t is
+    Stable Audio Open's noise input (2/π)·atan σ (Evans et al. 2024)."""
+
+    sigma_min: float = 0.3
+    sigma_max: float = 500.0
+    stratified: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+    def icdf(self, u: Tensor) -> Tensor:
+        lo, hi = (math.atan(s) * 2 / math.pi for s in (self.sigma_min, self.sigma_max))
+        return torch.tan((lo + (hi - lo) * u.double()) * (math.pi / 2))
 
 
 @dataclass(frozen=True)
