@@ -32,6 +32,11 @@ def clips(tmp_path_factory) -> Path:
     for i, (shade, caption) in enumerate([(230, "a cat runs"), (120, "a dog runs in the park")] * 2):
         write_video(root / f"clip{i}.gif", moving_square(FRAMES + 2, SIZE, SIZE, shade), 8)
         rows.append({"path": f"clip{i}.gif", "caption": caption})
+    return write_metadata(root, rows)
+
+
+def write_metadata(root: Path, rows: list[dict[str, str]]) -> Path:
+    """``root/metadata.csv`` with a ``path,caption`` row per file; returns ``root``."""
     with open(root / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["path", "caption"])
         w.writeheader()
@@ -172,11 +177,7 @@ def sounds(tmp_path_factory) -> Path:
         wave = 0.5 * np.sin(2 * np.pi * freq * t + i)
         sf.write(root / f"s{i}.wav", np.stack([wave, -wave], 1), 32)
         rows.append({"path": f"s{i}.wav", "caption": caption})
-    with open(root / "metadata.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["path", "caption"])
-        w.writeheader()
-        w.writerows(rows)
-    return root
+    return write_metadata(root, rows)
 
 
 def _audio_args(sounds: Path, out: Path, base: Path, *more: str) -> list[str]:

@@ -257,16 +257,18 @@ def finetune_family(args: Any, *, modality: str) -> Path:
     step = training.step
 
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
-    batches = iter(
-        train.stream_loader(
-            dataset,
-            layout,
-            rank=dist.rank,
-            start_step=step,
-            num_workers=args.workers,
-            pin_memory=device.type == "cuda",
-        )  # fmt: skip
-    )
+    if (
+        ckpt is not None
+        and not args.allow_data_change
+        and layout.position(step).to_dict() != ckpt.state["data"]
+    ):
+        raise ValueError(
+            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
+        )
+    pin = device.type == "cuda"
+    loader = train.stream_loader(dataset, layout, rank=dist.rank, start_step=step, num_workers=args.workers,
+                                 pin_memory=pin)  # fmt: skip
+    batches = iter(loader)
 
     def prepare(batch: dict[str, Any]) -> dict[str, Any]:
         captions = train.drop_captions(list(batch["caption"]), batch["sample_seed"], args.caption_dropout)
