@@ -285,14 +285,7 @@ def main(argv: list[str] | None = None) -> Path:
     # decoded once into memory when it fits (2 GiB), so that loading never waits on decoding or resampling
     dataset.preload(workers=max(1, args.workers), progress=dist.is_main and sys.stderr.isatty())
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
-    if (
-        ckpt is not None
-        and not args.allow_data_change
-        and layout.position(step).to_dict() != ckpt.state["data"]
-    ):
-        raise ValueError(
-            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
-        )
+    train.check_data_position(ckpt, layout.position(step).to_dict(), step, args.allow_data_change)
     batches = iter(
         train.stream_loader(
             dataset,

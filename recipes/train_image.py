@@ -252,14 +252,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # --- the data stream: position = step x global batch; every sample has its own seed
     layout = train.StreamLayout(len(dataset), micro, args.accum, dist.world_size, args.seed)
-    if (
-        ckpt is not None
-        and not args.allow_data_change
-        and layout.position(step).to_dict() != ckpt.state["data"]
-    ):
-        raise ValueError(
-            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
-        )
+    train.check_data_position(ckpt, layout.position(step).to_dict(), step, args.allow_data_change)
     batches = iter(
         train.stream_loader(
             dataset, layout, rank=dist.rank, start_step=step, num_workers=args.workers,

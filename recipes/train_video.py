@@ -437,10 +437,7 @@ def main(argv: list[str] | None = None) -> Path:
     image_layout = None
     if images is not None:
         image_layout = train.StreamLayout(len(images), micro, args.accum, dist.world_size, args.seed + 1)
-    if ckpt is not None and not args.allow_data_change and data_position(step) != ckpt.state["data"]:
-        raise ValueError(
-            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
-        )
+    train.check_data_position(ckpt, data_position(step), step, args.allow_data_change)
     batches = loader(dataset, layout, step - image_steps(step))
     image_batches = None if image_layout is None else loader(images, image_layout, image_steps(step))
 

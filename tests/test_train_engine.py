@@ -397,3 +397,19 @@ def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
     assert "--max-minutes 0 reached at step 1" in capsys.readouterr().out
     assert run(None) == 5  # rerun: resumes at step 1 and finishes
     assert train.latest_checkpoint(tmp_path).step == 5
+
+
+def test_resuming_refuses_a_data_position_the_step_does_not_lead_to(tmp_path) -> None:
+    """A checkpoint whose stored data position differs from the one its step leads to is refused (the data
+    stream would silently skip or repeat samples), unless --allow-data-change."""
+    from types import SimpleNamespace
+
+    layout = train.StreamLayout(10, 2, 1, 1, 0)
+    ckpt = SimpleNamespace(path=tmp_path / "ckpt-00000004", state={"data": layout.position(4).to_dict()})
+    train.check_data_position(ckpt, layout.position(4).to_dict(), 4, False)  # consistent: accepted
+    train.check_data_position(None, layout.position(4).to_dict(), 4, False)  # a new run: nothing to check
+    moved = train.StreamLayout(12, 2, 1, 1, 0).position(7).to_dict()
+    assert moved != ckpt.state["data"]
+    with pytest.raises(ValueError, match="ckpt-00000004: its data position .* does not follow from step 7"):
+        train.check_data_position(ckpt, moved, 7, False)
+    train.check_data_position(ckpt, moved, 7, True)  # --allow-data-change

@@ -308,6 +308,19 @@ def cache_latents(datasets: list[Any], *, is_main: bool) -> None:
         ds.adapter = copies[id(ds.adapter)]
 
 
+def check_data_position(ckpt: Any, position: dict[str, Any], step: int, allow_change: bool) -> None:
+    """Refuse to resume when the data position stored in ``ckpt`` is not the one ``step`` leads to
+    (``position``, the stream layout's), unless ``--allow-data-change``.
+
+    Raises:
+        ValueError: Naming the checkpoint, its stored position and the step.
+    """
+    if ckpt is not None and not allow_change and position != ckpt.state["data"]:
+        raise ValueError(
+            f"{ckpt.path}: its data position {ckpt.state['data']} does not follow from step {step}"
+        )
+
+
 def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bool = True) -> str:
     """Say what training uses before it starts: files used and skipped (every skipped path and reason
     written to ``RUN/skipped.txt``), and the conversions applied to reach ``target`` (the training sample
