@@ -29,7 +29,7 @@ def add_init_option(p: argparse.ArgumentParser) -> None:
         "--init",
         help="fine-tune: start from this model's weights (a multidiff run, checkpoint or pipeline folder of "
         "the same preset and backbone, or a diffusers folder of a supported family: AnimateDiff for train "
-        "video) instead of random ones; ignored when the run resumes",
+        "video, Stable Audio for train audio) instead of random ones; ignored when the run resumes",
     )
 
 
