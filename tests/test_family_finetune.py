@@ -82,7 +82,7 @@ def test_the_family_objective_is_diffusers_epsilon_loss(base) -> None:
     torch.testing.assert_close(ours.detach(), theirs, rtol=1e-4, atol=1e-6)
 
 
-def test_whole_fine_tuning_writes_a_diffusers_folder_of_the_family(base, clips, tmp_path) -> None:
+def test_whole_fine_tuning_writes_a_diffusers_folder_of_the_family(base, clips, tmp_path, capsys) -> None:
     from multidiff.families import load_family
 
     run = tmp_path / "run"
@@ -99,6 +99,13 @@ def test_whole_fine_tuning_writes_a_diffusers_folder_of_the_family(base, clips, 
         assert torch.equal(a, b)
     video = tuned.generate(1, FRAMES, SIZE, prompt="a cat runs", steps=2, seed=0)
     assert video.shape == (1, FRAMES, SIZE, SIZE, 3) and video.dtype == torch.uint8
+    # the generate command names what the folder is and what to do instead
+    capsys.readouterr()  # the training output so far
+    assert (
+        cli(["generate", "video", "--ckpt", str(run), "--prompt", "a cat", "--out", str(tmp_path / "g")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("multidiff: error:") and "load_family" in err and "pretrained family" in err
     # the same command again resumes: nothing left to train, the folder is written again
     assert cli(_args(clips, run, base, "--steps", "3")) == 0
     assert (out / "model_index.json").is_file()

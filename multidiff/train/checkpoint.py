@@ -662,6 +662,13 @@ def resolve_pipeline_dir(path: str | os.PathLike[str]) -> Path:
     ckpt = latest_checkpoint(p)
     if ckpt is not None and (ckpt.path / "pipeline" / "config.json").is_file():
         return ckpt.path / "pipeline"
+    for family in (p, p / "pipeline"):  # a pretrained family's folder, or a run that fine-tuned one
+        if (family / "model_index.json").is_file():
+            raise ValueError(
+                f"{family} is a diffusers folder of a pretrained family, not a multidiff pipeline: load it "
+                f"in Python with multidiff.families.load_family('{family}') (the generate commands do not take "
+                "family folders yet)"
+            )
     raise ValueError(
         f"{p} holds no pipeline: expected {p}/config.json, {p}/pipeline/config.json or a checkpoint with a "
         "pipeline/ folder (train with recipes/train_audio.py, which writes them)"
