@@ -418,6 +418,52 @@ class MediaFolder(Dataset):
         """The generator of one random choice (``stream``) of item ``index`` in ``epoch``."""
         return np.random.default_rng([seed, epoch, index, stream])
 
+    # ----------------------------------------------------------------------------------- latent cache
+    # A subclass with a latent cache has ``adapter``, ``cache_dir`` and ``cache_path(index)``, and defines
+    # ``_cache_pixels(index)`` (the adapter's input) and ``_cached_form(raw)`` (how encodings are stored).
+    unit = "file"
+
+    def _cache_pixels(self, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _cached_form(self, raw: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _cache_adapter(self, what: str) -> Any:
+        if getattr(self, "adapter", None) is None or getattr(self, "cache_dir", None) is None:
+            raise ValueError(f"{what} needs an adapter and a cache_dir")
+        return self.adapter
+
+    def _cached_latents(
+        self, index: int, encoded: Callable[[], torch.Tensor], fingerprint: str
+    ) -> torch.Tensor:
+        """The cached latents of file ``index``, stored from ``encoded()`` (the adapter's raw output) if missing."""
+        meta = {"path": self.entries[index].rel, "adapter": fingerprint}
+        return load_or_build(self.cache_path(index), lambda: self._cached_form(encoded()), meta)  # type: ignore[attr-defined]
+
+    def raw_latents(self, index: int) -> torch.Tensor:
+        """Raw (un-normalised) latents of file ``index``: read from the cache, or encoded (with the adapter, on
+        its device) and cached."""
+        adapter = self._cache_adapter("raw_latents")
+        self._check_index(index)
+        return self._cached_latents(
+            index, lambda: adapter.encode_raw(self._cache_pixels(index)), adapter.fingerprint()
+        )
+
+    def build_cache(self, progress: bool = False) -> None:
+        """Encode every file not cached yet (e.g. once on the accelerator before training; a progress bar
+        when asked), the frames of several files per adapter call (:func:`encode_in_batches`)."""
+        from tqdm.auto import tqdm
+
+        adapter = self._cache_adapter("build_cache")
+        todo = [i for i in range(len(self)) if not self.cache_path(i).is_file()]  # type: ignore[attr-defined]
+        fingerprint = adapter.fingerprint()
+        decoded = ((i, self._cache_pixels(i)) for i in todo)
+        with tqdm(total=len(todo), desc="latent cache", unit=self.unit, disable=not progress) as bar:
+            for i, raw in encode_in_batches(decoded, adapter.encode_raw):
+                self._cached_latents(i, lambda raw=raw: raw, fingerprint)
+                bar.update()
+
     def _base_item(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
         item: dict[str, Any] = {"index": index, "path": entry.rel}

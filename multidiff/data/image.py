@@ -23,9 +23,7 @@ from multidiff.data.common import (
     MediaFolder,
     SkippedFileWarning,
     crop_offsets,
-    encode_in_batches,
     file_key,
-    load_or_build,
     resize_and_crop,
     resized_size,
 )
@@ -168,34 +166,14 @@ class ImageFolder(MediaFolder):
             / f"{file_key(entry.path, entry.rel, self.config.size, self.config.crop)}.safetensors"
         )
 
+    unit = "image"
+
     def raw_latents(self, index: int) -> torch.Tensor:
         """Raw (un-normalised) latents ``[C', h, w]`` of the centre crop of image ``index`` (cached)."""
-        adapter = self.adapter
-        if adapter is None or self.cache_dir is None:
-            raise ValueError("raw_latents needs an adapter and a cache_dir")
-        entry = self._check_index(index)
+        return super().raw_latents(index)
 
-        def build() -> torch.Tensor:
-            return adapter.encode_raw(to_pixels(self._pixels(index, None)))[0]  # (C', h, w)
+    def _cache_pixels(self, index: int) -> torch.Tensor:
+        return to_pixels(self._pixels(index, None))  # (1, C, H, W) in [-1, 1]
 
-        return load_or_build(
-            self.cache_path(index), build, {"path": entry.rel, "adapter": adapter.fingerprint()}
-        )
-
-    def build_cache(self, progress: bool = False) -> None:
-        """Encode every image not cached yet (e.g. once on the accelerator before training; a progress bar
-        when asked)."""
-        from tqdm.auto import tqdm
-
-        adapter = self.adapter
-        if adapter is None or self.cache_dir is None:
-            raise ValueError("build_cache needs an adapter and a cache_dir")
-        todo = [i for i in range(len(self)) if not self.cache_path(i).is_file()]
-        decoded = ((i, to_pixels(self._pixels(i, None))) for i in todo)  # (1, C, H, W) in [-1, 1]
-        bar = tqdm(total=len(todo), desc="latent cache", unit="image", disable=not progress)
-        fingerprint = adapter.fingerprint()
-        for i, raw in encode_in_batches(decoded, adapter.encode_raw):  # raw: (1, C', h, w)
-            meta = {"path": self.entries[i].rel, "adapter": fingerprint}
-            load_or_build(self.cache_path(i), lambda raw=raw: raw[0], meta)  # as raw_latents
-            bar.update()
-        bar.close()
+    def _cached_form(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw[0]  # (1, C', h, w) -> (C', h, w)

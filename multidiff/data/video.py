@@ -25,7 +25,6 @@ from multidiff.data.common import (
     MediaFolder,
     SkippedFileWarning,
     crop_offsets,
-    encode_in_batches,
     file_key,
     load_or_build,
     resize_and_crop,
@@ -335,16 +334,7 @@ class VideoFolder(MediaFolder):
 
         Read from the cache, or encoded (with the adapter, on its device) and cached.
         """
-        adapter = self.adapter
-        if adapter is None or self.cache_dir is None:
-            raise ValueError("raw_latents needs an adapter and a cache_dir")
-        entry = self.entries[index]
-
-        def build() -> torch.Tensor:
-            return adapter.encode_raw(self._cache_pixels(index)).transpose(0, 1)  # (C', N, h, w)
-
-        meta = {"path": entry.rel, "adapter": adapter.fingerprint()}
-        return load_or_build(self.cache_path(index), build, meta)
+        return super().raw_latents(index)
 
     def _cache_pixels(self, index: int) -> torch.Tensor:
         """Every frame of file ``index`` at the target rate and size, as the adapter takes them:
@@ -352,20 +342,5 @@ class VideoFolder(MediaFolder):
         entry = self.entries[index]
         return to_pixels(resize_and_crop(self._read(entry, 0, entry.info.frames), self.config.size))
 
-    def build_cache(self, progress: bool = False) -> None:
-        """Encode every file not cached yet (e.g. once on the accelerator before training; a progress bar
-        when asked)."""
-        from tqdm.auto import tqdm
-
-        adapter = self.adapter
-        if adapter is None or self.cache_dir is None:
-            raise ValueError("build_cache needs an adapter and a cache_dir")
-        todo = [i for i in range(len(self)) if not self.cache_path(i).is_file()]
-        decoded = ((i, self._cache_pixels(i)) for i in todo)
-        bar = tqdm(total=len(todo), desc="latent cache", unit="file", disable=not progress)
-        fingerprint = adapter.fingerprint()
-        for i, raw in encode_in_batches(decoded, adapter.encode_raw):  # raw: (N, C', h, w)
-            meta = {"path": self.entries[i].rel, "adapter": fingerprint}
-            load_or_build(self.cache_path(i), lambda raw=raw: raw.transpose(0, 1), meta)  # as raw_latents
-            bar.update()
-        bar.close()
+    def _cached_form(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw.transpose(0, 1)  # (N, C', h, w) -> (C', N, h, w)
