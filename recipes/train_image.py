@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> Path:
     x0_range = (z.amin((0, 2, 3))[:, None, None], z.amax((0, 2, 3))[:, None, None])  # 2 x (C, 1, 1)
     adapter.to(device)
     if args.vae:  # every image encoded once on the device; loader workers then only read the cache
-        train.cache_latents([dataset], is_main=dist.is_main)
+        train.cache_latents([dataset], is_main=dist.is_main, workers=args.workers)
     c = adapter.latent_channels
 
     # --- backbone (U-Net) and denoiser

@@ -358,7 +358,9 @@ def main(argv: list[str] | None = None) -> Path:
     )  # 2 x (C, 1, 1, 1)
     adapter.to(device)
     if args.vae:  # every clip encoded once on the device; loader workers then only read the cache
-        train.cache_latents([d for d in (dataset, images) if d is not None], is_main=dist.is_main)
+        train.cache_latents(
+            [d for d in (dataset, images) if d is not None], is_main=dist.is_main, workers=args.workers
+        )
     c = adapter.latent_channels
 
     # --- backbone (video U-Net; C + 1 extra channels: known latents and the frame mask) and denoiser; with

@@ -319,6 +319,33 @@ def test_cache_latents_encodes_everything_once_and_leaves_workers_a_cpu_adapter(
     assert torch.equal(ds.get(1, 2)["latents"], want)
 
 
+def test_build_cache_decodes_in_workers_and_calls_the_vae_once_per_batch(folder, tmp_path) -> None:
+    """With loader workers decoding the files, the cache holds exactly what decoding here gives; and the
+    frames of a batch reach the VAE in one call (the adapter's own chunking, 16 frames, is lifted)."""
+    vae = tiny_vae()
+    adapter = ImageAdapter(ImageAdapterConfig(space="vae", sigma_data=0.5), vae=vae)
+    vae_calls: list[int] = []
+    encode = vae.encode
+
+    def counting(x, *a, **kw):
+        vae_calls.append(x.shape[0])
+        return encode(x, *a, **kw)
+
+    vae.encode = counting
+    here = quiet(
+        VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path / "0", return_frames=False
+    )
+    here.build_cache()
+    total = sum(here.entries[i].info.frames for i in range(len(here)))
+    assert total > adapter.config.chunk_size and vae_calls == [total]
+    forked = quiet(
+        VideoFolder, folder, frames=4, size=16, adapter=adapter, cache_dir=tmp_path / "2", return_frames=False
+    )
+    forked.build_cache(workers=2)
+    for i in range(len(here)):
+        assert torch.equal(forked.raw_latents(i), here.raw_latents(i))
+
+
 def test_build_cache_encodes_files_together_and_matches_encoding_them_one_by_one(folder, tmp_path) -> None:
     """The latent cache encodes the frames of several files in one call (so caching on a GPU is not bound by
     launches and syncs per file); what it stores equals encoding each file alone, for videos of different

@@ -8,7 +8,9 @@ reported with :class:`SkippedFileWarning`.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -450,18 +452,33 @@ class MediaFolder(Dataset):
             index, lambda: adapter.encode_raw(self._cache_pixels(index)), adapter.fingerprint()
         )
 
-    def build_cache(self, progress: bool = False) -> None:
+    def build_cache(self, progress: bool = False, workers: int = 0) -> None:
         """Encode every file not cached yet (e.g. once on the accelerator before training; a progress bar
-        when asked), the frames of several files per adapter call (:func:`encode_in_batches`)."""
+        when asked), the frames of several files per adapter call (:func:`encode_in_batches`).
+
+        ``workers`` > 0 decodes the files in that many loader processes (one CPU thread each) while this
+        process encodes: decoding thousands of small files one after another in the encoding process, with
+        all of torch's CPU threads contending for tiny tensors, was what bound a cache on a many-core machine.
+        The workers only decode (no CUDA in a forked process); the adapter stays here."""
         from tqdm.auto import tqdm
 
         adapter = self._cache_adapter("build_cache")
         todo = [i for i in range(len(self)) if not self.cache_path(i).is_file()]  # type: ignore[attr-defined]
         fingerprint = adapter.fingerprint()
-        decoded = ((i, self._cache_pixels(i)) for i in todo)
+        if workers > 0 and len(todo) > 1:
+            from torch.utils.data import DataLoader
+
+            decoded: Iterable[tuple[int, torch.Tensor]] = DataLoader(
+                _Decoded(self, todo), batch_size=None, num_workers=min(workers, len(todo)), prefetch_factor=8
+            )
+        else:
+            decoded = ((i, self._cache_pixels(i)) for i in todo)
+        encode = adapter.encode_raw
+        if "chunk_size" in inspect.signature(encode).parameters:  # one adapter call per batch, not per chunk
+            encode = functools.partial(encode, chunk_size=ENCODE_FRAMES)
         with tqdm(total=len(todo), desc="latent cache", unit=self.unit, disable=not progress) as bar:
-            for i, raw in encode_in_batches(decoded, adapter.encode_raw):
-                self._cached_latents(i, lambda raw=raw: raw, fingerprint)
+            for i, raw in encode_in_batches(decoded, encode, ENCODE_FRAMES):
+                self._cached_latents(int(i), lambda raw=raw: raw, fingerprint)
                 bar.update()
 
     def _base_item(self, index: int) -> dict[str, Any]:
@@ -474,6 +491,25 @@ class MediaFolder(Dataset):
         return item
 
 
+#: Frames per adapter call while building a latent cache.
+ENCODE_FRAMES = 256
+
+
+class _Decoded(Dataset):
+    """``(index, pixels)`` of the listed files of a folder: what :meth:`MediaFolder.build_cache`'s loader
+    workers decode."""
+
+    def __init__(self, folder: MediaFolder, indices: list[int]) -> None:
+        self.folder, self.indices = folder, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, torch.Tensor]:
+        i = self.indices[k]
+        return i, self.folder._cache_pixels(i)
+
+
 def file_key(path: Path, rel: str, *settings: Any) -> str:
     """A cache key for a file: its relative path, size and modification time, and the decoding settings."""
     st = path.stat()
@@ -484,7 +520,7 @@ def file_key(path: Path, rel: str, *settings: Any) -> str:
 def encode_in_batches(
     items: Iterable[tuple[int, torch.Tensor]],
     encode: Callable[[torch.Tensor], torch.Tensor],
-    max_frames: int = 256,
+    max_frames: int = ENCODE_FRAMES,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """``(index, frames [N, ...])`` pairs -> ``(index, encode(frames))``, the frames of several items encoded in
     one call (up to ``max_frames`` at once; an item is never split). ``encode`` must treat frames independently

@@ -99,7 +99,7 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
         arr = arr[..., None]
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageFileError(path, f"unexpected decoded image {arr.dtype} {arr.shape}")
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return torch.from_numpy(np.array(arr, order="C"))  # a writable, contiguous copy of the decoded pixels
 
 
 def _to_8bit(im: Any) -> Any:

@@ -245,7 +245,7 @@ def finetune_family(args: Any, *, modality: str) -> Path:
     if ckpt is not None:
         train.check_resume(ckpt, config, settings)
     if getattr(dataset, "cache_dir", None) is not None:
-        train.cache_latents([dataset], is_main=dist.is_main)
+        train.cache_latents([dataset], is_main=dist.is_main, workers=args.workers)
 
     # --- the model trains with its family's objective; the pipeline keeps its own copy for the EMA weights
     denoiser = pipe.denoiser.to(device).train().requires_grad_(True)

@@ -292,14 +292,15 @@ def compile_backbone(backbone: nn.Module, args: TrainSettings, device: torch.dev
     return on
 
 
-def cache_latents(datasets: list[Any], *, is_main: bool) -> None:
+def cache_latents(datasets: list[Any], *, is_main: bool, workers: int = 0) -> None:
     """Encode every file of ``datasets`` (image or video folders with a latent cache) once, here, with each
     dataset's adapter where it is (moved to the device by the recipe; the main process encodes, the others
-    wait), then give each dataset a CPU copy of its adapter: loader workers are forked processes, which cannot
-    use CUDA, and after this they only read the cache and normalise on the CPU."""
+    wait; ``workers`` loader processes decode the files for it), then give each dataset a CPU copy of its
+    adapter: loader workers are forked processes, which cannot use CUDA, and after this they only read the
+    cache and normalise on the CPU."""
     if is_main:
         for ds in datasets:
-            ds.build_cache(progress=True)
+            ds.build_cache(progress=True, workers=workers)
     barrier()
     copies: dict[int, nn.Module] = {}  # one CPU copy per adapter, however many datasets share it
     for ds in datasets:
