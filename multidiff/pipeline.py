@@ -54,6 +54,7 @@ from multidiff.core.guidance import (
 from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
 from multidiff.modalities.base import Adapter, Extent, load_adapter
+from multidiff.nn.graphs import CudaGraphed
 from multidiff.nn.io import config_from_dict, load_matching_state
 from multidiff.serialize import (
     CONFIG_NAME,
@@ -169,6 +170,7 @@ class Pipeline:
                 )
             text_encoder.eval()
         self.text_encoder = text_encoder
+        self._graphed: CudaGraphed | None = None  # made on the first graphed sample, dropped by to()
 
     # ----------------------------------------------------------------------------------- basics
     @property
@@ -178,7 +180,10 @@ class Pipeline:
 
     def to(self: P, device: str | torch.device) -> P:
         """Move the denoiser, the adapter and the text encoder; returns self."""
+        before = self.device
         self.denoiser.to(device)
+        if self.device != before:
+            self._graphed = None  # its graphs belong to the old device
         if self.adapter is not None:
             self.adapter.to(device)
         if self.text_encoder is not None:
@@ -298,10 +303,16 @@ class Pipeline:
         length: int | None = None,
         known: Tensor | None = None,
         mask: Tensor | None = None,
+        graphs: bool = False,
     ) -> Callable[..., Tensor]:
         """Compose windows, guidance, static thresholding and inpainting around the denoiser (see the
-        module docstring)."""
+        module docstring); with ``graphs`` the innermost denoiser is the pipeline's
+        :class:`~multidiff.nn.graphs.CudaGraphed` one (kept across calls, so later calls replay)."""
         d: Callable[..., Tensor] = self.denoiser
+        if graphs:
+            if self._graphed is None or self._graphed.module is not self.denoiser:
+                self._graphed = CudaGraphed(self.denoiser)
+            d = self._graphed
         if self.window is not None and length is not None and length > self.window:
             d = WindowedDenoiser(d, self.window, self.overlap or 0, self.time_axis)
         if uncond is None and "labels" in cond and self.null_label is not None:
@@ -345,6 +356,7 @@ class Pipeline:
         sampler_options: Mapping[str, Any] | None = None,
         prompt: str | Sequence[str] | None = None,
         sigmas: Tensor | Sequence[float] | None = None,
+        graphs: bool | None = None,
     ) -> Tensor:
         """Draw ``num`` latents of ``shape`` (without the batch axis).
 
@@ -371,10 +383,23 @@ class Pipeline:
                 the null caption. None with a text encoder: the null caption (unconditional samples).
             sigmas: An explicit σ grid (decreasing; e.g. a diffusers scheduler's, from
                 :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) instead of ``steps`` and ``grid``.
+            graphs: Replay the denoiser (preconditioning and backbone) from CUDA graphs
+                (:class:`~multidiff.nn.graphs.CudaGraphed`), which removes the kernel-launch overhead that
+                dominates one-clip generation with small models; the first call of a shape captures, later
+                calls replay. None: on when the pipeline is on a CUDA device; False: never; True: on
+                (a ``ValueError`` off CUDA). Costs about one extra forward pass of GPU memory.
 
         Returns:
             Latents ``[B, *shape]`` (float32).
         """
+        device = self.device
+        if graphs is None:
+            graphs = device.type == "cuda"
+        elif graphs and device.type != "cuda":
+            raise ValueError(
+                f"graphs=True needs a pipeline on a CUDA device, but this one is on {device}; move it with "
+                "to('cuda') or pass graphs=None (on where CUDA is) or graphs=False"
+            )
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
         shape = tuple(int(s) for s in shape)
@@ -399,7 +424,6 @@ class Pipeline:
         guidance = self.sampling.guidance if guidance is None else float(guidance)
         steps = self.sampling.steps if steps is None else steps
         sample_fn = get_sampler(sampler or self.sampling.sampler)
-        device = self.device
         gens = [torch.Generator().manual_seed(s) for s in self.seeds(num, seed)]
         explicit = sigmas is not None
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64).cpu() if explicit else self.sigmas(steps, grid)
@@ -439,7 +463,13 @@ class Pipeline:
                     uncond["labels"] = self.null_label  # guide on the label and the caption together
                 uncond.update(null)
         denoiser = self.guided_denoiser(
-            cond, guidance=guidance, uncond=uncond, length=shape[self.time_axis], known=known, mask=mask
+            cond,
+            guidance=guidance,
+            uncond=uncond,
+            length=shape[self.time_axis],
+            known=known,
+            mask=mask,
+            graphs=graphs,
         )
         from tqdm.auto import tqdm
 
