@@ -45,13 +45,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.autograd import DeviceType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import _sync, case_dit_b2, case_dit_xl2, case_video_dit_b2, count_flops  # noqa: E402
+from train_throughput import (  # noqa: E402
+    _sync,
+    case_dit_b2,
+    case_dit_xl2,
+    case_video_dit_b2,
+    count_flops,
+    make_train_step,
+)
 from unet_cases import case_mel_unet, case_video_unet  # noqa: E402
 
 CASES: dict[str, Callable[..., dict[str, Any]]] = {
@@ -154,26 +160,6 @@ def _is_annotation(evt: Any) -> bool:
 # --------------------------------------------------------------------------------------------------
 # One step, timed and profiled
 # --------------------------------------------------------------------------------------------------
-
-
-def make_train_step(
-    model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool
-) -> Callable[[], torch.Tensor]:
-    """The training step of ``train_throughput.time_training``: zero grads, forward under bf16 autocast,
-    backward, AdamW (fused on CUDA)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
-    run_model = torch.compile(model) if compile else model
-    dev_type = device.split(":")[0]
-
-    def train_step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev_type, dtype=torch.bfloat16):
-            loss = step(run_model)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return train_step
 
 
 def profile_step(

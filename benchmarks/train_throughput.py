@@ -209,18 +209,12 @@ def count_flops(model: nn.Module, step: Callable[[nn.Module], torch.Tensor], dev
     return int(counter.get_total_flops())
 
 
-def time_training(
-    model: nn.Module,
-    step: Callable[[nn.Module], torch.Tensor],
-    device: str,
-    *,
-    compile: bool,
-    steps: int,
-    warmup: int,
-) -> dict[str, float]:
-    """Median seconds per training step, peak memory and first-step (compile) time."""
-    fused = device.startswith("cuda")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+def make_train_step(
+    model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool
+) -> Callable[[], torch.Tensor]:
+    """One training step (what :func:`time_training` times and ``profile_steps.py`` profiles): zero grads, forward under bf16 autocast,
+    backward, AdamW (fused on CUDA)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
     run_model = torch.compile(model) if compile else model
     dev_type = device.split(":")[0]
 
@@ -232,6 +226,21 @@ def time_training(
         opt.step()
         return loss
 
+    return train_step
+
+
+def time_training(
+    model: nn.Module,
+    step: Callable[[nn.Module], torch.Tensor],
+    device: str,
+    *,
+    compile: bool,
+    steps: int,
+    warmup: int,
+) -> dict[str, float]:
+    """Median seconds per training step, peak memory and first-step (compile) time."""
+    fused = device.startswith("cuda")
+    train_step = make_train_step(model, step, device, compile=compile)
     gc.collect()
     if fused:
         torch.cuda.empty_cache()

@@ -22,8 +22,8 @@ for name in ("moving-digits", "spoken-digits"):
         kw = dict(label=pipe.labels[3], seed=0, progress=False, graphs=graphs)
         decode = pipe.adapter.decode
 
-        def keep(z, *a, _key=f"latents_{graphs}", _decode=decode, **k):
-            row[_key] = z  # the latents of the first call, for the check
+        def keep(z, *a, _key=f"latents_{graphs}", _decode=decode, _row=row, **k):
+            _row[_key] = z  # the latents of the first call, for the check
             return _decode(z, *a, **k)
 
         pipe.adapter.decode = keep
