@@ -42,7 +42,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from multidiff.core.denoiser import PREDICTIONS, Denoiser
+from multidiff.core.denoiser import Denoiser
 from multidiff.core.guidance import (
     StaticThreshold,
     WindowedDenoiser,
@@ -54,8 +54,7 @@ from multidiff.core.guidance import (
 from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
 from multidiff.modalities.base import Adapter, Extent, load_adapter
-from multidiff.nn.graphs import CudaGraphed
-from multidiff.nn.io import config_from_dict, load_matching_state
+from multidiff.nn.graphs import CudaGraphed, use_graphs
 from multidiff.serialize import (
     CONFIG_NAME,
     FORMAT_VERSION,
@@ -64,9 +63,10 @@ from multidiff.serialize import (
     WEIGHTS_NAME,
     SamplingConfig,
     backbones,
+    denoiser_from_dict,
     read_config,
+    sampling_from_dict,
     save_tensors,
-    schedule_from_dict,
     schedule_to_dict,
     text_encoder_from_dict,
     text_encoder_to_dict,
@@ -383,23 +383,14 @@ class Pipeline:
                 the null caption. None with a text encoder: the null caption (unconditional samples).
             sigmas: An explicit σ grid (decreasing; e.g. a diffusers scheduler's, from
                 :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) instead of ``steps`` and ``grid``.
-            graphs: Replay the denoiser (preconditioning and backbone) from CUDA graphs
-                (:class:`~multidiff.nn.graphs.CudaGraphed`), which removes the kernel-launch overhead that
-                dominates one-clip generation with small models; the first call of a shape captures, later
-                calls replay. None: on when the pipeline is on a CUDA device; False: never; True: on
-                (a ``ValueError`` off CUDA). Costs about one extra forward pass of GPU memory.
+            graphs: Replay the denoiser from CUDA graphs (:class:`~multidiff.nn.graphs.CudaGraphed`: no launch
+                overhead; a shape's first call captures). None: on CUDA; False: never; True: on (CUDA only).
 
         Returns:
             Latents ``[B, *shape]`` (float32).
         """
         device = self.device
-        if graphs is None:
-            graphs = device.type == "cuda"
-        elif graphs and device.type != "cuda":
-            raise ValueError(
-                f"graphs=True needs a pipeline on a CUDA device, but this one is on {device}; move it with "
-                "to('cuda') or pass graphs=None (on where CUDA is) or graphs=False"
-            )
+        graphs = use_graphs(graphs, device)
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
         shape = tuple(int(s) for s in shape)
@@ -680,31 +671,12 @@ class Pipeline:
             raise ValueError(
                 f"{source} has format version {data['format_version']}; this multidiff reads {FORMAT_VERSION}"
             )
-        bb = data["backbone"]
-        table = backbones()
-        if bb.get("type") not in table:
-            raise ValueError(f"{source}: unknown backbone type {bb.get('type')!r}; known: {sorted(table)}")
-        bcls = table[bb["type"]]
-        backbone = bcls(config_from_dict(bcls.config_class, bb["config"], source=source))  # type: ignore[attr-defined,call-arg]
-        dd = data["denoiser"]
-        if dd.get("prediction") not in PREDICTIONS:
-            raise ValueError(f"{source}: unknown prediction {dd.get('prediction')!r}; known: {PREDICTIONS}")
-        denoiser = Denoiser(
-            backbone, dd["prediction"], schedule_from_dict(dd["schedule"], source), float(dd["sigma_data"])
-        )
-        state = load_matching_state(folder / WEIGHTS_NAME, denoiser.state_dict(), "denoiser")
-        denoiser.load_state_dict(state, strict=True)
-        s = dict(data["sampling"])
-        unknown = sorted(set(s) - {f.name for f in dataclasses.fields(SamplingConfig)})
-        if unknown:
-            raise ValueError(f"{source}: unknown sampling settings {unknown}")
-        if s.get("guidance_interval") is not None:
-            s["guidance_interval"] = tuple(s["guidance_interval"])
+        denoiser = denoiser_from_dict(data, folder, source)
         window = data.get("window") or {}
         pipe = target(
             denoiser,
             target.adapter_from_dict(data.get("adapter"), folder),
-            sampling=SamplingConfig(**s),
+            sampling=sampling_from_dict(data["sampling"], source),
             labels=data.get("labels"),
             window=window.get("length"),
             overlap=window.get("overlap"),

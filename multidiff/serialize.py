@@ -20,9 +20,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from multidiff.core.denoiser import PREDICTIONS, Denoiser
 from multidiff.core.samplers import get_sampler
 from multidiff.core.schedules import ContinuousVPSchedule, EDMSchedule, FlowSchedule, Schedule, VPSchedule
-from multidiff.nn.io import config_from_dict
+from multidiff.nn.io import config_from_dict, load_matching_state
 
 __all__ = [
     "CONFIG_NAME",
@@ -145,6 +146,37 @@ def schedule_from_dict(d: Mapping[str, Any], source: str) -> Schedule:
     if name not in _schedules():
         raise ValueError(f"{source}: unknown schedule type {name!r}; known: {sorted(_schedules())}")
     return config_from_dict(_schedules()[name], d, source=source)
+
+
+def denoiser_from_dict(data: Mapping[str, Any], folder: Path, source: str) -> Denoiser:
+    """The :class:`~multidiff.core.denoiser.Denoiser` a pipeline folder's config (``backbone``, ``denoiser``)
+    describes, with the weights of ``folder / WEIGHTS_NAME`` loaded strictly."""
+    bb = data["backbone"]
+    table = backbones()
+    if bb.get("type") not in table:
+        raise ValueError(f"{source}: unknown backbone type {bb.get('type')!r}; known: {sorted(table)}")
+    bcls = table[bb["type"]]
+    backbone = bcls(config_from_dict(bcls.config_class, bb["config"], source=source))  # type: ignore[attr-defined,call-arg]
+    dd = data["denoiser"]
+    if dd.get("prediction") not in PREDICTIONS:
+        raise ValueError(f"{source}: unknown prediction {dd.get('prediction')!r}; known: {PREDICTIONS}")
+    denoiser = Denoiser(
+        backbone, dd["prediction"], schedule_from_dict(dd["schedule"], source), float(dd["sigma_data"])
+    )
+    state = load_matching_state(folder / WEIGHTS_NAME, denoiser.state_dict(), "denoiser")
+    denoiser.load_state_dict(state, strict=True)
+    return denoiser
+
+
+def sampling_from_dict(d: Mapping[str, Any], source: str) -> SamplingConfig:
+    """The :class:`SamplingConfig` of a pipeline folder's ``sampling`` entry (unknown keys refused)."""
+    s = dict(d)
+    unknown = sorted(set(s) - {f.name for f in dataclasses.fields(SamplingConfig)})
+    if unknown:
+        raise ValueError(f"{source}: unknown sampling settings {unknown}")
+    if s.get("guidance_interval") is not None:
+        s["guidance_interval"] = tuple(s["guidance_interval"])
+    return SamplingConfig(**s)
 
 
 def read_config(folder: Path) -> dict[str, Any]:

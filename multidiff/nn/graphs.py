@@ -20,7 +20,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CudaGraphed"]
+__all__ = ["CudaGraphed", "use_graphs"]
+
+
+def use_graphs(graphs: bool | None, device: torch.device) -> bool:
+    """Whether to replay from CUDA graphs: ``None`` means on a CUDA device; ``True`` off CUDA is an error.
+
+    Raises:
+        ValueError: ``graphs=True`` for a device that is not CUDA, saying what to pass instead.
+    """
+    if graphs is None:
+        return device.type == "cuda"
+    if graphs and device.type != "cuda":
+        raise ValueError(
+            f"graphs=True needs a pipeline on a CUDA device, but this one is on {device}; move it with "
+            "to('cuda') or pass graphs=None (on where CUDA is) or graphs=False"
+        )
+    return bool(graphs)
 
 
 @dataclass
