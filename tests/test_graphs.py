@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_pipeline import tiny_denoiser
+from torch import nn
 
 from multidiff.nn.graphs import CudaGraphed, _signature
 from multidiff.pipeline import Pipeline, SamplingConfig
@@ -24,6 +25,29 @@ def test_off_cuda_the_wrapper_calls_through() -> None:
         for sigma in (torch.tensor([1.5, 0.3]), 0.7):
             torch.testing.assert_close(g(x, sigma, labels=labels), d(x, sigma, labels=labels), rtol=0, atol=0)
     assert g.graphs == 0
+
+
+def test_graphs_go_stale_when_weights_move_or_the_backbone_is_swapped() -> None:
+    """What the graphs read is remembered at capture: moving or casting the weights, or swapping the backbone
+    for another module over the same weights (its compiled wrapper), makes them stale; in-place updates do not."""
+    d = tiny_denoiser(num_classes=3)
+    g = CudaGraphed(d)
+    assert not g._stale()  # nothing captured yet
+    g._remember()
+    with torch.no_grad():
+        next(d.parameters()).add_(1.0)  # an in-place update (load_state_dict, EMA): the graphs still hold
+    assert not g._stale()
+    d.backbone = nn.Sequential(d.backbone)[0]  # the same module again: nothing changed
+    assert not g._stale()
+    original = d.backbone
+    d.backbone = nn.Identity()  # another module
+    assert g._stale()
+    d.backbone = original
+    assert not g._stale()
+    d.double()  # new storage for every weight
+    assert g._stale()
+    g.reset()
+    assert not g._stale()
 
 
 def test_a_float_sigma_and_its_tensor_share_a_key() -> None:

@@ -152,6 +152,7 @@ class CudaGraphed(nn.Module):
         self._eager: set[Hashable] = set()  # signatures whose capture failed
         self._pool: Any = None  # one memory pool for all graphs, made at the first capture
         self._weights: list[tuple[Tensor, int]] = []  # (parameter or buffer, its data_ptr) at capture
+        self._children: list[int] = []  # ids of the module's children at capture
         self._warned = False
 
     @property
@@ -165,6 +166,7 @@ class CudaGraphed(nn.Module):
         self._eager.clear()
         self._pool = None
         self._weights = []
+        self._children = []
 
     def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         if not x.is_cuda or torch.is_grad_enabled() or torch.cuda.is_current_stream_capturing():
@@ -175,7 +177,7 @@ class CudaGraphed(nn.Module):
         key, tensors, names = signature
         if key in self._eager or any(not t.is_cuda for t in tensors):
             return self.module(x, sigma, **cond)
-        if self._weights_moved():
+        if self._stale():
             self.reset()
         with torch.cuda.device(x.device), _mirrored_autocast():
             entry = self._graphs.get(key)
@@ -231,12 +233,23 @@ class CudaGraphed(nn.Module):
                 )
             return None
         if not self._weights:
-            self._weights = [(t, t.data_ptr()) for t in (*self.module.parameters(), *self.module.buffers())]
+            self._remember()
         self._graphs[key] = entry = _Graph(graph, inputs, output)
         while len(self._graphs) > self.max_graphs:
             self._graphs.popitem(last=False)
         return entry
 
-    def _weights_moved(self) -> bool:
-        """Whether a parameter or buffer seen at capture now lives elsewhere (moved or cast module)."""
-        return any(t.data_ptr() != ptr for t, ptr in self._weights)
+    def _remember(self) -> None:
+        """Note what the graphs read: every parameter and buffer where it lives, and the module's children."""
+        self._weights = [(t, t.data_ptr()) for t in (*self.module.parameters(), *self.module.buffers())]
+        self._children = [id(m) for m in self.module.children()]
+
+    def _stale(self) -> bool:
+        """Whether the graphs no longer match the module: a parameter or buffer seen at capture lives elsewhere
+        (a moved or cast module), or a child was replaced (e.g. the backbone swapped for its compiled wrapper,
+        which shares the weights but not the kernels)."""
+        if not self._weights:
+            return False
+        return any(t.data_ptr() != ptr for t, ptr in self._weights) or self._children != [
+            id(m) for m in self.module.children()
+        ]
