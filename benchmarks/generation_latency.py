@@ -13,16 +13,37 @@ Cases (random weights: only time matters):
   guidance 1.5) against a ``UNet3DConditionModel`` of the same widths, one layer per block, in a 32-step
   DPM-Solver loop; both end at uint8 frames on the CPU.
 
-Each side runs eager, ``torch.compile``d and with ``mode="reduce-overhead"`` (the network only); a mode that
-fails is reported. Time: median of ``--runs`` calls after ``--warmup``, synchronised. Precision is each
-library's own path: multidiff fp32 weights under bf16 autocast, diffusers bf16 weights and latents
-(``--ref-autocast``: multidiff's policy for both). Peak memory: ``max_memory_allocated`` over the timed calls,
-weights included, the idle side on the CPU; host syncs: one more call under ``set_sync_debug_mode``.
+Modes (``--modes``, run in the order given; each side runs the ones it has, a row each):
+
+    mode             multidiff (Pipeline.sample / generate)            diffusers (the network)
+    eager            graphs=False, nothing compiled                    nothing compiled
+    graphs           graphs=True (the default on CUDA), not compiled   (none)
+    compile          backbone torch.compile'd, graphs=False            torch.compile'd
+    reduce-overhead  (none: graphs is its counterpart)                 torch.compile(mode="reduce-overhead")
+    compile+graphs   backbone torch.compile'd inside our CUDA graphs   (none)
+
+``torch.compile`` runs in its default mode (inductor, no CUDA graphs of its own) but in ``reduce-overhead``
+(torch's own CUDA graphs).
+
+A mode that fails is reported, and so is a graphed mode off CUDA ("needs CUDA"); a graphed row whose
+capture fell back to eager is a failure, not a timing. Each graphed row also gives max |graphed - ungraphed|
+of the output latents, same seed, against ``eager`` (``graphs``) or ``compile`` (``compile+graphs``),
+computed once per case; the markdown flags it above 1e-2 of the latents' std. The summary puts, per case,
+the fastest multidiff mode beside diffusers' fastest compiled one (``compile`` or ``reduce-overhead``),
+with their ratio (issue 13's bar: one-clip generation >= 3x faster) and each side's peak memory.
+
+Time: median of ``--runs`` calls after ``--warmup``, synchronised, decode included (vocoder or
+Griffin-Lim, frames to uint8). Precision is each library's own path: multidiff fp32 weights under bf16
+autocast, diffusers bf16 weights and latents (``--ref-autocast``: multidiff's policy for both). Peak
+memory: ``max_memory_allocated`` over the timed calls, weights and CUDA-graph pools included, the idle side
+on the CPU; host syncs: one more call under ``set_sync_debug_mode``. Results are written after every row (a
+side in a mode), so a run cut short keeps what it measured; put the modes that matter most first.
 
     python benchmarks/generation_latency.py --out OUT                      # on the device (H200)
     python benchmarks/generation_latency.py --only DiT-XL/2-b1 --only spoken-digits --no-compile
-    for c in DiT-XL/2-b1 DiT-XL/2-b16 spoken-digits moving-digits; do   # one case per command
-        python benchmarks/generation_latency.py --only $c --out OUT/$c; done
+    for c in DiT-XL/2-b1 spoken-digits moving-digits; do                 # one case per command
+        timeout 120 python benchmarks/generation_latency.py --only $c --runs 5 --warmup 2 \\
+            --modes eager graphs reduce-overhead compile+graphs compile --out OUT/${c//\\//-}; done
     python benchmarks/generation_latency.py --tiny --device cpu --out OUT  # CPU smoke test, seconds
 """
 
@@ -59,7 +80,32 @@ from multidiff.nn.dit import DIT_PRESETS, DiT  # noqa: E402
 from multidiff.nn.unet import UNet  # noqa: E402
 from multidiff.pipeline import Pipeline, SamplingConfig  # noqa: E402
 
-MODES = ("eager", "compile", "reduce-overhead")
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How a side runs: ``compile`` is ``torch.compile``'s mode for the network (None: not compiled), and
+    ``graphs`` multidiff's CUDA-graph replay of the denoiser (``Pipeline.sample(graphs=...)``)."""
+
+    name: str
+    compile: str | None = None
+    graphs: bool = False
+
+
+MULTIDIFF_MODES = {
+    m.name: m
+    for m in (
+        Mode("eager"),
+        Mode("graphs", graphs=True),
+        Mode("compile", compile="default"),
+        Mode("compile+graphs", compile="default", graphs=True),
+    )
+}
+DIFFUSERS_MODES = {
+    m.name: m
+    for m in (Mode("eager"), Mode("compile", compile="default"), Mode("reduce-overhead", "reduce-overhead"))
+}
+MODES = ("eager", "graphs", "compile", "reduce-overhead", "compile+graphs")  # every mode, the default order
+GRAPH_TOLERANCE = 1e-2  # max |graphed - ungraphed| above this fraction of the latents' std is flagged
 SD_VAE_SCALE = 0.18215
 
 
@@ -86,14 +132,20 @@ class Options:
 
 @dataclasses.dataclass
 class Side:
-    """``run(net)`` makes the case's clip(s) with ``net`` (or its compiled form) as the network;
-    ``forward(net)`` is one network call (its FLOPs); ``modules`` go to the device while it is timed."""
+    """``run(net, graphs)`` makes the case's clip(s) with ``net`` (or its compiled form) as the network,
+    replaying CUDA graphs if ``graphs`` (multidiff; diffusers ignores it); ``forward(net)`` is one network
+    call (its FLOPs); ``modules`` go to the device while it is timed; ``pipe``: multidiff's pipeline."""
 
     name: str
     net: nn.Module
-    run: Callable[[nn.Module], Any]
+    run: Callable[[nn.Module, bool], Any]
     forward: Callable[[nn.Module], Any]
     modules: list[nn.Module]
+    pipe: Pipeline | None = None
+
+    @property
+    def modes(self) -> dict[str, Mode]:
+        return MULTIDIFF_MODES if self.pipe is not None else DIFFUSERS_MODES
 
 
 class LearnedVarianceMean(nn.Module):
@@ -191,28 +243,32 @@ def dit_case(opts: Options, batch: int) -> dict[str, Any]:
     def decode(latents: torch.Tensor) -> torch.Tensor:
         return latents if vae is None else vae.decode(latents.to(vae.dtype) / SD_VAE_SCALE).sample
 
-    def ours(net: nn.Module) -> torch.Tensor:
+    def latents(net: nn.Module, graphs: bool) -> torch.Tensor:
         pipe.backbone.dit = net
-        return decode(pipe.sample(batch, (4, size, size), sigmas=grid, label=labels, seed=0, progress=False))
+        kw = dict(sigmas=grid, label=labels, seed=0, progress=False, graphs=graphs)
+        return pipe.sample(batch, (4, size, size), **kw)
 
     @torch.no_grad()  # as a diffusers pipeline's __call__
-    def theirs(net: nn.Module) -> torch.Tensor:
+    def theirs(net: nn.Module, graphs: bool) -> torch.Tensor:
         x, y = _noise(dev, batch, 4, size, size, dtype=ref.dtype), torch.tensor(labels, device=dev)
         return decode(diffusers_dit_loop(net, scheduler, x, y, guidance, steps, opts.ref_autocast))
 
     x2 = torch.randn(2 * batch, 4, size, size, device=dev)
     t2, y2 = torch.full((2 * batch,), 500, device=dev), torch.zeros(2 * batch, dtype=torch.long, device=dev)
     sides = [
-        Side("multidiff", dit, ours, lambda n: n(x2, t2.float(), labels=y2), [pipe.denoiser]),
+        Side("multidiff", dit, lambda n, g: decode(latents(n, g)), lambda n: n(x2, t2.float(), labels=y2),
+             [pipe.denoiser], pipe),
         Side("diffusers", ref, theirs, lambda n: n(x2.to(ref.dtype), t2, class_labels=y2), [ref]),
-    ]
+    ]  # fmt: skip
     decoded = "an SD-VAE-sized decode on both sides" if vae else "latents out (no VAE decode)"
     note = (
         f"{steps} DDIM steps on one σ grid, guidance {guidance}, the same weights on both sides (diffusers' "
         f"parameter count includes its per-block copies of the shared embedders); {decoded}."
     )
     parity = dict(pipe=pipe, ref=ref, scheduler=scheduler, grid=grid, labels=labels, shape=(4, size, size))
-    return dict(name=f"DiT-XL/2-b{batch}", batch=batch, sides=sides, notes=[note], parity=parity)
+    return dict(
+        name=f"DiT-XL/2-b{batch}", batch=batch, sides=sides, notes=[note], parity=parity, latents=latents
+    )
 
 
 @torch.no_grad()
@@ -240,12 +296,12 @@ def _bundled(name: str, opts: Options) -> Pipeline:
     return pipe
 
 
-def _with_backbone(pipe: Pipeline, fn: Callable[[], Any]) -> Callable[[nn.Module], Any]:
-    """``run(net)``: ``fn()`` with ``net`` as the pipeline's backbone."""
+def _with_backbone(pipe: Pipeline, fn: Callable[[bool], Any]) -> Callable[[nn.Module, bool], Any]:
+    """``run(net, graphs)``: ``fn(graphs)`` with ``net`` as the pipeline's backbone."""
 
-    def run(net: nn.Module) -> Any:
+    def run(net: nn.Module, graphs: bool) -> Any:
         pipe.denoiser.backbone = net
-        return fn()
+        return fn(graphs)
 
     return run
 
@@ -271,19 +327,19 @@ def audio_case(opts: Options) -> dict[str, Any]:
     y = torch.tensor([0, cfg.num_classes], device=dev)
 
     @torch.no_grad()
-    def theirs(net: nn.Module) -> torch.Tensor:
+    def theirs(net: nn.Module, graphs: bool) -> torch.Tensor:
         call = lambda x_in, t: net(x_in, t, class_labels=y).sample  # noqa: E731
         x = _noise(dev, 1, C, M, T_ref, dtype=ref.dtype)
         return diffusers_cfg_loop(call, scheduler, x, steps, guidance, opts.ref_autocast)
 
     x2, x2_ref = torch.randn(2, C, M, T, device=dev), torch.randn(2, C, M, T_ref, device=dev).to(ref.dtype)
     kw = dict(label=pipe.labels[0], steps=steps, seed=0, progress=False)
-    clip = _with_backbone(pipe, lambda: pipe.generate(1, seconds, **kw))
-    latents = _with_backbone(pipe, lambda: pipe.sample(1, (C, M, T), **kw))
+    clip = _with_backbone(pipe, lambda g: pipe.generate(1, seconds, graphs=g, **kw))
+    latents = _with_backbone(pipe, lambda g: pipe.sample(1, (C, M, T), graphs=g, **kw))
     forward, ours = (lambda n: n(x2, torch.rand(2, device=dev), labels=y)), [pipe.denoiser, pipe.adapter]
     sides = [
-        Side("multidiff", pipe.backbone, clip, forward, ours),
-        Side("multidiff (no vocoder)", pipe.backbone, latents, forward, ours),
+        Side("multidiff", pipe.backbone, clip, forward, ours, pipe),
+        Side("multidiff (no vocoder)", pipe.backbone, latents, forward, ours, pipe),
         Side("diffusers", ref, theirs, lambda n: n(x2_ref, 500, class_labels=y), [ref]),
     ]
     vocoder = type(pipe.adapter.vocoder).__name__
@@ -291,7 +347,7 @@ def audio_case(opts: Options) -> dict[str, Any]:
         f"{seconds} s clip, mel {C}x{M}x{T} (diffusers: {T_ref} frames), {steps} steps, guidance {guidance}; "
         f"'multidiff' includes the {vocoder} vocoder; 'multidiff (no vocoder)' and diffusers end at mels."
     )
-    return dict(name="spoken-digits", batch=1, sides=sides, notes=[note])
+    return dict(name="spoken-digits", batch=1, sides=sides, notes=[note], latents=latents)
 
 
 def video_case(opts: Options) -> dict[str, Any]:
@@ -315,7 +371,7 @@ def video_case(opts: Options) -> dict[str, Any]:
     scheduler, y = DPMSolverMultistepScheduler(), torch.tensor([0, cfg.num_classes], device=dev)
 
     @torch.no_grad()
-    def theirs(net: nn.Module) -> torch.Tensor:
+    def theirs(net: nn.Module, graphs: bool) -> torch.Tensor:
         ctx = label_tokens(y)[:, None]  # (2, 1, D): as a pipeline encodes its prompt, once before the loop
         call = lambda x_in, t: net(x_in, t, encoder_hidden_states=ctx).sample  # noqa: E731
         x = _noise(dev, 1, C, frames, size, size, dtype=ref.dtype)
@@ -325,12 +381,19 @@ def video_case(opts: Options) -> dict[str, Any]:
     x2 = torch.randn(2, C, frames, size, size, device=dev)
     mask_cond = torch.zeros(2, cfg.cond_channels, frames, size, size, device=dev)
     ctx0 = torch.zeros(2, 1, width, device=dev, dtype=ref.dtype)
-    clip = _with_backbone(
-        pipe, lambda: pipe.generate(1, frames, size, label=0, steps=steps, seed=0, progress=False)
+    kw = dict(label=0, steps=steps, seed=0, progress=False)
+    clip = _with_backbone(pipe, lambda g: pipe.generate(1, frames, size, graphs=g, **kw))
+    # the latents generate() decodes: no known frames, so zero mask-conditioning channels (Pipeline.generate)
+    shape = pipe.adapter.latent_shape(frames, size, size)
+    cond = (
+        {"cond_channels": torch.zeros(1, cfg.cond_channels, *shape[1:], device=dev)}
+        if cfg.cond_channels
+        else {}
     )
+    latents = _with_backbone(pipe, lambda g: pipe.sample(1, shape, cond=cond, graphs=g, **kw))
     forward = lambda n: n(x2, torch.rand(2, device=dev), labels=y, cond_channels=mask_cond)  # noqa: E731
     sides = [
-        Side("multidiff", pipe.backbone, clip, forward, [pipe.denoiser, pipe.adapter]),
+        Side("multidiff", pipe.backbone, clip, forward, [pipe.denoiser, pipe.adapter], pipe),
         Side("diffusers", ref, theirs, lambda n: n(x2.to(ref.dtype), 500, encoder_hidden_states=ctx0),
              [ref, label_tokens]),
     ]  # fmt: skip
@@ -338,7 +401,7 @@ def video_case(opts: Options) -> dict[str, Any]:
         f"{frames} frames {size}x{size}, {steps} steps, guidance {guidance}, uint8 frames on the CPU out; "
         "diffusers gets the label as one cross-attention token."
     )
-    return dict(name="moving-digits", batch=1, sides=sides, notes=[note])
+    return dict(name="moving-digits", batch=1, sides=sides, notes=[note], latents=latents)
 
 
 CASES: dict[str, Callable[[Options], dict[str, Any]]] = {
@@ -378,98 +441,274 @@ def forward_gflop(side: Side) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_side(side: Side, device: str, mode: str, runs: int, warmup: int) -> dict[str, Any]:
-    """Median seconds per call, first-call seconds, peak memory and host syncs of ``side`` in ``mode``."""
+CAPTURE_FAILED = "graphs.py: cannot capture"  # CudaGraphed's warning when it falls back to eager
+
+
+def _drop_graphs(side: Side) -> None:
+    """Forget the CUDA graphs of ``side``'s pipeline between modes, freeing their memory pool so that one mode's
+    graphs do not count in the next one's peak memory (``CudaGraphed`` itself drops stale graphs when the
+    backbone is swapped, eager for compiled). The pipeline has no public reset, hence the private attribute.
+    """
+    if side.pipe is not None:
+        side.pipe._graphed = None
+
+
+def _graphs_held(side: Side) -> int:
+    graphed = side.pipe._graphed if side.pipe is not None else None
+    return 0 if graphed is None else graphed.graphs
+
+
+def _first_call(side: Side, run: Callable[[], Any], mode: Mode) -> None:
+    """The first call (it compiles, captures); in a graphed mode an error if it captured nothing or fell
+    back to eager, since the timing would then be an eager one under a graphed name."""
+    if not mode.graphs:
+        run()
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=CAPTURE_FAILED)  # CudaGraphed warns once per wrapper
+        run()
+    failed = [str(w.message) for w in caught if str(w.message).startswith(CAPTURE_FAILED)]
+    for w in caught:
+        if not str(w.message).startswith(CAPTURE_FAILED):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if failed or not _graphs_held(side):
+        raise RuntimeError(failed[0] if failed else "no CUDA graph was captured")
+
+
+def time_side(
+    side: Side,
+    device: str,
+    mode: Mode,
+    runs: int,
+    warmup: int,
+    check: Callable[[nn.Module], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Median seconds per call, first-call seconds, peak memory and host syncs of ``side`` in ``mode``, and
+    the entries of ``check(net)`` (run after the timing)."""
     cuda = device.startswith("cuda")
     torch._dynamo.reset()
-    net = side.net if mode == "eager" else torch.compile(side.net, mode=None if mode == "compile" else mode)
+    _drop_graphs(side)
+    net = side.net if mode.compile is None else torch.compile(side.net, mode=mode.compile)
+    run = functools.partial(side.run, net, mode.graphs)
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    t0 = time.perf_counter()
-    side.run(net)
-    _sync(device)
-    first = time.perf_counter() - t0
-    for _ in range(warmup - 1):
-        side.run(net)
-    _sync(device)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(runs):
+    try:
         t0 = time.perf_counter()
-        out = side.run(net)
+        _first_call(side, run, mode)
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    if not torch.isfinite(out.float()).all():
-        raise RuntimeError(f"{side.name} ({mode}) generated non-finite values")
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    syncs = count_host_syncs(lambda: side.run(net)) if cuda else None
-    return dict(seconds=statistics.median(times), first_call_s=first, peak_gib=peak, host_syncs=syncs)
-
-
-def run_case(name: str, opts: Options, modes: list[str], runs: int, warmup: int) -> dict[str, Any]:
-    """Time every side of case ``name`` in every mode (a failure is recorded, not raised); add the ratios."""
-    spec = CASES[name](opts)
-    rows = []
-    for side in spec["sides"]:
-        for m in (m for s in spec["sides"] for m in s.modules):
-            m.to("cpu")
-        for m in side.modules:
-            m.to(opts.device)
-        params = sum(p.numel() for p in side.net.parameters()) / 1e6
-        precision = opts.precision(ours=side.name != "diffusers")
-        base = dict(case=name, side=side.name, batch=spec["batch"], precision=precision, params_m=params)
-        base["gflop_per_call"] = forward_gflop(side)
-        for mode in modes:
+        first = time.perf_counter() - t0
+        for _ in range(warmup - 1):
+            run()
+        _sync(device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            out = run()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        if not torch.isfinite(out.float()).all():
+            raise RuntimeError(f"{side.name} ({mode.name}) generated non-finite values")
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        syncs = count_host_syncs(run) if cuda else None
+        r = dict(seconds=statistics.median(times), first_call_s=first, peak_gib=peak, host_syncs=syncs)
+        if mode.graphs:
+            r["graphs_held"] = _graphs_held(side)
+        if check is not None:  # its failure leaves the timing standing
             try:
-                r = time_side(side, opts.device, mode, runs, warmup)
-                r["seconds_per_clip"] = r["seconds"] / spec["batch"]
+                r.update(check(net))
+            except Exception as err:
+                r["check_error"] = f"{type(err).__name__}: {err}"[:300]
+        return r
+    finally:
+        _drop_graphs(side)
+
+
+def graph_check(graphed: torch.Tensor, reference: torch.Tensor, against: str) -> dict[str, Any]:
+    """max |graphed - reference| of the latents of one seed, and that over the reference's std (flagged
+    above ``GRAPH_TOLERANCE``, or when not finite)."""
+    graphed, reference = graphed.detach().float().cpu(), reference.detach().float().cpu()
+    diff = float((graphed - reference).abs().max())
+    std = float(reference.std())
+    rel = diff / std if std > 0 else math.inf
+    flagged = not rel <= GRAPH_TOLERANCE  # NaN included
+    return dict(graphs_vs=against, graphs_max_abs_diff=diff, graphs_diff_over_std=rel, graphs_flagged=flagged)
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """``vs_diffusers_eager``, ``vs_diffusers_compiled``: diffusers' eager time, and its best compiled time
+    (``compile`` or ``reduce-overhead``), over each row's time; > 1 is faster than diffusers."""
+    theirs = [r for r in rows if not r["ours"] and "seconds" in r]
+    eager = next((r["seconds"] for r in theirs if r["mode"] == "eager"), None)
+    compiled = min((r["seconds"] for r in theirs if r["mode"] != "eager"), default=None)
+    for r in (r for r in rows if "seconds" in r):
+        r["vs_diffusers_eager"] = None if eager is None else eager / r["seconds"]
+        r["vs_diffusers_compiled"] = None if compiled is None else compiled / r["seconds"]
+
+
+def run_case(
+    name: str,
+    opts: Options,
+    modes: list[str],
+    runs: int,
+    warmup: int,
+    save: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Time every side of case ``name`` in each of ``modes`` it has, mode by mode in the order given (a
+    failure is recorded, not raised), calling ``save(case)`` after every row.
+
+    The graph check runs once per case and graphed mode: the case's multidiff latents with graphs against
+    the same without (``eager`` for ``graphs``, ``compile`` for ``compile+graphs``; an ungraphed mode run
+    earlier gives its latents, so its compilation is not repeated).
+    """
+    spec = CASES[name](opts)
+    case: dict[str, Any] = dict(name=name, notes=spec["notes"], rows=[])
+    sides, latents = spec["sides"], spec["latents"]
+    graphed = [MULTIDIFF_MODES[m] for m in modes if m in MULTIDIFF_MODES and MULTIDIFF_MODES[m].graphs]
+    needs_ref = {m.compile for m in graphed} if opts.cuda else set()
+    refs: dict[str | None, torch.Tensor] = {}  # torch.compile mode -> ungraphed latents
+    checks: dict[str, dict[str, Any]] = {}  # graphed mode -> its check
+
+    def check(mode: Mode, net: nn.Module) -> dict[str, Any]:
+        if mode.compile in needs_ref and mode.compile not in refs:
+            refs[mode.compile] = latents(net, False)
+        if mode.graphs and mode.name not in checks:
+            against = "eager" if mode.compile is None else "compile"
+            checks[mode.name] = graph_check(latents(net, True), refs[mode.compile], against)
+        return checks.get(mode.name, {}) if mode.graphs else {}
+
+    info: dict[str, dict[str, Any]] = {}  # per side, measured once
+    on_device = None
+    for mode_name in modes:
+        for side in (s for s in sides if mode_name in s.modes):
+            if on_device is not side:
+                for m in (m for s in sides for m in s.modules):
+                    m.to("cpu")
+                for m in side.modules:
+                    m.to(opts.device)
+                on_device = side
+            ours = side.pipe is not None
+            if side.name not in info:
+                params = sum(p.numel() for p in side.net.parameters()) / 1e6
+                info[side.name] = dict(case=name, side=side.name, ours=ours, batch=spec["batch"],
+                                       precision=opts.precision(ours), params_m=params,
+                                       gflop_per_call=forward_gflop(side))  # fmt: skip
+            mode = side.modes[mode_name]
+            try:
+                if mode.graphs and not opts.cuda:
+                    r = dict(skipped="needs CUDA")
+                else:
+                    fn = functools.partial(check, mode) if ours else None
+                    r = time_side(side, opts.device, mode, runs, warmup, fn)
+                    r["seconds_per_clip"] = r["seconds"] / spec["batch"]
             except Exception as err:  # a mode that fails (e.g. reduce-overhead) is a result, not the end
                 r = dict(error=f"{type(err).__name__}: {err}"[:500])
-            rows.append({**base, "mode": mode, **r})
-            shown = f"{r['seconds']:.4f} s" if "seconds" in r else r["error"]
-            print(f"  {name:<14} {side.name:<24} {mode:<16} {shown}", flush=True)
-    ref = {r["mode"]: r["seconds"] for r in rows if r["side"] == "diffusers" and "seconds" in r}
-    for r in rows:
-        if "seconds" in r and r["mode"] in ref:
-            r["ratio"] = ref[r["mode"]] / r["seconds"]  # diffusers / this: > 1 is faster than diffusers
-    notes = spec["notes"]
-    del spec
-    gc.collect()
-    if opts.cuda:
-        torch.cuda.empty_cache()
-    return dict(name=name, notes=notes, rows=rows)
+            case["rows"].append({**info[side.name], "mode": mode_name, **r})
+            shown = f"{r['seconds']:.4f} s" if "seconds" in r else r.get("skipped") or r["error"]
+            if "graphs_max_abs_diff" in r:
+                shown += f", max |graphed - {r['graphs_vs']}| {r['graphs_max_abs_diff']:.2e}"
+            print(f"  {name:<14} {side.name:<24} {mode_name:<16} {shown}", flush=True)
+            add_ratios(case["rows"])
+            if save is not None:  # after every row, so a run cut short keeps what it measured
+                save(case)
+    return case
+
+
+def _na(v: Any, f: str = "{}") -> str:
+    return "n/a" if v is None else f.format(v)
+
+
+def _check_cell(r: dict) -> str:
+    if "check_error" in r:
+        return f"check failed: {r['check_error'][:150]}"
+    if "graphs_max_abs_diff" not in r:
+        return ""
+    cell = f"{r['graphs_max_abs_diff']:.1e} vs {r['graphs_vs']} ({r['graphs_diff_over_std']:.1e} std)"
+    return cell + (f" **over {GRAPH_TOLERANCE:g} std**" if r["graphs_flagged"] else "")
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table of a case: a row per side and mode; the ratio is diffusers' time in that mode / it."""
+    """Markdown table of a case: a row per side and mode (sides in their order); the ratios are diffusers'
+    eager time and its best compiled time over the row's."""
     lines = [
-        "| side | mode | s/call | s/clip | diffusers/this | peak GiB | host syncs | first call s | params M "
-        "| GFLOP/call | precision |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| side | mode | s/call | s/clip | diffusers eager/this | diffusers compiled/this | peak GiB "
+        "| max \\|graphed - ungraphed\\| | host syncs | first call s | params M | GFLOP/call | precision |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    na = lambda v, f="{}": "n/a" if v is None else f.format(v)  # noqa: E731
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['side']} | {r['mode']} | failed: {r['error'][:150]} | | | | | | | | |")
+    order = list(dict.fromkeys(r["side"] for r in rows))
+    for r in sorted(rows, key=lambda r: order.index(r["side"])):
+        if "seconds" not in r:
+            shown = r.get("skipped") or f"failed: {r['error'][:150]}"
+            lines.append(f"| {r['side']} | {r['mode']} | {shown} |" + " |" * 10)
             continue
         lines.append(
             f"| {r['side']} | {r['mode']} | {r['seconds']:.4f} | {r['seconds_per_clip']:.4f} | "
-            f"{na(r.get('ratio'), '{:.2f}x')} | {na(r['peak_gib'], '{:.2f}')} | {na(r['host_syncs'])} | "
+            f"{_na(r.get('vs_diffusers_eager'), '{:.2f}x')} | "
+            f"{_na(r.get('vs_diffusers_compiled'), '{:.2f}x')} | "
+            f"{_na(r['peak_gib'], '{:.2f}')} | {_check_cell(r)} | {_na(r['host_syncs'])} | "
             f"{r['first_call_s']:.1f} | {r['params_m']:.1f} | {r['gflop_per_call']:.1f} | {r['precision']} |"
         )
     return "\n".join(lines)
 
 
-def write_results(out: Path, env: dict[str, str], cases: list[dict]) -> None:
-    """Write ``generation_latency.json`` (everything) and ``generation_latency.md`` (a table per case)."""
+def summarise(cases: list[dict]) -> list[dict[str, Any]]:
+    """Per case and multidiff side: its fastest mode, diffusers' fastest compiled mode (``compile`` or
+    ``reduce-overhead``), each with its peak memory, and ``ratio`` = diffusers' time / multidiff's (the bar
+    of issue 13: >= 3 for one clip)."""
+    out = []
+    for c in cases:
+        timed = [r for r in c["rows"] if "seconds" in r]
+        theirs = min((r for r in timed if not r["ours"] and r["mode"] != "eager"), key=lambda r: r["seconds"],
+                     default=None)  # fmt: skip
+        for side in dict.fromkeys(r["side"] for r in c["rows"] if r["ours"]):
+            ours = min((r for r in timed if r["side"] == side), key=lambda r: r["seconds"], default=None)
+            pick = lambda r, k: None if r is None else r[k]  # noqa: E731
+            ratio = theirs["seconds"] / ours["seconds"] if ours and theirs else None
+            out.append(dict(case=c["name"], side=side, batch=(ours or theirs or {}).get("batch"),
+                            mode=pick(ours, "mode"), seconds=pick(ours, "seconds"),
+                            peak_gib=pick(ours, "peak_gib"), diffusers_mode=pick(theirs, "mode"),
+                            diffusers_seconds=pick(theirs, "seconds"),
+                            diffusers_peak_gib=pick(theirs, "peak_gib"), ratio=ratio))  # fmt: skip
+    return out
+
+
+def summary_table(summary: list[dict]) -> str:
+    """Markdown table of :func:`summarise`."""
+    lines = [
+        "| case | multidiff side | best mode | s/call | peak GiB | diffusers compiled, best | s/call "
+        "| peak GiB | diffusers / multidiff | >= 3x |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        ratio = s["ratio"]
+        bar = "n/a" if ratio is None else "yes" if ratio >= 3 else "no"
+        bar += f" (batch {s['batch']}: not the bar)" if s["batch"] != 1 else ""  # the bar is one clip
+        lines.append(
+            f"| {s['case']} | {s['side']} | {_na(s['mode'])} | {_na(s['seconds'], '{:.4f}')} | "
+            f"{_na(s['peak_gib'], '{:.2f}')} | {_na(s['diffusers_mode'])} | "
+            f"{_na(s['diffusers_seconds'], '{:.4f}')} | "
+            f"{_na(s['diffusers_peak_gib'], '{:.2f}')} | {_na(ratio, '{:.2f}x')} | {bar} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(out: Path, env: dict[str, Any], cases: list[dict]) -> None:
+    """Write ``generation_latency.json`` (everything) and ``generation_latency.md`` (the summary, then a table
+    per case)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "generation_latency.json").write_text(json.dumps({"env": env, "cases": cases}, indent=2))
-    parts = [f"`{json.dumps(env)}`"]
+    summary = summarise(cases)
+    parts = [f"`{json.dumps(env)}`", "### Summary", summary_table(summary)]
     for c in cases:
         parts += [f"### {c['name']}", table(c["rows"]), *c["notes"]]
-    (out / "generation_latency.md").write_text("\n\n".join(parts) + "\n")
+    texts = {
+        "generation_latency.json": json.dumps({"env": env, "summary": summary, "cases": cases}, indent=2),
+        "generation_latency.md": "\n\n".join(parts) + "\n",
+    }
+    for name, text in texts.items():  # whole files only, should a time limit kill the run mid-write
+        (out / f".{name}").write_text(text)
+        (out / f".{name}").replace(out / name)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -479,15 +718,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--runs", type=int, help="timed calls, median reported (default 10; --tiny 2)")
     ap.add_argument("--warmup", type=int, help="untimed calls first, compiling (default 3; --tiny 1)")
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        metavar="MODE",
+        help=f"modes, run in this order, each by the sides that have it (see above): {' '.join(MODES)} "
+        "(default: all, in that order; --tiny: eager graphs)",
+    )
+    ap.add_argument("--no-compile", action="store_true", help="leave out the compiled modes")
     ap.add_argument("--decode", action="store_true", help="DiT cases: an SD-VAE-sized decode on both sides")
     ap.add_argument("--ref-autocast", action="store_true", help="diffusers: fp32 weights, bf16 autocast")
-    ap.add_argument("--tiny", action="store_true", help="tiny models, 2 steps, eager (CPU smoke test)")
+    ap.add_argument("--tiny", action="store_true", help="tiny models, 2 steps (CPU smoke test)")
     args = ap.parse_args(argv)
     runs = args.runs if args.runs is not None else 2 if args.tiny else 10
     warmup = args.warmup if args.warmup is not None else 1 if args.tiny else 3
     if runs < 1 or warmup < 1:
         ap.error(f"--runs and --warmup must be >= 1, got {runs} and {warmup}")
+    modes = list(dict.fromkeys(args.modes or (["eager", "graphs"] if args.tiny else MODES)))
+    if args.no_compile:
+        modes = [m for m in modes if MULTIDIFF_MODES.get(m, DIFFUSERS_MODES.get(m)).compile is None]
+    if not modes:
+        ap.error("no mode left to run (--no-compile leaves eager and graphs)")
 
     # Benchmark-level backend settings (the library never sets these).
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -503,15 +755,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "device": torch.cuda.get_device_name(args.device) if opts.cuda else platform.processor() or "cpu",
         "python": platform.python_version(),
         "command": shlex.join(command),
+        "modes": modes,
     }
     print(json.dumps(env), flush=True)
-    modes = ["eager"] if args.no_compile or args.tiny else list(MODES)
-    results = []
+    results: list[dict] = []
+
+    def save(case: dict[str, Any]) -> None:  # the cases done and the one under way
+        if args.out is not None:
+            write_results(args.out, env, [*results, case])
+
     for name in [n for n in CASES if not args.only or n in args.only]:
         print(f"case {name}", flush=True)
-        results.append(run_case(name, opts, modes, runs, warmup))
-        if args.out is not None:  # after every case, so a run cut short keeps what it measured
+        results.append(run_case(name, opts, modes, runs, warmup, save))
+        gc.collect()  # the case's models, now unreferenced
+        if opts.cuda:
+            torch.cuda.empty_cache()
+        if args.out is not None:
             write_results(args.out, env, results)
+    print(f"\n### Summary\n\n{summary_table(summarise(results))}")
     for c in results:
         print(f"\n### {c['name']}\n\n{table(c['rows'])}")
     return results

@@ -1,5 +1,6 @@
-"""benchmarks/generation_latency.py: the CPU smoke run (every case times both sides and writes its table), and
-the DiT case's two sides computing the same samples from the same start (so the benchmark times equal work)."""
+"""benchmarks/generation_latency.py: the CPU smoke run (every case times both sides and writes its table, the
+graphed modes noted as needing CUDA), the modes' mapping to the sides, the graphed rows' check, and the DiT
+case's two sides computing the same samples from the same start (so the benchmark times equal work)."""
 
 from __future__ import annotations
 
@@ -24,20 +25,93 @@ def test_tiny_run_times_both_sides_of_every_case(tmp_path: Path) -> None:
     gl.main(["--tiny", "--device", "cpu", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "generation_latency.json").read_text())
     assert result["env"]["command"].endswith(f"--tiny --device cpu --out {tmp_path}")
+    assert result["env"]["modes"] == ["eager", "graphs"]
     assert [c["name"] for c in result["cases"]] == list(gl.CASES)
     table = (tmp_path / "generation_latency.md").read_text()
     for case in result["cases"]:
         rows = case["rows"]
-        assert {r["mode"] for r in rows} == {"eager"}
         assert "diffusers" in {r["side"] for r in rows} and "multidiff" in {r["side"] for r in rows}
         for r in rows:
-            assert "error" not in r, r
+            assert r["ours"] == r["side"].startswith("multidiff"), r
+            if r["mode"] == "graphs":  # multidiff only, and off CUDA a note rather than a failure
+                assert r["ours"] and r["skipped"] == "needs CUDA" and "error" not in r, r
+                continue
+            assert r["mode"] == "eager" and "error" not in r, r
             assert math.isfinite(r["seconds"]) and r["seconds"] > 0, r
-            assert math.isfinite(r["ratio"]) and r["ratio"] > 0, r
+            assert math.isfinite(r["vs_diffusers_eager"]) and r["vs_diffusers_eager"] > 0, r
+            assert r["vs_diffusers_compiled"] is None, r  # no compiled diffusers row ran
             assert r["gflop_per_call"] > 0 and r["params_m"] > 0, r
+        ours = {r["side"] for r in rows if r["ours"]}
+        assert {(s, m) for s in ours for m in ("eager", "graphs")} <= {(r["side"], r["mode"]) for r in rows}
         assert f"### {case['name']}" in table
-    assert table.count("| multidiff | eager |") == len(gl.CASES)
+    assert table.count("\n| multidiff | eager |") == len(gl.CASES)  # a row per case table
+    assert table.count("\n| multidiff | graphs | needs CUDA |") == len(gl.CASES)
     assert "Griffin" in table or "vocoder" in table  # the audio note says the vocoder is timed
+    summary = {(s["case"], s["side"]): s for s in result["summary"]}
+    assert {c for c, _ in summary} == set(gl.CASES)
+    for s in summary.values():  # the best multidiff mode is the eager one; no compiled diffusers to face
+        assert s["mode"] == "eager" and s["seconds"] > 0 and s["diffusers_seconds"] is None, s
+    assert "### Summary" in table
+
+
+def test_modes_map_to_the_sides_that_have_them(tmp_path: Path) -> None:
+    """``--modes graphs compile+graphs`` are multidiff's alone (skipped off CUDA before compiling anything);
+    ``--no-compile`` drops every compiled mode; a run writes its rows as it goes."""
+    gl.main(["--tiny", "--device", "cpu", "--only", "DiT-XL/2-b1", "--modes", "compile+graphs", "graphs",
+             "--out", str(tmp_path)])  # fmt: skip
+    result = json.loads((tmp_path / "generation_latency.json").read_text())
+    rows = result["cases"][0]["rows"]
+    assert [(r["side"], r["mode"], r.get("skipped")) for r in rows] == [
+        ("multidiff", "compile+graphs", "needs CUDA"),
+        ("multidiff", "graphs", "needs CUDA"),
+    ]
+    assert result["summary"][0]["mode"] is None and result["summary"][0]["ratio"] is None
+    with pytest.raises(SystemExit):
+        gl.main(["--tiny", "--device", "cpu", "--no-compile", "--modes", "compile", "reduce-overhead"])
+    with pytest.raises(SystemExit):
+        gl.main(["--tiny", "--device", "cpu", "--modes", "max-autotune"])
+    assert set(gl.MODES) == set(gl.MULTIDIFF_MODES) | set(gl.DIFFUSERS_MODES)
+    assert set(gl.MULTIDIFF_MODES) & set(gl.DIFFUSERS_MODES) == {"eager", "compile"}
+
+
+def test_graph_check_once_per_case_and_graphed_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graphed rows' check, on the CPU: CUDA and the capture faked (the pipeline samples eagerly, as
+    graphs=False), so graphed and ungraphed latents agree exactly; computed once for the case's two
+    multidiff sides, and saved after every row."""
+    import multidiff.pipeline
+
+    monkeypatch.setattr(gl.Options, "cuda", property(lambda self: True))  # the graphed modes run
+    monkeypatch.setattr(gl.Options, "ref", lambda self, model: model.eval())  # but float32 weights
+    monkeypatch.setattr(multidiff.pipeline, "use_graphs", lambda graphs, device: False)
+    monkeypatch.setattr(gl, "_first_call", lambda side, run, mode: run())
+    saved = []
+    case = gl.run_case("spoken-digits", gl.Options("cpu", tiny=True), ["graphs", "eager"], 1, 1,
+                       lambda c: saved.append(len(c["rows"])))  # fmt: skip
+    assert saved == list(range(1, 6))
+    graphed = [r for r in case["rows"] if r["mode"] == "graphs"]
+    assert [r["side"] for r in graphed] == ["multidiff", "multidiff (no vocoder)"]
+    for r in graphed:
+        assert "error" not in r, r
+        assert r["graphs_vs"] == "eager" and r["graphs_max_abs_diff"] == 0.0 and not r["graphs_flagged"], r
+    assert all("graphs_vs" not in r for r in case["rows"] if r["mode"] == "eager")
+    assert "0.0e+00 vs eager" in gl.table(case["rows"])
+
+
+def test_graph_check_flags_a_difference_over_a_hundredth_of_the_std() -> None:
+    ref = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    std = float(ref.std())
+    close = gl.graph_check(ref + 0.5e-2 * std, ref, "eager")
+    assert not close["graphs_flagged"] and close["graphs_diff_over_std"] == pytest.approx(0.5e-2, rel=1e-3)
+    far = gl.graph_check(ref + 2e-2 * std, ref, "compile")
+    assert far["graphs_flagged"] and far["graphs_vs"] == "compile"
+    assert gl.graph_check(ref * float("nan"), ref, "eager")["graphs_flagged"]
+    assert "**over 0.01 std**" in gl.table([{**_row(), **far}])
+
+
+def _row() -> dict:
+    return dict(side="multidiff", mode="graphs", ours=True, seconds=1.0, seconds_per_clip=1.0,
+                peak_gib=None, host_syncs=None, first_call_s=1.0, params_m=1.0, gflop_per_call=1.0,
+                precision="fp32")  # fmt: skip
 
 
 def test_dit_case_sides_sample_the_same_from_the_same_start() -> None:
