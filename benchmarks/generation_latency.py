@@ -115,6 +115,7 @@ class Options:
     tiny: bool = False
     decode: bool = False
     ref_autocast: bool = False
+    ours_bf16: bool = False  # multidiff's backbone in bf16 weights (still under autocast)
 
     @property
     def cuda(self) -> bool:
@@ -127,7 +128,9 @@ class Options:
     def precision(self, ours: bool) -> str:
         if not self.cuda:
             return "fp32"
-        return "fp32 weights, bf16 autocast" if ours or self.ref_autocast else "bf16 weights and latents"
+        if ours:
+            return "bf16 weights, bf16 autocast" if self.ours_bf16 else "fp32 weights, bf16 autocast"
+        return "fp32 weights, bf16 autocast" if self.ref_autocast else "bf16 weights and latents"
 
 
 @dataclasses.dataclass
@@ -432,11 +435,13 @@ def count_host_syncs(fn: Callable[[], Any]) -> int:
 
 @torch.no_grad()
 def forward_gflop(side: Side) -> float:
-    """GFLOP of one network call of ``side`` (2 per multiply-add), eager."""
+    """GFLOP of one network call of ``side`` (2 per multiply-add), eager, in the side's own precision
+    (multidiff under bf16 autocast on CUDA, as its pipeline runs: needed once its weights are bf16)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    device_type = next(side.net.parameters()).device.type
+    with counter, _amp(device_type, side.pipe is not None):
         side.forward(side.net)
     return counter.get_total_flops() / 1e9
 
@@ -591,6 +596,8 @@ def run_case(
                 on_device = side
             ours = side.pipe is not None
             if side.name not in info:
+                if ours and opts.ours_bf16 and opts.cuda:
+                    side.net.to(torch.bfloat16)
                 params = sum(p.numel() for p in side.net.parameters()) / 1e6
                 info[side.name] = dict(case=name, side=side.name, ours=ours, batch=spec["batch"],
                                        precision=opts.precision(ours), params_m=params,
@@ -728,6 +735,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled modes")
     ap.add_argument("--decode", action="store_true", help="DiT cases: an SD-VAE-sized decode on both sides")
+    ap.add_argument("--ours-bf16", action="store_true", help="multidiff: bf16 weights under bf16 autocast")
     ap.add_argument("--ref-autocast", action="store_true", help="diffusers: fp32 weights, bf16 autocast")
     ap.add_argument("--tiny", action="store_true", help="tiny models, 2 steps (CPU smoke test)")
     args = ap.parse_args(argv)
@@ -746,7 +754,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.backends.cudnn.allow_tf32 = True
     import diffusers
 
-    opts = Options(args.device, tiny=args.tiny, decode=args.decode, ref_autocast=args.ref_autocast)
+    opts = Options(
+        args.device,
+        tiny=args.tiny,
+        decode=args.decode,
+        ref_autocast=args.ref_autocast,
+        ours_bf16=args.ours_bf16,
+    )
     command = ["python", "benchmarks/generation_latency.py", *(sys.argv[1:] if argv is None else argv)]
     env = {
         "date": datetime.date.today().isoformat(),

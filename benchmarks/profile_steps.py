@@ -206,6 +206,11 @@ def profile_step(
     )
 
 
+def _activity(event) -> str:
+    """The kind of a device event; torch 2.11's FunctionEvent has no ``activity_type`` (kernels are assumed)."""
+    return getattr(event, "activity_type", None) or "kernel"
+
+
 def summarise(events: Any, averages: Any, *, cuda: bool, steps: int) -> dict[str, Any]:
     """Per-step microseconds from the profiler's events: ``busy`` (all kernels, copies and memsets; on the
     CPU all op time), ``launches``, ``categories``, ``ops`` and ``kernels`` (name, calls, time, category).
@@ -239,14 +244,11 @@ def summarise(events: Any, averages: Any, *, cuda: bool, steps: int) -> dict[str
         work = [
             e
             for e in device_events
-            if e.name not in annotations
-            and (e.activity_type or "kernel") in ("kernel", "gpu_memcpy", "gpu_memset")
+            if e.name not in annotations and _activity(e) in ("kernel", "gpu_memcpy", "gpu_memset")
         ]
         busy = sum(e.device_time_total for e in work)
         launches = sum(
-            1
-            for e in work
-            if (e.activity_type or "kernel") == "kernel" and not e.name.startswith(("Memcpy", "Memset"))
+            1 for e in work if _activity(e) == "kernel" and not e.name.startswith(("Memcpy", "Memset"))
         )
         categories["other"] += max(busy - sum(categories.values()), 0.0)  # kernels no op claimed
     else:

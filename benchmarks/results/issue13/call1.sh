@@ -1,5 +1,5 @@
 #!/bin/bash
-# Ready for the next session's first device call for issue 13 (one H200, nothing else on the card; not run yet).
+# First issue-13 device call of 2026-12-04, afternoon (one H200, nothing else on the card).
 # Carry .whl with torchao added (`bash ../shared/device/wheels.sh torchao==0.18.0`). Every stage writes into
 # $OUT as one archive as it finishes (at most 8 files come back), so a call cut at its limit returns what ran.
 # Worst case 550 s of stages.
