@@ -597,7 +597,7 @@ def run_case(
             ours = side.pipe is not None
             if side.name not in info:
                 if ours and opts.ours_bf16 and opts.cuda:
-                    side.net.to(torch.bfloat16)
+                    side.pipe.to(dtype=torch.bfloat16)  # the backbone's weights, as `generate --dtype bf16`
                 params = sum(p.numel() for p in side.net.parameters()) / 1e6
                 info[side.name] = dict(case=name, side=side.name, ours=ours, batch=spec["batch"],
                                        precision=opts.precision(ours), params_m=params,

@@ -23,7 +23,7 @@ def add_generate_options(
     p: argparse.ArgumentParser, *, items: str, files: str, batch: int, prompt: bool
 ) -> None:
     """``--ckpt --out --num --steps --sampler --guidance --label [--prompt] --seed --batch --device
-    --threads --quiet --overwrite``.
+    --dtype --threads --quiet --overwrite``.
 
     Args:
         p: The recipe's parser.
@@ -49,6 +49,11 @@ def add_generate_options(
     p.add_argument("--seed", type=int, help="base seed (default: random, printed)")
     p.add_argument("--batch", type=int, default=batch, help=f"{items} generated at once")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        help="cast the network's weights: bf16 halves their memory and is faster on a GPU (default: as saved)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -58,7 +63,7 @@ def add_generate_options(
 
 @dataclass(frozen=True)
 class Loaded:
-    """A pipeline ready to sample: the pipeline, the folder it came from, the device and the base seed."""
+    """A pipeline ready to sample (on its device, weights in ``--dtype``), its folder, device and base seed."""
 
     pipe: Any
     folder: Path
@@ -84,6 +89,8 @@ def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loade
     args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder
     folder = resolve_pipeline_dir(args.ckpt)
     pipe = pipeline_class.from_pretrained(folder, device=device)
+    if args.dtype is not None:
+        pipe.to(dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     if getattr(args, "prompt", None) is not None and pipe.text_encoder is None:
         raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)

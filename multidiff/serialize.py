@@ -10,6 +10,7 @@ named from fixed tables, never by import path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from multidiff.core.denoiser import PREDICTIONS, Denoiser
@@ -68,7 +70,8 @@ class SamplingConfig:
         rho: ρ of the Karras grid.
         guidance_interval: Guide only where lo < σ <= hi (Kynkäänniemi et al. 2024); None: everywhere.
         guidance_rescale: Guidance rescale φ (Lin et al. 2023).
-        precision: ``"bf16"`` runs the backbone under bf16 autocast on CUDA; ``"fp32"`` never does.
+        precision: ``"bf16"`` runs the backbone under bf16 autocast on CUDA; ``"fp32"`` does not, unless
+            the backbone's weights are themselves bf16 (see :meth:`autocast`).
     """
 
     sampler: str = "dpmpp_2m"
@@ -103,6 +106,14 @@ class SamplingConfig:
             )
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"SamplingConfig.precision must be 'bf16' or 'fp32', got {self.precision!r}")
+
+    def autocast(self, device: torch.device, weights: torch.dtype) -> contextlib.AbstractContextManager:
+        """What the backbone runs under while sampling: bf16 autocast on CUDA for ``precision="bf16"``, and
+        on any device once its ``weights`` are bf16 (``Pipeline.to(dtype=torch.bfloat16)``: the inputs then
+        have to be cast to match); otherwise nothing."""
+        if weights == torch.bfloat16 or (device.type == "cuda" and self.precision == "bf16"):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def backbones() -> dict[str, type[nn.Module]]:

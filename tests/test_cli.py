@@ -78,6 +78,11 @@ def test_train_and_generate_audio_on_a_new_folder(tmp_path, capsys) -> None:
     for w in wavs:
         info = sf.info(str(w))
         assert info.samplerate == 16000 and info.frames == 16000
+    half = tmp_path / "wavs-bf16"  # the network in bf16 weights
+    assert main(["generate", "audio", "--ckpt", str(run), "--num", "1", "--seconds", "1", "--seed", "3",
+                 "--dtype", "bf16", "--out", str(half), "--quiet"]) == 0  # fmt: skip
+    audio, rate = sf.read(str(half / "sample-000-seed3.wav"))
+    assert rate == 16000 and audio.shape == (16000,) and np.isfinite(audio).all()
     assert main(["generate", "audio", "--ckpt", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "holds no pipeline" in capsys.readouterr().err
 

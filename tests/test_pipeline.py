@@ -191,6 +191,28 @@ def test_guidance_uses_the_null_label() -> None:
         Pipeline(tiny_denoiser()).label_tensor(0, 1)
 
 
+def test_bf16_weights_sample_in_bf16_save_exactly_and_cast_back(tmp_path) -> None:
+    pipe = Pipeline(
+        tiny_denoiser(num_classes=3), sampling=SamplingConfig(sampler="euler", steps=4, guidance=2.0)
+    )
+    kw = dict(label=[0, 2], seed=1, progress=False)
+    ref = pipe.sample(2, (1, 16, 8), **kw)
+    assert pipe.to(dtype=torch.bfloat16) is pipe
+    assert {p.dtype for p in pipe.backbone.parameters()} == {torch.bfloat16}
+    half = pipe.sample(2, (1, 16, 8), **kw)  # runs under bf16 autocast on the CPU: inputs cast to the weights
+    assert half.dtype == torch.float32 and not torch.equal(half, ref)
+    assert (half - ref).abs().max() < 0.05 * ref.abs().max()  # bf16 rounding, not a different model
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = load_pipeline(tmp_path / "p")  # built in float32: the bf16 values, exactly
+    for a, b in zip(loaded.backbone.parameters(), pipe.backbone.parameters(), strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b.float())
+    pipe.to(dtype=torch.float32)
+    assert {p.dtype for p in pipe.backbone.parameters()} == {torch.float32}
+    assert torch.equal(pipe.sample(2, (1, 16, 8), **kw), loaded.sample(2, (1, 16, 8), **kw))
+    with pytest.raises(ValueError, match="dtype must be torch.bfloat16 or torch.float32"):
+        pipe.to(dtype=torch.float16)
+
+
 def test_inpainting_keeps_the_known_region() -> None:
     pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler="heun", steps=4))
     known = torch.randn(2, 1, 16, 20)
