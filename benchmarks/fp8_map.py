@@ -50,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import _sync, count_flops, time_training  # noqa: E402
 
 from multidiff.nn.dit import DIT_PRESETS, DiT, DiTConfig  # noqa: E402
+from multidiff.train.fp8 import FP8_RECIPES, fp8_unavailable, to_float8_training  # noqa: E402
 
-RECIPES = ("tensorwise", "rowwise")
+RECIPES = FP8_RECIPES
 VARIANTS = ("bf16",) + tuple(f"fp8-{r}" for r in RECIPES)
 
 
@@ -73,39 +74,11 @@ def dit_config(width: int, depth: int, shape: tuple[int, ...]) -> DiTConfig:
     return cfg
 
 
-def fp8_skip_reason(device: str) -> str | None:
-    """Why float8 training cannot run here, or None when it can."""
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        return f"CUDA is absent (device {device!r}); float8 training needs an NVIDIA GPU"
-    cap = torch.cuda.get_device_capability()
-    if cap < (8, 9):
-        return f"{torch.cuda.get_device_name()} has compute capability {cap[0]}.{cap[1]} < 8.9 (Ada/Hopper)"
-    try:
-        import torchao.float8  # noqa: F401
-    except ImportError:
-        return "torchao is not installed (pip install torchao)"
-    return None
-
-
-def fp8_filter(module: nn.Module, fqn: str) -> bool:
-    """Convert the token-wise linears of the blocks (attention, MLP) whose sizes are multiples of 16."""
-    in_block = fqn.startswith("blocks.") and (".attn." in fqn or ".mlp." in fqn)
-    sizes_ok = (
-        isinstance(module, nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
-    )
-    return in_block and sizes_ok
-
-
 def variant_model(base: nn.Module, variant: str, device: str) -> nn.Module:
-    """A device copy of ``base``; for ``fp8-<recipe>`` with its :func:`fp8_filter` linears swapped for
-    torchao ``Float8Linear`` of that recipe (``Float8LinearConfig.from_recipe_name``)."""
+    """A device copy of ``base``; for ``fp8-<recipe>`` with ``multidiff.train.fp8.fp8_filter``'s linears swapped for torchao
+    ``Float8Linear`` of that recipe (``multidiff.train.fp8.to_float8_training``, as ``--fp8`` does)."""
     model = copy.deepcopy(base).to(device).train()
-    if variant == "bf16":
-        return model
-    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
-
-    config = Float8LinearConfig.from_recipe_name(variant.removeprefix("fp8-"))
-    return convert_to_float8_training(model, config=config, module_filter_fn=fp8_filter)
+    return model if variant == "bf16" else to_float8_training(model, variant.removeprefix("fp8-"))
 
 
 def n_tokens(shape: tuple[int, ...]) -> int:
@@ -307,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         importlib.metadata.version("torchao") if importlib.util.find_spec("torchao") else "missing"
     )
     print(json.dumps(env), flush=True)
-    reason = fp8_skip_reason(args.device)
+    reason = fp8_unavailable(args.device)
     result: dict[str, Any] = dict(env=env, skipped=None, fp8_skipped=None, rows=[], loss_parity=None)
     if reason is not None and not args.tiny:  # the map is fp8 against bf16: nothing to draw without fp8
         print(f"fp8_map: skipped: {reason}", flush=True)

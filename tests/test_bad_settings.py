@@ -57,6 +57,8 @@ TRAIN_CASES = {
     "--label-dropout 1": ["--label-dropout", "1"],
     "--seconds 0": ["--seconds", "0"],
     "--batch 3 --accum 2": ["--batch", "3", "--accum", "2"],
+    "--fp8 on the U-Net": ["--fp8", "tensorwise"],
+    "--fp8 on the CPU": ["--fp8", "rowwise", "--backbone", "dit"],
 }
 
 

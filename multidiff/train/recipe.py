@@ -75,6 +75,7 @@ RESUME_MAY_CHANGE = (
     "precision",
     "max_minutes",
     "compile",
+    "fp8",  # the numbers of the matmuls, like --precision; runs saved before the option existed resume
     "guidance",
     "report_to",
     "activation_checkpointing",
@@ -143,6 +144,7 @@ class TrainSettings:
     max_nonfinite: int = 20
     allow_data_change: bool = False
     compile: bool | None = None
+    fp8: str | None = None
     objective: str = "edm"
     p_mean: float | None = None
     p_std: float | None = None
@@ -216,9 +218,29 @@ def check_settings(args: argparse.Namespace) -> None:
     from multidiff.train.monitor import parse_report_to
 
     parse_report_to(getattr(args, "report_to", None))  # a tracker name that does not exist
+    _check_fp8(args)
     batch, accum = getattr(args, "batch", None), getattr(args, "accum", None)
     if batch is not None and accum is not None and batch % accum:
         raise ValueError(f"--batch {batch} must be a multiple of --accum {accum}")
+
+
+def _check_fp8(args: argparse.Namespace) -> None:
+    """``--fp8``: the DiT backbone only, not with LoRA or sharding, on hardware that has float8."""
+    recipe = getattr(args, "fp8", None)
+    if recipe is None:
+        return
+    if getattr(args, "backbone", None) != "dit":
+        raise ValueError(
+            "--fp8 applies to the DiT backbone (--backbone dit); the U-Nets' work is convolutions"
+        )
+    if getattr(args, "lora", None) or getattr(args, "shard", False):
+        raise ValueError("--fp8 cannot be combined with --lora or --shard yet; drop one of them")
+    from multidiff.train.fp8 import fp8_unavailable
+
+    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    reason = fp8_unavailable(device)
+    if reason is not None:
+        raise ValueError(f"--fp8 {reason}; drop --fp8 to train in bf16")
 
 
 def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> None:
@@ -252,6 +274,13 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         "faster; default: on with CUDA, off on the CPU (--no-compile turns it off)",
     )
     p.add_argument(
+        "--fp8",
+        choices=("tensorwise", "rowwise"),
+        help="DiT only: float8 matmuls for the blocks' attention and MLP linears (torchao, pip install "
+        '"multidiff[fp8]"; CUDA of compute capability >= 8.9). 22-25%% less memory; faster only for wide '
+        "models on many tokens (1.15x at width 2048 and 4096 tokens on an H200, slower at DiT-B/XL sizes)",
+    )
+    p.add_argument(
         "--allow-data-change",
         action="store_true",
         help="resume although files of the data folder were added, removed or replaced since the checkpoint "
@@ -282,10 +311,15 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
 
 
 def compile_backbone(backbone: nn.Module, args: TrainSettings, device: torch.device) -> bool:
-    """``torch.compile`` the backbone in place when ``--compile`` says so, or by default on CUDA (where the
+    """With ``--fp8``, swap the DiT's token-wise linears for float8 ones (:mod:`multidiff.train.fp8`); then
+    ``torch.compile`` the backbone in place when ``--compile`` says so, or by default on CUDA (where the
     small backbones' eager steps are bound by kernel launches); returns whether it did. Call it after the
     pipeline's copy of the denoiser was taken, so that only the trained module runs compiled and
     checkpoint keys stay those of the plain module."""
+    if args.fp8 is not None:  # before compiling: float8 pays only compiled
+        from multidiff.train.fp8 import to_float8_training
+
+        to_float8_training(backbone, args.fp8)
     on = device.type == "cuda" if args.compile is None else bool(args.compile)
     if on:
         backbone.compile()

@@ -6,7 +6,8 @@
 #     first: the video case is at 2.87x in fp32 weights, the bar 3x;
 #  2. the bar's training rows, never measured on the H200 in this issue: DiT-XL/2 and VideoDiT-B/2 against
 #     diffusers, eager and compiled;
-#  3. the U-Net profiles, eager only (the compiled rows cut call 2 at 130 s).
+#  3. the U-Net profiles, eager only (the compiled rows cut call 2 at 130 s);
+#  4. the recipe's --fp8 path end to end (a video DiT, 40 steps, tensorwise), which the CPU can only refuse.
 set -u
 export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w; mkdir -p $R $W
@@ -20,4 +21,8 @@ timeout 200 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 
   --out $W/train > $W/train.log 2>&1
 timeout 120 python3 benchmarks/profile_steps.py --only video-unet --only mel-unet --sides multidiff diffusers \
   --modes eager --out $W/profile > $W/profile.log 2>&1
+timeout 100 python3 -m multidiff.recipes.data.make_digits_video --out /tmp/digits --num 200 --format gif > $W/fp8-data.log 2>&1
+timeout 150 python3 -m multidiff train video --data /tmp/digits --out $W/fp8-run --backbone dit --fp8 tensorwise \
+  --steps 40 --log-every 10 --ckpt-every 40 --preview-every 0 > $W/fp8-run.log 2>&1
+rm -rf $W/fp8-run/ckpt-* $W/fp8-run/pipeline
 kill $PK; pack; ls -R $W | head -40
