@@ -186,6 +186,22 @@ def all_frames(clips: Tensor) -> Tensor:
     return clips.flatten(0, 1)
 
 
+VAE_ROW = "train clips through the VAE (its ceiling)"
+
+
+@torch.no_grad()
+def vae_round_trip(adapter: Any, clips: Tensor, batch: int = 50) -> Tensor:
+    """Grey uint8 clips ``[N, F, H, W]`` encoded and decoded by a latent model's own video adapter (its VAE),
+    as grey uint8: the best any model on those latents can draw, judged like the generated clips."""
+    device = next(adapter.parameters()).device
+    out = []
+    for i in range(0, clips.shape[0], batch):
+        rgb = clips[i : i + batch, ..., None].expand(-1, -1, -1, -1, 3).to(device)  # (b, F, H, W, 3)
+        frames = adapter.decode(adapter.encode(rgb), out_device="cpu")  # (b, F, H, W, 3) uint8
+        out.append((to_grey(frames) * 255).round().to(torch.uint8))
+    return torch.cat(out)
+
+
 def clip_index(f: Path) -> int:
     """``i`` of ``clip_{i:05d}.gif`` (clip i shows digit i % 10)."""
     return int(f.stem.split("_")[-1])
@@ -436,9 +452,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     held_feat, held_pred = judge(net, all_frames(held_clips))
     accuracy = float((held_pred == held_y.repeat_interleave(args.frames)).float().mean())
     print(f"[quality] classifier {fit_info}, held-out frame accuracy {accuracy:.4f}", flush=True)
+    vae_rows = {}
+    if (
+        getattr(getattr(pipe.adapter, "image", None), "vae", None) is not None
+    ):  # a latent model: its VAE's ceiling
+        vae_rows[VAE_ROW] = (vae_round_trip(pipe.adapter, floor_clips), floor_y)
     sets = {
         "held-out clips (reference)": (held_clips, held_y),
         "train clips (real-vs-real floor)": (floor_clips, floor_y),
+        **vae_rows,
         **{
             ("generated" if w == args.guidance[0] else f"generated, guidance {w:g}"): (
                 g,
