@@ -75,8 +75,8 @@ def dit_config(width: int, depth: int, shape: tuple[int, ...]) -> DiTConfig:
 
 
 def variant_model(base: nn.Module, variant: str, device: str) -> nn.Module:
-    """A device copy of ``base``; for ``fp8-<recipe>`` with ``multidiff.train.fp8.fp8_filter``'s linears swapped for torchao
-    ``Float8Linear`` of that recipe (``multidiff.train.fp8.to_float8_training``, as ``--fp8`` does)."""
+    """A device copy of ``base``; for ``fp8-<recipe>`` with the linears of ``multidiff.train.fp8.fp8_filter``
+    swapped for torchao ``Float8Linear`` of that recipe (``to_float8_training``, as ``--fp8`` does)."""
     model = copy.deepcopy(base).to(device).train()
     return model if variant == "bf16" else to_float8_training(model, variant.removeprefix("fp8-"))
 

@@ -52,7 +52,7 @@ def add_generate_options(
     p.add_argument(
         "--dtype",
         choices=("fp32", "bf16"),
-        help="cast the network's weights: bf16 halves their memory and is faster on a GPU (default: as saved)",
+        help="cast the network's weights: bf16 halves their memory, faster on a GPU (default: as saved)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -63,7 +63,7 @@ def add_generate_options(
 
 @dataclass(frozen=True)
 class Loaded:
-    """A pipeline ready to sample (on its device, weights in ``--dtype``), its folder, device and base seed."""
+    """A pipeline ready to sample (on its device, weights in ``--dtype``), its folder, device, base seed."""
 
     pipe: Any
     folder: Path

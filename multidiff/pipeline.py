@@ -178,14 +178,14 @@ class Pipeline:
         return next(self.denoiser.parameters()).device
 
     def to(self: P, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> P:
-        """Move the denoiser, adapter and text encoder to ``device``; ``dtype`` (bf16 or float32) casts the
-        backbone's weights: bf16 halves its memory and weight reads (DiT-XL/2, batch 1, H200: 29% faster),
-        and sampling then runs under bf16 autocast on any device. Returns self."""
+        """Move the denoiser, adapter and text encoder to ``device``; ``dtype`` (bf16 or fp32) casts the
+        backbone's weights: bf16 halves their memory and reads; sampling then runs under bf16 autocast."""
         if dtype not in (None, torch.float32, torch.bfloat16):
             raise ValueError(f"Pipeline.to: dtype must be torch.bfloat16 or torch.float32, got {dtype}")
         before = (self.device, next(self.backbone.parameters()).dtype)
         device = before[0] if device is None else device
-        self.denoiser.backbone.to(dtype=dtype or before[1])
+        if dtype is not None:  # only then: a backbone of mixed dtypes keeps them when it only moves
+            self.denoiser.backbone.to(dtype=dtype)
         self.denoiser.to(device)
         if (self.device, next(self.backbone.parameters()).dtype) != before:
             self._graphed = None  # its graphs belong to the old device or weights

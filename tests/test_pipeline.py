@@ -211,6 +211,10 @@ def test_bf16_weights_sample_in_bf16_save_exactly_and_cast_back(tmp_path) -> Non
     assert torch.equal(pipe.sample(2, (1, 16, 8), **kw), loaded.sample(2, (1, 16, 8), **kw))
     with pytest.raises(ValueError, match="dtype must be torch.bfloat16 or torch.float32"):
         pipe.to(dtype=torch.float16)
+    pipe.backbone.conv_out.to(torch.bfloat16)  # a backbone of mixed dtypes keeps them when it only moves
+    pipe.to("cpu")
+    assert pipe.backbone.conv_out.weight.dtype == torch.bfloat16
+    assert pipe.backbone.conv_in.weight.dtype == torch.float32
 
 
 def test_inpainting_keeps_the_known_region() -> None:
