@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from multidiff.nn.fused import ln_modulate
 from multidiff.nn.io import PretrainedMixin
 from multidiff.nn.layers import (
     AdaLNModulation,
@@ -30,8 +31,6 @@ from multidiff.nn.layers import (
     LabelEmbedding,
     Mlp,
     NoiseEmbedding,
-    layer_norm,
-    modulate,
     rotary_tables,
     sincos_embedding,
 )
@@ -71,6 +70,9 @@ class DiTConfig:
             under bf16 autocast: less memory traffic and memory, slightly coarser sums.
         attention_backends: SDPA kernels to prefer, in order (``"cudnn"``, ``"flash"``,
             ``"efficient"``, ``"math"``); empty leaves the choice to PyTorch.
+        fused_kernels: In eager mode on CUDA, LayerNorm with its adaLN modulation and the rotary
+            embeddings run as Triton kernels (:mod:`multidiff.nn.fused`); False keeps the PyTorch ops.
+            Results agree to rounding; compiled models are the same either way.
     """
 
     in_channels: int = 4
@@ -93,6 +95,7 @@ class DiTConfig:
     rope_theta: float = 10000.0
     fp32_residual: bool = False
     attention_backends: tuple[str, ...] = ()
+    fused_kernels: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch", tuple(int(p) for p in self.patch))
@@ -171,6 +174,7 @@ class DiTBlock(nn.Module):
         context_dim: Width of context tokens (adds a cross-attention sub-layer), or None.
         eps: LayerNorm epsilon.
         backends: Preferred SDPA kernels (see :class:`~multidiff.nn.layers.Attention`).
+        fused: Fused kernels in eager mode on CUDA (see :mod:`multidiff.nn.fused`).
     """
 
     def __init__(
@@ -184,14 +188,16 @@ class DiTBlock(nn.Module):
         context_dim: int | None = None,
         eps: float = 1e-6,
         backends: tuple[str, ...] = (),
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if layout not in ("joint", "spatial", "temporal"):
             raise ValueError(f"DiTBlock layout must be joint, spatial or temporal, got {layout!r}")
         self.layout = layout
         self.eps = eps
+        self.fused = fused
         self.ada = AdaLNModulation(dim, dim, 6)
-        self.attn = Attention(dim, heads, qk_norm=qk_norm, backends=backends)
+        self.attn = Attention(dim, heads, qk_norm=qk_norm, backends=backends, fused=fused)
         self.cross: Attention | None = None
         self.cross_norm: nn.LayerNorm | None = None
         if context_dim is not None:
@@ -223,7 +229,7 @@ class DiTBlock(nn.Module):
         """
         B, L, D = x.shape
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.ada(cond)  # 6 x (B, 1, D)
-        h = modulate(layer_norm(x, self.eps), shift_a, scale_a)  # (B, L, D)
+        h = ln_modulate(x, shift_a, scale_a, self.eps, fused=self.fused)  # (B, L, D)
         if self.layout == "joint":
             h = self.attn(h, rope=rope)  # (B, L, D)
         elif self.layout == "spatial":
@@ -235,11 +241,11 @@ class DiTBlock(nn.Module):
             h = h.reshape(B, frames, S, D).transpose(1, 2).reshape(B * S, frames, D)  # (B·S, F, D)
             h = self.attn(h, rope=rope)  # (B·S, F, D)
             h = h.reshape(B, S, frames, D).transpose(1, 2).reshape(B, L, D)  # (B, L, D)
-        x = x + gate_a * h  # (B, L, D)
+        x = torch.addcmul(x, gate_a, h)  # x + gate·h in one pass (B, L, D)
         if self.cross is not None and self.cross_norm is not None and context is not None:
             x = x + self.cross(self.cross_norm(x), context, mask=context_mask)  # (B, L, D)
-        h = modulate(layer_norm(x, self.eps), shift_m, scale_m)  # (B, L, D)
-        x = x + gate_m * self.mlp(h)  # (B, L, D)
+        h = ln_modulate(x, shift_m, scale_m, self.eps, fused=self.fused)  # (B, L, D)
+        x = torch.addcmul(x, gate_m, self.mlp(h))  # (B, L, D)
         return x
 
 
@@ -277,6 +283,7 @@ class DiT(PretrainedMixin, nn.Module):
                 context_dim=c.context_dim,
                 eps=c.norm_eps,
                 backends=c.attention_backends,
+                fused=c.fused_kernels,
             )
             for lay in layouts
         )
@@ -413,7 +420,7 @@ class DiT(PretrainedMixin, nn.Module):
             else:
                 h = block(h, cond, frames, rope, context, context_mask)  # (B, L, D)
         shift, scale = self.final_ada(cond)  # 2 x (B, 1, D)
-        h = modulate(layer_norm(h, c.norm_eps), shift, scale)  # (B, L, D)
+        h = ln_modulate(h, shift, scale, c.norm_eps, fused=c.fused_kernels)  # (B, L, D)
         out = self.final_proj(h)  # (B, L, prod(patch)·C_out)
         out = self._unpatchify(out, grid)  # (B, C_out, *padded)
         crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .fused import apply_rotary, layer_norm, modulate, rotary
+
 __all__ = [
     "Downsample",
     "Upsample",
@@ -114,22 +116,6 @@ def _in_autocast_dtype(
     b = None if bias is None else bias.to(dtype)
     with torch.autocast(dev, enabled=False):
         return norm(x.to(dtype), shape, w, b, eps)
-
-
-def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """LayerNorm over the last axis without an affine transform (the adaLN blocks supply one)."""
-    return F.layer_norm(x, (x.shape[-1],), eps=eps)  # (..., D)
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Adaptive affine transform ``x * (1 + scale) + shift`` (DiT, Peebles and Xie 2023, Sec. 3.2).
-
-    Args:
-        x: Tokens (B, L, D).
-        shift: (B, 1, D), broadcast over tokens.
-        scale: (B, 1, D), broadcast over tokens.
-    """
-    return torch.addcmul(shift, x, 1 + scale)  # (B, L, D)
 
 
 class AdaLNModulation(nn.Module):
@@ -357,13 +343,6 @@ def rotary_tables(
     return torch.cos(ang), torch.sin(ang)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs ``(x_i, x_{i+Dh/2})`` of ``x`` (B, nH, L, Dh) by the tables (L, Dh/2), in float32."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, nH, L, Dh/2)
-    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)  # (B, nH, L, Dh)
-    return out.to(x.dtype)  # (B, nH, L, Dh)
-
-
 class RotaryEmbedding(nn.Module):
     """Parameter-free module form of :func:`rotary_tables` (holds ``head_dim`` and ``theta``)."""
 
@@ -413,6 +392,8 @@ class Attention(nn.Module):
         backends: SDPA kernels to prefer, in order, from ``"cudnn"``, ``"flash"``, ``"efficient"``,
             ``"math"`` (scoped to this layer's call through ``torch.nn.attention.sdpa_kernel``); empty
             leaves PyTorch's own choice.
+        fused: Rotary embeddings through one Triton kernel in eager mode on CUDA
+            (:func:`~multidiff.nn.fused.rotary`); False keeps the PyTorch ops.
     """
 
     def __init__(
@@ -425,6 +406,7 @@ class Attention(nn.Module):
         bias: bool = True,
         eps: float = 1e-6,
         backends: Sequence[str] = (),
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if dim % heads != 0:
@@ -433,6 +415,7 @@ class Attention(nn.Module):
         if unknown:
             raise ValueError(f"unknown attention backends {unknown}; choose from {sorted(_SDPA_BACKENDS)}")
         self.backends = tuple(backends)
+        self.fused = fused
         self.heads = heads
         self.head_dim = dim // heads
         self.is_cross = context_dim is not None
@@ -481,8 +464,8 @@ class Attention(nn.Module):
         q = self.q_norm(q)  # (B, nH, L, Dh)
         k = self.k_norm(k)  # (B, nH, Lk, Dh)
         if rope is not None:
-            q = apply_rotary(q, *rope)  # (B, nH, L, Dh)
-            k = apply_rotary(k, *rope)  # (B, nH, L, Dh)
+            q = rotary(q, *rope, fused=self.fused)  # (B, nH, L, Dh)
+            k = rotary(k, *rope, fused=self.fused)  # (B, nH, L, Dh)
         attn_mask = None
         keep = None
         if mask is not None:

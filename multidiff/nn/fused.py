@@ -1,0 +1,179 @@
+"""Fused forms of the work around a transformer's matmuls, for eager mode on CUDA.
+
+In eager PyTorch, adaLN's ``LayerNorm(x)·(1 + scale) + shift`` is a LayerNorm launch (in float32
+under autocast, so two casts more) and an ``addcmul``, and rotary embeddings are a cast, two halves,
+four products, two sums, a concatenation and a cast back: each a pass over the activation. Here each
+is one Triton kernel forward and one backward, with the statistics and rotations in float32.
+
+Every op has a reference path of plain PyTorch, which it takes when the kernels cannot or should not
+run: CPU tensors, no Triton, ``fused=False``, and inside ``torch.compile`` (Inductor fuses the
+reference itself, so compiled graphs are the same as without this module). Tests compare the two
+paths, on CPU through Triton's interpreter.
+
+Axis letters: B batch, L tokens, D width, nH heads, Dh head width.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["layer_norm", "modulate", "ln_modulate", "apply_rotary", "rotary", "fused_available"]
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm over the last axis without an affine transform (the adaLN blocks supply one)."""
+    return F.layer_norm(x, (x.shape[-1],), eps=eps)  # (..., D)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Adaptive affine transform ``x * (1 + scale) + shift`` (DiT, Peebles and Xie 2023, Sec. 3.2).
+
+    Args:
+        x: Tokens (B, L, D).
+        shift: (B, 1, D), broadcast over tokens.
+        scale: (B, 1, D), broadcast over tokens.
+    """
+    return torch.addcmul(shift, x, 1 + scale)  # (B, L, D)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs ``(x_i, x_{i+Dh/2})`` of ``x`` (B, nH, L, Dh) by the tables (L, Dh/2), in float32."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, nH, L, Dh/2)
+    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)  # (B, nH, L, Dh)
+    return out.to(x.dtype)  # (B, nH, L, Dh)
+
+
+def fused_available(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels can run on ``x``: a CUDA tensor (or any tensor under Triton's
+    interpreter, ``TRITON_INTERPRET=1``), Triton installed, and not inside ``torch.compile``."""
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") or torch.compiler.is_compiling():
+        return False
+    return importlib.util.find_spec("triton") is not None
+
+
+def _block(n: int) -> int:
+    """Smallest power of two >= n (Triton's block sizes are powers of two)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, D) broadcast vector as (B, D) with unit stride along D."""
+    v = x.squeeze(1)
+    return v if v.stride(-1) == 1 else v.contiguous()
+
+
+class _LNModulate(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        from . import _triton_kernels as K
+
+        B, L, D = x.shape
+        x = x.contiguous()
+        sh, sc = _rows(shift), _rows(scale)
+        out_dtype = torch.promote_types(torch.promote_types(x.dtype, shift.dtype), scale.dtype)
+        y = torch.empty(B, L, D, device=x.device, dtype=out_dtype)
+        mean = torch.empty(B * L, device=x.device, dtype=torch.float32)
+        rstd = torch.empty_like(mean)
+        block = _block(D)
+        K.ln_modulate_fwd[(B * L,)](
+            x, sh, sc, y, mean, rstd, L, D, sh.stride(0), sc.stride(0), eps,
+            BLOCK_D=block, num_warps=min(max(block // 256, 1), 8),
+        )  # fmt: skip
+        ctx.save_for_backward(x, sc, mean, rstd)
+        ctx.dtypes = (shift.dtype, scale.dtype)
+        return y  # (B, L, D)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
+        from . import _triton_kernels as K
+
+        x, sc, mean, rstd = ctx.saved_tensors
+        B, L, D = x.shape
+        dy = dy.contiguous()
+        dx = torch.empty_like(x)
+        # Enough programs to fill the card: each sums dy·x̂ and dy over `rows` tokens of one sample.
+        chunks = max(1, min(L, -(-512 // B)))
+        rows = -(-L // chunks)
+        chunks = -(-L // rows)
+        dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
+        dshift = torch.empty_like(dscale)
+        block = _block(D)
+        K.ln_modulate_bwd[(B, chunks)](
+            x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0), rows, chunks,
+            BLOCK_D=block, num_warps=min(max(block // 256, 1), 8),
+        )  # fmt: skip
+        shift_dtype, scale_dtype = ctx.dtypes
+        return (
+            dx,
+            dshift.sum(1, keepdim=True).to(shift_dtype),  # (B, 1, D)
+            dscale.sum(1, keepdim=True).to(scale_dtype),  # (B, 1, D)
+            None,
+        )
+
+
+def ln_modulate(
+    x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6, *, fused: bool = True
+) -> torch.Tensor:
+    """adaLN: ``LayerNorm(x)·(1 + scale) + shift`` without affine LayerNorm weights (DiT, Peebles and
+    Xie 2023, Sec. 3.2), as one kernel when :func:`fused_available`.
+
+    Args:
+        x: Tokens (B, L, D).
+        shift: (B, 1, D), broadcast over tokens.
+        scale: (B, 1, D), broadcast over tokens.
+        eps: Added to the variance.
+        fused: Allow the Triton kernel; False always takes the reference path.
+
+    Returns:
+        (B, L, D). The fused path returns the promoted dtype of its inputs (bf16 under bf16
+        autocast), where the reference returns float32 under autocast (its LayerNorm runs in float32).
+    """
+    if fused and x.dim() == 3 and shift.shape == scale.shape == (x.shape[0], 1, x.shape[2]):
+        if fused_available(x):
+            return _LNModulate.apply(x, shift, scale, eps)
+    return modulate(layer_norm(x, eps), shift, scale)  # (B, L, D)
+
+
+class _Rotary(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, 1.0)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        return _rotate(dy, cos, sin, -1.0), None, None  # a rotation's transpose is its inverse
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    from . import _triton_kernels as K
+
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    B, nH, L, Dh = x.shape
+    y = torch.empty(B, nH, L, Dh, device=x.device, dtype=x.dtype)
+    rows = B * nH * L
+    block_r = 32
+    K.rotary[(-(-rows // block_r),)](
+        x, cos, sin, y, rows, nH, L, Dh // 2, x.stride(0), x.stride(1), x.stride(2), sign,
+        BLOCK_R=block_r, BLOCK_H=_block(Dh // 2),
+    )  # fmt: skip
+    return y  # (B, nH, L, Dh)
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, fused: bool = True) -> torch.Tensor:
+    """Rotary embedding (RoPE, Su et al. 2021) of ``x`` (B, nH, L, Dh) by the tables (L, Dh/2), as
+    :func:`~multidiff.nn.layers.apply_rotary` (rotation in float32, result in x's dtype), one kernel
+    when :func:`fused_available`; ``fused=False`` always takes the reference path."""
+    if fused and x.dim() == 4 and cos.shape == sin.shape == (x.shape[2], x.shape[3] // 2):
+        if fused_available(x) and not cos.requires_grad and not sin.requires_grad:
+            return _Rotary.apply(x, cos.float().contiguous(), sin.float().contiguous())
+    return apply_rotary(x, cos, sin)  # (B, nH, L, Dh)
