@@ -91,14 +91,24 @@ def _image_dit_case(
     def step_ref(model: nn.Module) -> torch.Tensor:
         return F.mse_loss(model(x, t, class_labels=y).sample.float(), target)
 
-    # Alternatives timed with --variants (DiT-B/2 only, to keep the run short). A float32 residual
-    # stream cost 6% of compiled throughput and 2.4 GiB on the H100 (NOTES_backbones.md, run 1).
-    variants = {}
+    # Alternatives timed with --variants. A float32 residual stream cost 6% of compiled throughput and
+    # 2.4 GiB on the H100 (NOTES_backbones.md, run 1).
+    variants = _variants(cfg)
     if preset == "DiT-B/2":
         variants["fp32_residual"] = DiT(dataclasses.replace(cfg, fp32_residual=True))
     return dict(
         name=name, batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref, variants=variants
     )
+
+
+def _variants(cfg: DiTConfig) -> dict[str, nn.Module]:
+    """The DiT without its fused eager kernels, and with cuDNN's or flash SDPA first (--variants)."""
+    order = ("cudnn", "flash", "efficient", "math")
+    return {
+        "plain_ops": DiT(dataclasses.replace(cfg, fused_kernels=False)),
+        "sdpa_cudnn": DiT(dataclasses.replace(cfg, attention_backends=order)),
+        "sdpa_flash": DiT(dataclasses.replace(cfg, attention_backends=("flash", *order))),
+    }
 
 
 def case_dit_b2(device: str, tiny: bool = False) -> dict[str, Any]:
@@ -161,7 +171,15 @@ def case_video_dit_b2(device: str, tiny: bool = False) -> dict[str, Any]:
     def step_ref(model: nn.Module) -> torch.Tensor:
         return F.mse_loss(model(x, t, encoder_hidden_states=caption).sample.float(), target)
 
-    return dict(name="VideoDiT-B/2", batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref)
+    return dict(
+        name="VideoDiT-B/2",
+        batch=batch,
+        ours=ours,
+        ref=ref,
+        step_ours=step_ours,
+        step_ref=step_ref,
+        variants=_variants(cfg),
+    )
 
 
 case_dit_b2.case_name = "DiT-B/2"  # type: ignore[attr-defined]
