@@ -55,8 +55,9 @@ class GriffinLim(Vocoder):
     The mel spectrogram is ``m = A s`` with ``A = fb^T`` (``[M, K]``, K linear bins) and ``s >= 0`` the
     magnitude (power 1) or power (power 2) spectrum. We solve ``min_{s >= 0} ||A s - m||^2`` per frame
     by projected gradient descent (step ``1 / ||A||_2^2``, which guarantees descent) started from the
-    clipped pseudo-inverse solution ``max(A^+ m, 0)``. The phase comes from
-    ``torchaudio.functional.griffinlim`` (fast Griffin-Lim with momentum, Perraudin et al. 2013).
+    clipped pseudo-inverse solution ``max(A^+ m, 0)``. The phase comes from fast Griffin-Lim with
+    momentum (Perraudin et al. 2013), the iteration of ``torchaudio.functional.griffinlim``, written
+    without host syncs so that it can run inside a CUDA graph.
 
     Args:
         spec: Mel settings to invert.
@@ -131,10 +132,70 @@ class GriffinLim(Vocoder):
         return F.pad(z, (shift, 0)) if shift >= 0 else z[..., -shift:]
 
 
-def _griffinlim(linear: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    import torchaudio
+def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """Sum frames ``[B, n_fft, T]`` placed every ``hop`` samples: ``[B, n_fft + hop·(T - 1)]``."""
+    n_fft, t = frames.shape[-2:]
+    total = n_fft + hop * (t - 1)
+    return F.fold(frames, output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop)).flatten(1)
 
-    return torchaudio.functional.griffinlim(linear, rand_init=False, **kwargs)
+
+def _istft(spec: torch.Tensor, window: torch.Tensor, hop: int, length: int) -> torch.Tensor:
+    """Inverse of ``torch.stft(center=True)`` by weighted overlap-add (Griffin & Lim 1984, eq. 6):
+    ``[B, n_fft/2 + 1, T]`` complex -> ``[B, length]``.
+
+    ``torch.istft`` computes the same, but checks that the window envelope is non-zero with a host
+    sync on every call (65 syncs for 64 iterations); here samples the envelope does not cover are set
+    to zero instead, so phase retrieval runs without a sync and can be captured in a CUDA graph.
+
+    Args:
+        spec: One-sided spectrum, frames centred on samples ``t·hop``.
+        window: Analysis window padded to ``n_fft``.
+        hop: Hop length.
+        length: Samples to return (zero-padded past the last frame).
+    """
+    n_fft = window.shape[0]
+    frames = torch.fft.irfft(spec, n=n_fft, dim=-2) * window[:, None]  # (B, n_fft, T)
+    wave = _overlap_add(frames, hop)  # (B, n_fft + hop·(T-1))
+    envelope = _overlap_add(window.square()[None, :, None].expand(1, n_fft, spec.shape[-1]), hop)[0]
+    wave = wave / torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))
+    wave = wave[:, n_fft // 2 : n_fft // 2 + length]  # undo the centring
+    return F.pad(wave, (0, length - wave.shape[-1]))  # (B, length)
+
+
+def _griffinlim(
+    linear: torch.Tensor,
+    *,
+    window: torch.Tensor,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    power: float,
+    n_iter: int,
+    momentum: float,
+    length: int,
+) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin, Balazs and Søndergaard 2013, Alg. 2) from zero phase: the
+    magnitudes ``linear ** (1 / power)`` ``[B, K, T]`` -> waveform ``[B, length]``, without host syncs.
+
+    Each iteration takes the spectrum of the current signal estimate, extrapolates it by
+    ``momentum / (1 + momentum)`` of the change since the last one, and keeps only its phase. The
+    same iteration as ``torchaudio.functional.griffinlim(rand_init=False)`` (a test checks parity).
+    """
+    left = (n_fft - win_length) // 2
+    win = F.pad(window, (left, n_fft - win_length - left))  # (n_fft,), centred as torch.stft pads it
+    magnitude = linear.pow(1.0 / power)  # (B, K, T)
+    phase = torch.ones_like(magnitude, dtype=torch.complex64 if magnitude.dtype != torch.float64 else None)
+    previous = torch.zeros_like(phase)
+    alpha = momentum / (1.0 + momentum)
+    for _ in range(n_iter):
+        wave = _istft(magnitude * phase, win, hop_length, length)  # (B, length)
+        rebuilt = torch.stft(
+            wave, n_fft, hop_length, n_fft, win, center=True, pad_mode="reflect", return_complex=True
+        )  # (B, K, T)
+        phase = rebuilt - alpha * previous if momentum else rebuilt
+        phase = phase / (phase.abs() + 1e-16)
+        previous = rebuilt
+    return _istft(magnitude * phase, win, hop_length, length)  # (B, length)
 
 
 @dataclass(frozen=True)
