@@ -116,6 +116,83 @@ def test_video_dit_with_fused_kernels_matches_plain_ops() -> None:
     )
 
 
+def test_group_norm_silu_kernel_matches_reference_in_both_layouts() -> None:
+    _interpreted(
+        """
+        import copy
+        from multidiff.nn.layers import GroupNorm
+
+        N, C, H, W, G = 3, 24, 5, 7, 4  # 6 channels a group: not a power of two
+        cases = [  # affine, modulated, silu, channels-last, dtype
+            (True, False, True, False, torch.float32),
+            (False, True, True, True, torch.float32),
+            (True, True, False, True, torch.float32),
+            (True, True, True, False, torch.bfloat16),
+            (True, True, True, True, torch.bfloat16),
+        ]
+        for affine, modulated, silu, channels_last, dtype in cases:
+            norm = GroupNorm(G, C, affine=affine)
+            if affine:
+                torch.nn.init.normal_(norm.weight)
+                torch.nn.init.normal_(norm.bias)
+            ref = copy.deepcopy(norm).double()
+            ref.fused = False
+            x = (2 * torch.randn(N, C, H, W) + 3).to(dtype)  # a mean away from zero
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            x.requires_grad_()
+            emb = torch.randn(N, 2 * C, 1, 1, requires_grad=True)
+            scale, shift = emb.chunk(2, dim=1) if modulated else (None, None)
+            y = fused.group_norm_silu(norm, x, scale, shift, silu=silu)
+            assert y.dtype == dtype and y.is_contiguous(
+                memory_format=torch.channels_last if channels_last else torch.contiguous_format
+            ), "the kernel writes the layout it reads"
+            r = fused.group_norm_silu(
+                ref, x.double(), *(None if t is None else t.double() for t in (scale, shift)), silu=silu
+            )
+            g = torch.randn(N, C, H, W, dtype=torch.float64)
+            wanted = [x, emb] * modulated or [x]
+            got = torch.autograd.grad(y, [*wanted, *norm.parameters()], g.to(dtype))
+            exp = torch.autograd.grad(r, [*wanted, *ref.parameters()], g)
+            tol = 1e-5 if dtype == torch.float32 else 2 ** -6
+            assert (y.double() - r).abs().max() <= tol * r.abs().max(), (affine, modulated, silu, dtype)
+            for a, b in zip(got, exp):
+                assert (a.double() - b).abs().max() <= tol * b.abs().max(), (affine, modulated, dtype)
+        """
+    )
+
+
+def test_video_unet_with_fused_kernels_matches_plain_ops() -> None:
+    _interpreted(
+        """
+        import dataclasses
+        from multidiff.nn.unet import UNet, UNetConfig
+
+        cfg = UNetConfig(in_channels=3, channels=(16, 32), num_res_blocks=1, attention_levels=(1,),
+                         head_dim=8, norm_groups=4, video=True, num_classes=3)
+        fused_model = UNet(cfg)
+        for p in fused_model.parameters():  # no zero-initialised layers: every path carries signal
+            torch.nn.init.normal_(p, std=0.1)
+        plain = UNet(dataclasses.replace(cfg, fused_kernels=False))
+        plain.load_state_dict(fused_model.state_dict())
+        x = torch.randn(2, 3, 3, 8, 8)
+        c = torch.tensor([0.3, -1.0])
+        labels = torch.tensor([1, 2])
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            outs, grads = [], []
+            for model in (fused_model, plain):
+                model.zero_grad()
+                model.to(memory_format=memory_format)
+                out = model(x, c, labels=labels)
+                out.square().mean().backward()
+                outs.append(out)
+                grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            assert (outs[0] - outs[1]).abs().max() < 1e-4 * outs[1].abs().max(), memory_format
+            assert (grads[0] - grads[1]).abs().max() < 1e-4 * grads[1].abs().max(), memory_format
+        """
+    )
+
+
 def test_cpu_tensors_take_the_reference_path_without_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.randn(2, 5, 8)

@@ -119,3 +119,132 @@ def rotary(
     dst = (r * 2 * half)[:, None] + d[None, :]
     tl.store(Y + dst, (x1 * cos - x2 * sin).to(Y.dtype.element_ty), mask=m)
     tl.store(Y + dst + half, (x2 * cos + x1 * sin).to(Y.dtype.element_ty), mask=m)
+
+
+# GroupNorm over x viewed as (N, C, HW) with strides (s_n, s_c, s_hw): NCHW (s_hw = 1) and
+# channels-last (s_c = 1) alike. z = x̂·gain + bias with gain, bias rows (N or 1, C); y = SiLU(z) or z.
+
+
+@triton.jit
+def group_norm_stats(
+    X, MEAN, RSTD, HW, Cg, G, s_n, s_c, s_hw, eps, BLOCK_HW: tl.constexpr, BLOCK_CG: tl.constexpr
+):
+    n = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1).to(tl.int64)
+    cg = tl.arange(0, BLOCK_CG)
+    c = g * Cg + cg
+    base = X + n * s_n
+    # Moments about the group's first element (the shifted-data algorithm): no cancellation when the
+    # mean is large against the spread.
+    pivot = tl.load(base + g * Cg * s_c).to(tl.float32)
+    acc = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
+    for start in range(0, HW, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW)
+        m = (hw < HW)[:, None] & (cg < Cg)[None, :]
+        x = tl.load(base + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
+        d = tl.where(m, x - pivot, 0.0)
+        acc += d
+        acc2 += d * d
+    count = HW * Cg
+    s1 = tl.sum(tl.sum(acc, axis=1), axis=0) / count
+    s2 = tl.sum(tl.sum(acc2, axis=1), axis=0) / count
+    var = tl.maximum(s2 - s1 * s1, 0.0)
+    tl.store(MEAN + n * G + g, pivot + s1)
+    tl.store(RSTD + n * G + g, 1.0 / tl.sqrt(var + eps))
+
+
+@triton.jit
+def _gn_tile(
+    X, MEAN, RSTD, GAIN, BIAS, n, hw, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias, BLOCK_C: tl.constexpr
+):
+    """x̂, gain, bias, z, the mask and the group index of one (pixels × channels) tile of sample n."""
+    c = tl.arange(0, BLOCK_C)
+    cm = c < C
+    m = (hw < HW)[:, None] & cm[None, :]
+    x = tl.load(X + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
+    grp = n * G + c // Cg
+    mean = tl.load(MEAN + grp, mask=cm, other=0.0)
+    rstd = tl.load(RSTD + grp, mask=cm, other=0.0)
+    gain = tl.load(GAIN + n * s_gain + c, mask=cm, other=0.0).to(tl.float32)
+    bias = tl.load(BIAS + n * s_bias + c, mask=cm, other=0.0).to(tl.float32)
+    xhat = tl.where(m, (x - mean[None, :]) * rstd[None, :], 0.0)
+    z = xhat * gain[None, :] + bias[None, :]
+    return xhat, gain, z, m, c, rstd
+
+
+@triton.jit
+def group_norm_apply(
+    X, Y, MEAN, RSTD, GAIN, BIAS, HW, C, Cg, G, s_n, s_c, s_hw, y_n, y_c, y_hw, s_gain, s_bias,
+    SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    hw = tl.program_id(1).to(tl.int64) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    _, _, z, m, c, _ = _gn_tile(
+        X, MEAN, RSTD, GAIN, BIAS, n, hw, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias, BLOCK_C
+    )
+    if SILU:
+        z = z * tl.sigmoid(z)
+    tl.store(Y + n * y_n + hw[:, None] * y_hw + c[None, :] * y_c, z.to(Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _dz(DY, n, hw, c, m, z, dy_n, dy_c, dy_hw, SILU: tl.constexpr):
+    """The gradient at z = x̂·gain + bias: dy, through SiLU' = s·(1 + z·(1 - s)) when SILU."""
+    dy = tl.load(DY + n * dy_n + hw[:, None] * dy_hw + c[None, :] * dy_c, mask=m, other=0.0).to(tl.float32)
+    if SILU:
+        s = tl.sigmoid(z)
+        dy = dy * s * (1.0 + z * (1.0 - s))
+    return tl.where(m, dy, 0.0)
+
+
+@triton.jit
+def group_norm_bwd_reduce(
+    X, DY, MEAN, RSTD, GAIN, BIAS, DGAIN, DBIAS, C1, C2, HW, C, Cg, G, s_n, s_c, s_hw,
+    dy_n, dy_c, dy_hw, s_gain, s_bias, SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_CG: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1).to(tl.int64)
+    cg = tl.arange(0, BLOCK_CG)
+    c = g * Cg + cg
+    cm = cg < Cg
+    mean = tl.load(MEAN + n * G + g)
+    rstd = tl.load(RSTD + n * G + g)
+    gain = tl.load(GAIN + n * s_gain + c, mask=cm, other=0.0).to(tl.float32)
+    bias = tl.load(BIAS + n * s_bias + c, mask=cm, other=0.0).to(tl.float32)
+    acc_g = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
+    for start in range(0, HW, BLOCK_HW):
+        hw = start + tl.arange(0, BLOCK_HW)
+        m = (hw < HW)[:, None] & cm[None, :]
+        x = tl.load(X + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
+        xhat = tl.where(m, (x - mean) * rstd, 0.0)
+        dz = _dz(DY, n, hw, c, m, xhat * gain[None, :] + bias[None, :], dy_n, dy_c, dy_hw, SILU)
+        acc_g += dz * xhat
+        acc_b += dz
+    dgain = tl.sum(acc_g, axis=0)  # (BLOCK_CG,) Σ_hw dz·x̂ per channel
+    dbias = tl.sum(acc_b, axis=0)  # Σ_hw dz
+    tl.store(DGAIN + n * C + c, dgain, mask=cm)
+    tl.store(DBIAS + n * C + c, dbias, mask=cm)
+    count = HW * Cg
+    # the two group means of the LayerNorm-style gradient: mean(dz·gain) and mean(dz·gain·x̂)
+    tl.store(C1 + n * G + g, tl.sum(dbias * gain, axis=0) / count)
+    tl.store(C2 + n * G + g, tl.sum(dgain * gain, axis=0) / count)
+
+
+@triton.jit
+def group_norm_bwd_dx(
+    X, DY, DX, MEAN, RSTD, GAIN, BIAS, C1, C2, HW, C, Cg, G, s_n, s_c, s_hw, dy_n, dy_c, dy_hw,
+    dx_n, dx_c, dx_hw, s_gain, s_bias, SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    n = tl.program_id(0).to(tl.int64)
+    hw = tl.program_id(1).to(tl.int64) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    xhat, gain, z, m, c, rstd = _gn_tile(
+        X, MEAN, RSTD, GAIN, BIAS, n, hw, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias, BLOCK_C
+    )
+    dz = _dz(DY, n, hw, c, m, z, dy_n, dy_c, dy_hw, SILU)
+    grp = n * G + c // Cg
+    c1 = tl.load(C1 + grp, mask=c < C, other=0.0)
+    c2 = tl.load(C2 + grp, mask=c < C, other=0.0)
+    dx = (dz * gain[None, :] - c1[None, :] - xhat * c2[None, :]) * rstd[None, :]
+    tl.store(DX + n * dx_n + hw[:, None] * dx_hw + c[None, :] * dx_c, dx.to(DX.dtype.element_ty), mask=m)

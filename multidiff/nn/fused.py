@@ -21,8 +21,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["layer_norm", "modulate", "ln_modulate", "apply_rotary", "rotary", "fused_available"]
+__all__ = [
+    "layer_norm",
+    "modulate",
+    "ln_modulate",
+    "apply_rotary",
+    "rotary",
+    "group_norm_silu",
+    "fused_available",
+]
 
 
 def layer_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -177,3 +186,125 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, fused: bool
         if fused_available(x) and not cos.requires_grad and not sin.requires_grad:
             return _Rotary.apply(x, cos.float().contiguous(), sin.float().contiguous())
     return apply_rotary(x, cos, sin)  # (B, nH, L, Dh)
+
+
+def _hw_strides(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
+    """``x`` (N, C, H, W) and its strides over (N, C, H·W): NCHW or channels-last, else made contiguous."""
+    H, W = x.shape[2:]
+    if H > 1 and W > 1 and x.stride(2) != W * x.stride(3):
+        x = x.contiguous()
+    return x, x.stride(0), x.stride(1), x.stride(3) if W > 1 else x.stride(2)
+
+
+class _GroupNormSiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        gain: torch.Tensor,
+        bias: torch.Tensor,
+        groups: int,
+        eps: float,
+        silu: bool,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        from . import _triton_kernels as K
+
+        x, s_n, s_c, s_hw = _hw_strides(x)
+        N, C, H, W = x.shape
+        HW, Cg = H * W, C // groups
+        mean = torch.empty(N, groups, device=x.device, dtype=torch.float32)
+        rstd = torch.empty_like(mean)
+        block_cg = _block(Cg)
+        K.group_norm_stats[(N, groups)](
+            x, mean, rstd, HW, Cg, groups, s_n, s_c, s_hw, eps,
+            BLOCK_HW=max(4096 // block_cg, 1), BLOCK_CG=block_cg,
+        )  # fmt: skip
+        y = torch.empty_like(x, dtype=out_dtype)  # same memory format as x
+        _, y_n, y_c, y_hw = _hw_strides(y)
+        block_c = _block(C)
+        block_hw = max(4096 // block_c, 1)
+        K.group_norm_apply[(N, -(-HW // block_hw))](
+            x, y, mean, rstd, gain, bias, HW, C, Cg, groups, s_n, s_c, s_hw, y_n, y_c, y_hw,
+            gain.stride(0) if gain.shape[0] > 1 else 0, bias.stride(0) if bias.shape[0] > 1 else 0,
+            SILU=silu, BLOCK_HW=block_hw, BLOCK_C=block_c,
+        )  # fmt: skip
+        ctx.save_for_backward(x, gain, bias, mean, rstd)
+        ctx.settings = (groups, silu)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[Any, ...]:
+        from . import _triton_kernels as K
+
+        x, gain, bias, mean, rstd = ctx.saved_tensors
+        groups, silu = ctx.settings
+        N, C, H, W = x.shape
+        HW, Cg = H * W, C // groups
+        _, s_n, s_c, s_hw = _hw_strides(x)
+        dy, dy_n, dy_c, dy_hw = _hw_strides(dy)
+        s_gain = gain.stride(0) if gain.shape[0] > 1 else 0
+        s_bias = bias.stride(0) if bias.shape[0] > 1 else 0
+        dgain = torch.empty(N, C, device=x.device, dtype=torch.float32)
+        dbias = torch.empty_like(dgain)
+        c1 = torch.empty(N, groups, device=x.device, dtype=torch.float32)
+        c2 = torch.empty_like(c1)
+        block_cg = _block(Cg)
+        K.group_norm_bwd_reduce[(N, groups)](
+            x, dy, mean, rstd, gain, bias, dgain, dbias, c1, c2, HW, C, Cg, groups, s_n, s_c, s_hw,
+            dy_n, dy_c, dy_hw, s_gain, s_bias, SILU=silu, BLOCK_HW=max(4096 // block_cg, 1), BLOCK_CG=block_cg,
+        )  # fmt: skip
+        dx = torch.empty_like(x)
+        _, dx_n, dx_c, dx_hw = _hw_strides(dx)
+        block_c = _block(C)
+        block_hw = max(4096 // block_c, 1)
+        K.group_norm_bwd_dx[(N, -(-HW // block_hw))](
+            x, dy, dx, mean, rstd, gain, bias, c1, c2, HW, C, Cg, groups, s_n, s_c, s_hw, dy_n, dy_c, dy_hw,
+            dx_n, dx_c, dx_hw, s_gain, s_bias, SILU=silu, BLOCK_HW=block_hw, BLOCK_C=block_c,
+        )  # fmt: skip
+        if gain.shape[0] == 1:
+            dgain, dbias = dgain.sum(0, keepdim=True), dbias.sum(0, keepdim=True)
+        return dx, dgain.to(gain.dtype), dbias.to(bias.dtype), None, None, None, None
+
+
+def group_norm_silu(
+    norm: nn.GroupNorm,
+    x: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    *,
+    silu: bool = True,
+) -> torch.Tensor:
+    """``SiLU(norm(x)·(1 + scale) + shift)``: GroupNorm (Wu and He 2018) with ADM's adaptive
+    modulation (Dhariwal and Nichol 2021, Eq. 3) and the activation, one Triton kernel forward and two
+    backward when ``norm.fused`` is set and :func:`fused_available`.
+
+    The kernel reads NCHW and channels-last tensors alike and writes the layout it reads; PyTorch's
+    CUDA GroupNorm makes channels-last tensors contiguous and returns NCHW, a copy each way around
+    every norm of a channels-last U-Net.
+
+    Args:
+        norm: The GroupNorm layer (its groups, eps, affine weight and bias, and ``fused`` attribute).
+        x: (N, C, H, W).
+        scale: (N, C, 1, 1) or None.
+        shift: (N, C, 1, 1) or None (given with ``scale``).
+        silu: Apply SiLU (False: the normalised, modulated values).
+
+    Returns:
+        (N, C, H, W), in the autocast dtype under autocast (else x's).
+    """
+    if getattr(norm, "fused", False) and x.dim() == 4 and fused_available(x):
+        N, C = x.shape[:2]
+        ones = torch.ones(1, C, device=x.device, dtype=torch.float32)
+        gain = norm.weight[None] if norm.affine else ones  # (1, C)
+        bias = norm.bias[None] if norm.affine else torch.zeros_like(ones)  # (1, C)
+        if scale is not None and shift is not None:
+            factor = 1 + scale.reshape(N, C).float()  # (N, C)
+            gain, bias = gain * factor, torch.addcmul(shift.reshape(N, C).float(), bias, factor)
+        dev = x.device.type
+        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        return _GroupNormSiLU.apply(x, gain, bias, norm.num_groups, norm.eps, silu, out_dtype)
+    h = norm(x)  # (N, C, H, W)
+    if scale is not None and shift is not None:
+        h = torch.addcmul(shift, h, 1 + scale)  # (N, C, H, W)
+    return F.silu(h) if silu else h

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .fused import apply_rotary, layer_norm, modulate, rotary
+from .fused import apply_rotary, group_norm_silu, layer_norm, modulate, rotary
 
 __all__ = [
     "Downsample",
@@ -78,7 +78,25 @@ class GroupNorm(nn.GroupNorm):
     accumulate the group statistics in float32 for bf16 inputs, so this layer calls ``group_norm`` with
     autocast off on the input's own dtype (the affine parameters cast to it): same statistics, half the
     memory traffic. Outside autocast it is ``nn.GroupNorm``, so float32 results are unchanged.
+
+    :meth:`silu` is the norm with ADM's modulation and the SiLU after it, one Triton kernel in eager
+    mode on CUDA when ``fused`` (:func:`~multidiff.nn.fused.group_norm_silu`).
+
+    Args:
+        *args: ``nn.GroupNorm``'s (num_groups, num_channels, eps, affine).
+        fused: Allow the Triton kernel in :meth:`silu`.
+        **kwargs: ``nn.GroupNorm``'s.
     """
+
+    def __init__(self, *args: Any, fused: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fused = fused
+
+    def silu(
+        self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``SiLU(self(x)·(1 + scale) + shift)`` for ``x`` (N, C, H, W), scale and shift (N, C, 1, 1)."""
+        return group_norm_silu(self, x, scale, shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` (B, C, *) over groups of channels; keeps the dtype of the autocast region."""

@@ -103,6 +103,8 @@ class UNetConfig:
         norm_eps: GroupNorm and LayerNorm epsilon.
         rope_theta: Base of the rotary frame-position frequencies of temporal attention.
         grad_checkpointing: Recompute block activations in the backward pass.
+        fused_kernels: In eager mode on CUDA, GroupNorm with its modulation and SiLU and the rotary
+            embeddings run as Triton kernels (:mod:`multidiff.nn.fused`); False keeps the PyTorch ops.
     """
 
     in_channels: int = 4
@@ -127,6 +129,7 @@ class UNetConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     grad_checkpointing: bool = False
+    fused_kernels: bool = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -271,10 +274,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``x`` (B·F, C_in, H, W) with ``emb`` (B·F, E) already through SiLU."""
-        h = self.conv1(F.silu(self.norm1(x)))  # (B·F, C, H, W)
+        h = self.conv1(self.norm1.silu(x))  # (B·F, C, H, W)
         scale, shift = self.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)  # 2 x (B·F, C, 1, 1)
-        h = torch.addcmul(shift, self.norm2(h), 1 + scale)  # (B·F, C, H, W)
-        h = F.silu(h)  # (B·F, C, H, W)
+        h = self.norm2.silu(h, scale, shift)  # SiLU(GN(h)·(1 + scale) + shift) (B·F, C, H, W)
         if self.dropout > 0:
             h = F.dropout(h, p=self.dropout, training=self.training)  # (B·F, C, H, W)
         h = self.conv2(h)  # (B·F, C, H, W)
@@ -307,7 +309,7 @@ class TemporalConv(nn.Module):
         """Mix frames of ``x`` (B·F, C, H, W)."""
         BF, C, H, W = x.shape
         B = BF // frames
-        h = F.silu(self.norm(x))  # (B·F, C, H, W)
+        h = self.norm.silu(x)  # (B·F, C, H, W)
         h = h.reshape(B, frames, C, H * W).transpose(1, 2)  # (B, C, F, H·W)
         h = self.conv(h)  # (B, C, F, H·W)
         h = h.transpose(1, 2).reshape(BF, C, H, W)  # (B·F, C, H, W)
@@ -531,6 +533,9 @@ class UNet(PretrainedMixin, nn.Module):
         self.conv_out = nn.Conv2d(ch, c.out_ch, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        for m in self.modules():  # the GroupNorm and Attention layers' Triton kernels
+            if isinstance(m, (GroupNorm, Attention)):
+                m.fused = c.fused_kernels
 
     @property
     def null_label(self) -> int | None:
@@ -627,7 +632,7 @@ class UNet(PretrainedMixin, nn.Module):
             else:
                 h = torch.cat([h, skips.pop()], dim=1)  # (B·F, C + C_skip, H_i, W_i)
                 h = self._run(block, h, *args)  # (B·F, C_i, H_i, W_i)
-        h = self.conv_out(F.silu(self.norm_out(h)))  # (B·F, C_out, H', W')
+        h = self.conv_out(self.norm_out.silu(h))  # (B·F, C_out, H', W')
         h = h[:, :, :H, :W]  # (B·F, C_out, H, W)
         if c.video:
             h = h.reshape(B, frames, c.out_ch, H, W).transpose(1, 2)  # (B, C_out, F, H, W)
