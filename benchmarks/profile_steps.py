@@ -294,6 +294,10 @@ def run_case(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     case = CASES[name]
     kwargs = {"tiny": True} if args.tiny and "tiny" in inspect.signature(case).parameters else {}
     spec = case(args.device, **kwargs)
+    if args.variant:  # multidiff's side is the case's variant of that name (train_throughput --variants)
+        if args.variant not in spec.get("variants", {}):
+            raise SystemExit(f"profile_steps: error: {name} has no variant {args.variant!r}")
+        spec["ours"] = spec["variants"][args.variant]()
     for side in SIDES.values():
         spec[side[0]].to("cpu")
     rows = []
@@ -305,14 +309,14 @@ def run_case(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             row: dict[str, Any] = dict(
                 case=name,
                 name=spec["name"],
-                side=side,
+                side=f"{side}:{args.variant}" if args.variant and side == "multidiff" else side,
                 mode=mode,
                 model=type(model).__name__,
                 params=sum(p.numel() for p in model.parameters()),
                 batch=spec["batch"],
                 gflop_per_step=flops / 1e9,
             )
-            slug = f"{name}_{side}_{mode}".replace("/", "-")
+            slug = f"{name}_{row['side']}_{mode}".replace("/", "-").replace(":", "-")
             trace = args.out / f"trace_{slug}.json.gz" if args.trace else None
             try:
                 torch._dynamo.reset()
@@ -349,7 +353,7 @@ def run_case(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append(row)
             top = sorted(row["categories_ms"].items(), key=lambda kv: -kv[1])[:3]
             print(
-                f"  {spec['name']:<14} {side:<9} {mode:<8} {step_ms:9.2f} ms/step {row['tflops']:7.1f} TFLOP/s "
+                f"  {spec['name']:<14} {row['side']:<9} {mode:<8} {step_ms:9.2f} ms/step {row['tflops']:7.1f} TFLOP/s "
                 f"busy {100 * row['busy_ms'] / row['reference_ms']:5.1f}%  "
                 + "  ".join(f"{c} {100 * t / row['reference_ms']:.0f}%" for c, t in top),
                 flush=True,
@@ -491,6 +495,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     )
     ap.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
     ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=["multidiff"])
+    ap.add_argument(
+        "--variant", help="profile this variant of multidiff's model (e.g. channels_last, plain_ops)"
+    )
     ap.add_argument("--steps", type=int, default=3, help="timed steps, then as many profiled steps")
     ap.add_argument("--warmup", type=int, default=3, help="steps before timing (compilation happens here)")
     ap.add_argument("--top", type=int, default=25, help="ops listed per case and mode")

@@ -95,19 +95,19 @@ def _image_dit_case(
     # 2.4 GiB on the H100 (NOTES_backbones.md, run 1).
     variants = _variants(cfg)
     if preset == "DiT-B/2":
-        variants["fp32_residual"] = DiT(dataclasses.replace(cfg, fp32_residual=True))
+        variants["fp32_residual"] = lambda: DiT(dataclasses.replace(cfg, fp32_residual=True))
     return dict(
         name=name, batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref, variants=variants
     )
 
 
-def _variants(cfg: DiTConfig) -> dict[str, nn.Module]:
+def _variants(cfg: DiTConfig) -> dict[str, Callable[[], nn.Module]]:
     """The DiT without its fused eager kernels, and with cuDNN's or flash SDPA first (--variants)."""
     order = ("cudnn", "flash", "efficient", "math")
     return {
-        "plain_ops": DiT(dataclasses.replace(cfg, fused_kernels=False)),
-        "sdpa_cudnn": DiT(dataclasses.replace(cfg, attention_backends=order)),
-        "sdpa_flash": DiT(dataclasses.replace(cfg, attention_backends=("flash", *order))),
+        "plain_ops": lambda: DiT(dataclasses.replace(cfg, fused_kernels=False)),
+        "sdpa_cudnn": lambda: DiT(dataclasses.replace(cfg, attention_backends=order)),
+        "sdpa_flash": lambda: DiT(dataclasses.replace(cfg, attention_backends=("flash", *order))),
     }
 
 
@@ -301,7 +301,8 @@ def run_case(
     variants: bool = False,
 ) -> list[dict]:
     """Run one case: both models (and, with ``variants``, the case's alternative multidiff models,
-    key ``variants``: name -> module run by ``step_ours``), each mode; idle models wait on the CPU."""
+    key ``variants``: name -> module, or a callable building it, run by ``step_ours``), each mode;
+    idle models wait on the CPU."""
     kwargs = {"tiny": True} if tiny and "tiny" in inspect.signature(case).parameters else {}
     spec = case(device, **kwargs)
     rows = []
@@ -309,7 +310,7 @@ def run_case(
     steps_fn = {"ours": spec["step_ours"], "ref": spec["step_ref"]}
     if variants:
         for vname, vmodel in spec.get("variants", {}).items():
-            models[f"ours:{vname}"] = vmodel
+            models[f"ours:{vname}"] = vmodel if isinstance(vmodel, nn.Module) else vmodel()
             steps_fn[f"ours:{vname}"] = spec["step_ours"]
     flops = {}
     for side in models:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from multidiff.nn.unet import UNET_PRESETS, UNet  # noqa: E402
 
 __all__ = ["UNET_CASES", "case_mel_unet", "case_video_unet"]
+
+
+def _variants(cfg: Any) -> dict[str, Callable[[], nn.Module]]:
+    """Ours without the fused kernels, and both ways with channels-last weights and activations (built
+    when ``train_throughput.py --variants`` times them)."""
+    plain = dataclasses.replace(cfg, fused_kernels=False)
+    return {
+        "plain_ops": lambda: UNet(plain),
+        "channels_last": lambda: UNet(cfg).to(memory_format=torch.channels_last),
+        "channels_last_plain": lambda: UNet(plain).to(memory_format=torch.channels_last),
+    }
 
 
 def case_mel_unet(device: str, tiny: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -56,7 +68,8 @@ def case_mel_unet(device: str, tiny: bool = False, overrides: dict[str, Any] | N
         cfg = dataclasses.replace(
             cfg, channels=widths, num_res_blocks=1, attention_levels=(1,), norm_groups=8, head_dim=32
         )
-    ours = UNet(dataclasses.replace(cfg, **(overrides or {}))).to(device)
+    cfg = dataclasses.replace(cfg, **(overrides or {}))
+    ours = UNet(cfg).to(device)
     ref_kwargs: dict[str, Any] = dict(
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
@@ -81,7 +94,15 @@ def case_mel_unet(device: str, tiny: bool = False, overrides: dict[str, Any] | N
     def step_ref(model: nn.Module) -> torch.Tensor:
         return F.mse_loss(model(x, t).sample.float(), target)
 
-    return dict(name="Mel-UNet-75M", batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref)
+    return dict(
+        name="Mel-UNet-75M",
+        batch=batch,
+        ours=ours,
+        ref=ref,
+        step_ours=step_ours,
+        step_ref=step_ref,
+        variants=_variants(cfg),
+    )
 
 
 def case_video_unet(
@@ -107,7 +128,8 @@ def case_video_unet(
             norm_num_groups=8,
             attention_head_dim=16,
         )
-    ours = UNet(dataclasses.replace(cfg, **(overrides or {}))).to(device)
+    cfg = dataclasses.replace(cfg, **(overrides or {}))
+    ours = UNet(cfg).to(device)
     ref = UNet3DConditionModel(
         sample_size=size,
         in_channels=4,
@@ -128,7 +150,15 @@ def case_video_unet(
     def step_ref(model: nn.Module) -> torch.Tensor:
         return F.mse_loss(model(x, t, encoder_hidden_states=context).sample.float(), target)
 
-    return dict(name="Video-UNet", batch=batch, ours=ours, ref=ref, step_ours=step_ours, step_ref=step_ref)
+    return dict(
+        name="Video-UNet",
+        batch=batch,
+        ours=ours,
+        ref=ref,
+        step_ours=step_ours,
+        step_ref=step_ref,
+        variants=_variants(cfg),
+    )
 
 
 case_mel_unet.case_name = "Mel-UNet-75M"  # type: ignore[attr-defined]
