@@ -107,8 +107,9 @@ class _LNModulate(torch.autograd.Function):
         B, L, D = x.shape
         dy = dy.contiguous()
         dx = torch.empty_like(x)
-        # Enough programs to fill the card: each sums dy·x̂ and dy over `rows` tokens of one sample.
-        chunks = max(1, min(L, -(-512 // B)))
+        # Enough programs to fill the card (about 2,048; 132 SMs on an H200): each sums dy·x̂ and dy over
+        # `rows` tokens of one sample.
+        chunks = max(1, min(L, -(-2048 // B)))
         rows = -(-L // chunks)
         chunks = -(-L // rows)
         dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
