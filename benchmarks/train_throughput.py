@@ -298,7 +298,7 @@ def run_case(
     compile_modes: list[bool],
     steps: int,
     warmup: int,
-    variants: bool = False,
+    variants: bool | list[str] = False,
 ) -> list[dict]:
     """Run one case: both models (and, with ``variants``, the case's alternative multidiff models,
     key ``variants``: name -> module, or a callable building it, run by ``step_ours``), each mode;
@@ -310,6 +310,8 @@ def run_case(
     steps_fn = {"ours": spec["step_ours"], "ref": spec["step_ref"]}
     if variants:
         for vname, vmodel in spec.get("variants", {}).items():
+            if isinstance(variants, list) and variants and vname not in variants:
+                continue
             models[f"ours:{vname}"] = vmodel if isinstance(vmodel, nn.Module) else vmodel()
             steps_fn[f"ours:{vname}"] = spec["step_ours"]
     flops = {}
@@ -392,7 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="shrink every case (CPU smoke test)")
     ap.add_argument(
-        "--variants", action="store_true", help="also time the cases' alternative multidiff models"
+        "--variants",
+        nargs="*",
+        help="also time the cases' alternative multidiff models: those named (plain_ops, sdpa_cudnn, "
+        "sdpa_flash, fp32_residual, channels_last, channels_last_plain), or all without names",
     )
     ap.add_argument("--out", type=Path, help="write results.json and results.md here")
     args = ap.parse_args(argv)
@@ -428,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
             compile_modes=modes,
             steps=args.steps,
             warmup=args.warmup,
-            variants=args.variants,
+            variants=False if args.variants is None else args.variants or True,
         )
         if args.out is not None:  # after every case, so a run cut short keeps what it measured
             write_results(args.out, env, rows)
