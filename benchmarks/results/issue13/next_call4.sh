@@ -1,28 +1,32 @@
 #!/bin/bash
-# Ready for the next session's first issue-13 device call (one H200, nothing else on the card; not run yet).
-# Carry .whl with torchao (`bash ../shared/device/wheels.sh torchao==0.18.0`). Packed every 20 s and after each
-# stage (generation_latency and train_throughput write after every row), so a cut call returns what ran.
-#  1. moving-digits and spoken-digits with bf16 weights (`Pipeline.to(dtype=torch.bfloat16)`), compile+graphs
-#     first: the video case is at 2.87x in fp32 weights, the bar 3x;
-#  2. the bar's training rows, never measured on the H200 in this issue: DiT-XL/2 and VideoDiT-B/2 against
-#     diffusers, eager and compiled;
-#  3. the U-Net profiles, eager only (the compiled rows cut call 2 at 130 s);
-#  4. the recipe's --fp8 path end to end (a video DiT, 40 steps, tensorwise), which the CPU can only refuse.
+# Next issue-13 device call (not run yet). One H200; carry .whl (`bash ../shared/device/wheels.sh
+# torchao==0.18.0` adds torchao to diffusers, soundfile, librosa) and start the command with
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/s4 .whl/*.whl \
+#     && export PYTHONPATH=/tmp/s4:$PWD && ln -sfn $PWD/recipes multidiff/recipes && bash <this file>
+# Packed every 20 s and after each stage, so a cut call returns what ran.
+#  1. the fused Triton kernels compiled on CUDA against the plain ops (tests/test_fused.py's CUDA test);
+#  2. eager training, every case with its variants: DiT-XL/2 and VideoDiT-B/2 with and without the fused
+#     kernels and with cuDNN or flash SDPA first; the video and mel U-Nets with and without the fused
+#     GroupNorm, NCHW and channels-last (the bar's eager row: >= 1.3x diffusers eager for the DiTs);
+#  3. the video U-Net's eager profile, plain NCHW against fused channels-last (where the 19% copy/layout
+#     and 19% norm of call 2 went);
+#  4. one spoken digit with the sync-free Griffin-Lim, and the moving digit in bf16 weights.
 set -u
 export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w; mkdir -p $R $W
 pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
-for c in moving-digits spoken-digits; do
-  timeout 100 python3 benchmarks/generation_latency.py --only $c --runs 5 --warmup 2 --ours-bf16 \
-    --modes compile+graphs reduce-overhead graphs --out $W/latency/$c-bf16 > $W/latency-$c-bf16.log 2>&1
-done
-timeout 200 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 --steps 10 --warmup 3 \
-  --out $W/train > $W/train.log 2>&1
-timeout 120 python3 benchmarks/profile_steps.py --only video-unet --only mel-unet --sides multidiff diffusers \
-  --modes eager --out $W/profile > $W/profile.log 2>&1
-timeout 100 python3 -m multidiff.recipes.data.make_digits_video --out /tmp/digits --num 200 --format gif > $W/fp8-data.log 2>&1
-timeout 150 python3 -m multidiff train video --data /tmp/digits --out $W/fp8-run --backbone dit --fp8 tensorwise \
-  --steps 40 --log-every 10 --ckpt-every 40 --preview-every 0 > $W/fp8-run.log 2>&1
-rm -rf $W/fp8-run/ckpt-* $W/fp8-run/pipeline
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $W/card.txt 2>&1
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_fused.py tests/test_graphs.py > $W/tests-cuda.log 2>&1; pack
+timeout 260 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 Video-UNet Mel-UNet-75M \
+  --no-compile --variants plain_ops sdpa_cudnn sdpa_flash channels_last channels_last_plain \
+  --steps 10 --warmup 3 --out $W/train-eager > $W/train-eager.log 2>&1; pack
+timeout 70 python3 benchmarks/profile_steps.py --only video-unet --modes eager --variant plain_ops \
+  --out $W/profile-plain > $W/profile-plain.log 2>&1
+timeout 70 python3 benchmarks/profile_steps.py --only video-unet --modes eager --variant channels_last \
+  --out $W/profile-cl > $W/profile-cl.log 2>&1; pack
+timeout 90 python3 benchmarks/generation_latency.py --only spoken-digits --runs 5 --warmup 2 \
+  --modes graphs compile+graphs reduce-overhead --out $W/latency/spoken-digits > $W/latency-sd.log 2>&1
+timeout 60 python3 benchmarks/generation_latency.py --only moving-digits --runs 5 --warmup 2 --ours-bf16 \
+  --modes compile+graphs reduce-overhead --out $W/latency/moving-digits-bf16 > $W/latency-md-bf16.log 2>&1
 kill $PK; pack; ls -R $W | head -40
