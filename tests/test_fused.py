@@ -16,7 +16,7 @@ import textwrap
 import pytest
 import torch
 
-from multidiff.nn.fused import fused_available, ln_modulate, rotary
+from multidiff.nn.fused import fused_available, ln_modulate, rms_rotary, rotary
 
 pytest.importorskip("triton", reason="the fused kernels are Triton kernels; Triton ships with Linux torch")
 
@@ -83,6 +83,32 @@ def test_rotary_kernel_matches_reference_on_strided_heads() -> None:
             assert y.dtype == dtype and y.shape == (B, nH, L, Dh)
             assert (y.double() - ref).abs().max().item() <= tol * ref.abs().max().item(), dtype
             assert (gk.double() - gr).abs().max().item() <= tol * gr.abs().max().item(), dtype
+        """
+    )
+
+
+def test_qk_norm_rotary_kernel_matches_reference() -> None:
+    _interpreted(
+        """
+        import torch.nn.functional as F
+        from multidiff.nn.fused import apply_rotary
+        from multidiff.nn.layers import rotary_tables
+
+        B, L, nH, Dh = 2, 37, 3, 12  # 222 rows: 7 programs of 32, the last ragged
+        cos, sin = rotary_tables((L,), Dh)
+        for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2 ** -7)):
+            qkv = (3 * torch.randn(B, L, 3 * nH * Dh) + 1).to(dtype).requires_grad_()
+            k = qkv.view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)[1]  # strided (B, nH, L, Dh)
+            w = (1 + 0.3 * torch.randn(Dh)).requires_grad_()
+            y = fused.rms_rotary(k, w, 1e-6, cos, sin)
+            ref = apply_rotary(F.rms_norm(k.double(), (Dh,), w.double(), 1e-6), cos.double(), sin.double())
+            g = torch.randn(B, nH, L, Dh, dtype=torch.float64)
+            got = torch.autograd.grad(y, (qkv, w), g.to(dtype))
+            exp = torch.autograd.grad(ref, (qkv, w), g)
+            assert y.dtype == dtype and y.shape == (B, nH, L, Dh)
+            assert (y.double() - ref).abs().max() <= tol * ref.abs().max(), dtype
+            for a, b in zip(got, exp):
+                assert (a.double() - b).abs().max() <= 2 * tol * b.abs().max(), dtype
         """
     )
 
@@ -231,6 +257,12 @@ def test_compiled_kernels_on_cuda_match_the_reference() -> None:
     torch.testing.assert_close(y, r)
     dy = torch.randn_like(y)
     torch.testing.assert_close(torch.autograd.grad(y, q, dy)[0], torch.autograd.grad(r, q, dy)[0])
+    w = (1 + 0.1 * torch.randn(72, device=dev, generator=g)).requires_grad_()
+    y = rms_rotary(q, w, 1e-6, cos, sin)
+    r = apply_rotary(torch.nn.functional.rms_norm(q, (72,), w, 1e-6), cos, sin)
+    torch.testing.assert_close(y, r, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(y, (q, w), dy), torch.autograd.grad(r, (q, w), dy)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     norm = GroupNorm(32, 256).to(dev)
     ref = copy.deepcopy(norm)
     ref.fused = False

@@ -248,3 +248,66 @@ def group_norm_bwd_dx(
     c2 = tl.load(C2 + grp, mask=c < C, other=0.0)
     dx = (dz * gain[None, :] - c1[None, :] - xhat * c2[None, :]) * rstd[None, :]
     tl.store(DX + n * dx_n + hw[:, None] * dx_hw + c[None, :] * dx_c, dx.to(DX.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def rms_rotary_fwd(
+    X, WEIGHT, COS, SIN, Y, RSTD, R, heads, L, half, s_b, s_h, s_l, eps,
+    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """QK-norm then rotary: y = rot(x·rstd·weight), rows of (B, nH, L, 2·half) as in :func:`rotary`."""
+    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    d = tl.arange(0, BLOCK_H)
+    dm = d < half
+    m = (r < R)[:, None] & dm[None, :]
+    pos = r % L
+    bh = r // L
+    src = ((bh // heads) * s_b + (bh % heads) * s_h + pos * s_l)[:, None] + d[None, :]
+    x1 = tl.load(X + src, mask=m, other=0.0).to(tl.float32)
+    x2 = tl.load(X + src + half, mask=m, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)) / (2 * half) + eps)  # (BLOCK_R,)
+    n1 = x1 * rstd[:, None] * tl.load(WEIGHT + d, mask=dm, other=0.0).to(tl.float32)[None, :]
+    n2 = x2 * rstd[:, None] * tl.load(WEIGHT + half + d, mask=dm, other=0.0).to(tl.float32)[None, :]
+    tab = (pos * half)[:, None] + d[None, :]
+    cos = tl.load(COS + tab, mask=m, other=0.0)
+    sin = tl.load(SIN + tab, mask=m, other=0.0)
+    dst = (r * 2 * half)[:, None] + d[None, :]
+    tl.store(Y + dst, (n1 * cos - n2 * sin).to(Y.dtype.element_ty), mask=m)
+    tl.store(Y + dst + half, (n2 * cos + n1 * sin).to(Y.dtype.element_ty), mask=m)
+    tl.store(RSTD + r, rstd, mask=r < R)
+
+
+@triton.jit
+def rms_rotary_bwd(
+    X, WEIGHT, COS, SIN, DY, RSTD, DX, DWEIGHT, R, heads, L, half, s_b, s_h, s_l,
+    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """Gradients of :func:`rms_rotary_fwd`: dx (contiguous), and per-program partial sums of dweight."""
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    d = tl.arange(0, BLOCK_H)
+    dm = d < half
+    rm = r < R
+    m = rm[:, None] & dm[None, :]
+    pos = r % L
+    bh = r // L
+    src = ((bh // heads) * s_b + (bh % heads) * s_h + pos * s_l)[:, None] + d[None, :]
+    dst = (r * 2 * half)[:, None] + d[None, :]
+    rstd = tl.load(RSTD + r, mask=rm, other=0.0)[:, None]
+    xh1 = tl.load(X + src, mask=m, other=0.0).to(tl.float32) * rstd
+    xh2 = tl.load(X + src + half, mask=m, other=0.0).to(tl.float32) * rstd
+    dy1 = tl.load(DY + dst, mask=m, other=0.0).to(tl.float32)
+    dy2 = tl.load(DY + dst + half, mask=m, other=0.0).to(tl.float32)
+    tab = (pos * half)[:, None] + d[None, :]
+    cos = tl.load(COS + tab, mask=m, other=0.0)
+    sin = tl.load(SIN + tab, mask=m, other=0.0)
+    dn1 = dy1 * cos + dy2 * sin  # the rotation's transpose
+    dn2 = dy2 * cos - dy1 * sin
+    g1 = dn1 * tl.load(WEIGHT + d, mask=dm, other=0.0).to(tl.float32)[None, :]
+    g2 = dn2 * tl.load(WEIGHT + half + d, mask=dm, other=0.0).to(tl.float32)[None, :]
+    # d/dx of RMSNorm: rstd·(g − x̂·mean(g·x̂))
+    c = ((tl.sum(g1 * xh1, axis=1) + tl.sum(g2 * xh2, axis=1)) / (2 * half))[:, None]
+    tl.store(DX + dst, ((g1 - xh1 * c) * rstd).to(DX.dtype.element_ty), mask=m)
+    tl.store(DX + dst + half, ((g2 - xh2 * c) * rstd).to(DX.dtype.element_ty), mask=m)
+    tl.store(DWEIGHT + pid * 2 * half + d, tl.sum(dn1 * xh1, axis=0), mask=dm)
+    tl.store(DWEIGHT + pid * 2 * half + half + d, tl.sum(dn2 * xh2, axis=0), mask=dm)

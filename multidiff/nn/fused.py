@@ -29,6 +29,7 @@ __all__ = [
     "ln_modulate",
     "apply_rotary",
     "rotary",
+    "rms_rotary",
     "group_norm_silu",
     "fused_available",
 ]
@@ -187,6 +188,77 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, fused: bool
         if fused_available(x) and not cos.requires_grad and not sin.requires_grad:
             return _Rotary.apply(x, cos.float().contiguous(), sin.float().contiguous())
     return apply_rotary(x, cos, sin)  # (B, nH, L, Dh)
+
+
+class _RMSRotary(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
+        from . import _triton_kernels as K
+
+        if x.stride(-1) != 1:
+            x = x.contiguous()
+        B, nH, L, Dh = x.shape
+        rows = B * nH * L
+        y = torch.empty(B, nH, L, Dh, device=x.device, dtype=x.dtype)
+        rstd = torch.empty(rows, device=x.device, dtype=torch.float32)
+        K.rms_rotary_fwd[(-(-rows // 32),)](
+            x, weight, cos, sin, y, rstd, rows, nH, L, Dh // 2, x.stride(0), x.stride(1), x.stride(2), eps,
+            BLOCK_R=32, BLOCK_H=_block(Dh // 2),
+        )  # fmt: skip
+        ctx.save_for_backward(x, weight, cos, sin, rstd)
+        return y  # (B, nH, L, Dh)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
+        from . import _triton_kernels as K
+
+        x, weight, cos, sin, rstd = ctx.saved_tensors
+        B, nH, L, Dh = x.shape
+        rows = B * nH * L
+        programs = -(-rows // 32)
+        dx = torch.empty(B, nH, L, Dh, device=x.device, dtype=x.dtype)
+        dweight = torch.empty(programs, Dh, device=x.device, dtype=torch.float32)
+        K.rms_rotary_bwd[(programs,)](
+            x, weight, cos, sin, dy.contiguous(), rstd, dx, dweight, rows, nH, L, Dh // 2,
+            x.stride(0), x.stride(1), x.stride(2), BLOCK_R=32, BLOCK_H=_block(Dh // 2),
+        )  # fmt: skip
+        return dx, dweight.sum(0).to(weight.dtype), None, None, None
+
+
+def rms_rotary(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    *,
+    fused: bool = True,
+) -> torch.Tensor:
+    """QK-norm then rotary embedding: :func:`apply_rotary` of ``RMSNorm(x)·weight`` over the head width
+    (Zhang and Sennrich 2019; Su et al. 2021), one kernel forward and one backward when
+    :func:`fused_available`; ``fused=False`` always takes the reference path.
+
+    Args:
+        x: Queries or keys (B, nH, L, Dh).
+        weight: RMSNorm gain (Dh,).
+        eps: Added to the mean square.
+        cos: Rotary table (L, Dh/2).
+        sin: Rotary table (L, Dh/2).
+
+    Returns:
+        (B, nH, L, Dh) in x's dtype.
+    """
+    ok = (
+        x.dim() == 4
+        and weight.shape == (x.shape[3],)
+        and cos.shape == sin.shape == (x.shape[2], x.shape[3] // 2)
+    )
+    if fused and ok and fused_available(x) and not cos.requires_grad and not sin.requires_grad:
+        return _RMSRotary.apply(x, weight, eps, cos.float().contiguous(), sin.float().contiguous())
+    normed = F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), eps)  # (B, nH, L, Dh)
+    return apply_rotary(normed, cos, sin)  # (B, nH, L, Dh)
 
 
 def _hw_strides(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:

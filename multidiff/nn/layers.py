@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .fused import apply_rotary, group_norm_silu, layer_norm, modulate, rotary
+from .fused import apply_rotary, group_norm_silu, layer_norm, modulate, rms_rotary, rotary
 
 __all__ = [
     "Downsample",
@@ -410,8 +410,8 @@ class Attention(nn.Module):
         backends: SDPA kernels to prefer, in order, from ``"cudnn"``, ``"flash"``, ``"efficient"``,
             ``"math"`` (scoped to this layer's call through ``torch.nn.attention.sdpa_kernel``); empty
             leaves PyTorch's own choice.
-        fused: Rotary embeddings through one Triton kernel in eager mode on CUDA
-            (:func:`~multidiff.nn.fused.rotary`); False keeps the PyTorch ops.
+        fused: Rotary embeddings (after QK-norm, when both are on) through one Triton kernel in eager
+            mode on CUDA (:mod:`multidiff.nn.fused`); False keeps the PyTorch ops.
     """
 
     def __init__(
@@ -479,11 +479,15 @@ class Attention(nn.Module):
                 raise ValueError("self-attention layer got a context; build it with context_dim")
             qkv = self.to_qkv(x).view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, B, nH, L, Dh)
             q, k, v = qkv.unbind(0)  # 3 x (B, nH, L, Dh)
-        q = self.q_norm(q)  # (B, nH, L, Dh)
-        k = self.k_norm(k)  # (B, nH, Lk, Dh)
-        if rope is not None:
-            q = rotary(q, *rope, fused=self.fused)  # (B, nH, L, Dh)
-            k = rotary(k, *rope, fused=self.fused)  # (B, nH, L, Dh)
+        if rope is not None and isinstance(self.q_norm, RMSNorm) and isinstance(self.k_norm, RMSNorm):
+            q = rms_rotary(q, self.q_norm.weight, self.q_norm.eps, *rope, fused=self.fused)  # (B, nH, L, Dh)
+            k = rms_rotary(k, self.k_norm.weight, self.k_norm.eps, *rope, fused=self.fused)  # (B, nH, L, Dh)
+        else:
+            q = self.q_norm(q)  # (B, nH, L, Dh)
+            k = self.k_norm(k)  # (B, nH, Lk, Dh)
+            if rope is not None:
+                q = rotary(q, *rope, fused=self.fused)  # (B, nH, L, Dh)
+                k = rotary(k, *rope, fused=self.fused)  # (B, nH, L, Dh)
         attn_mask = None
         keep = None
         if mask is not None:
