@@ -190,6 +190,40 @@ def test_attention_mask_ignores_masked_keys_and_zeroes_empty_rows() -> None:
     assert torch.count_nonzero(out[1]) == 0  # nothing to attend: zero, not NaN
 
 
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_across_frames_equals_attention_on_gathered_frames(qk_norm: bool) -> None:
+    """across_frames attends over F at each of S positions, as the module does on (B·S, F, D) tokens,
+    and a wrapped QKV layer (as LoRA wraps it) takes the gathering path with the same result."""
+    torch.manual_seed(0)
+    B, Fr, S, D = 2, 5, 6, 16
+    attn = Attention(D, 4, qk_norm=qk_norm)
+    if qk_norm:
+        for norm in (attn.q_norm, attn.k_norm):
+            torch.nn.init.normal_(norm.weight, 1.0, 0.3)
+    x = torch.randn(B, Fr, S, D)
+    rope = rotary_tables((Fr,), D // 4)
+    gathered = attn(x.transpose(1, 2).reshape(B * S, Fr, D), rope=rope).view(B, S, Fr, D).transpose(1, 2)
+    out = attn.across_frames(x, rope=rope)
+    assert out.shape == (B, Fr, S, D)
+    torch.testing.assert_close(out, gathered, atol=1e-5, rtol=1e-5)
+    # the frames are what is mixed: changing frame 0 at position 0 leaves every other position alone
+    x2 = x.clone()
+    x2[:, 0, 0] += 1.0
+    delta = (attn.across_frames(x2, rope=rope) - out).abs().amax(dim=(0, 3))  # (F, S)
+    assert (delta[:, 0] > 1e-4).all() and (delta[:, 1:] == 0).all()
+
+    class Wrapped(nn.Module):  # a QKV layer that is not a plain nn.Linear
+        def __init__(self, inner: nn.Linear) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.inner(t)
+
+    attn.to_qkv = Wrapped(attn.to_qkv)  # type: ignore[assignment]
+    torch.testing.assert_close(attn.across_frames(x, rope=rope), gathered, atol=1e-5, rtol=1e-5)
+
+
 def test_attention_rope_and_backends_and_errors() -> None:
     torch.manual_seed(0)
     attn = Attention(16, 2, qk_norm=True, backends=("flash", "efficient", "math"))

@@ -179,6 +179,22 @@ def test_frames_interact_only_in_video_models() -> None:
     torch.testing.assert_close(a.view(2, 4, 2, 8, 8)[:, 1:], b.view(2, 4, 2, 8, 8)[:, 1:])
 
 
+def test_channels_last_video_model_gives_the_same_output_and_gradients() -> None:
+    """The memory format is a speed setting only: a channels-last video U-Net (whose temporal layers
+    then attend and convolve without copies) computes what the NCHW one does."""
+    x = _noise(2, 2, 4, 8, 8)
+    model = _model(in_channels=2, video=True).train()
+    cl = _model(in_channels=2, video=True).train().to(memory_format=torch.channels_last)
+    outs = []
+    for m in (model, cl):
+        out = m(x, C_NOISE)
+        out.square().sum().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    for (name, a), b in zip(model.named_parameters(), cl.parameters()):  # to float32 rounding of the sums
+        assert (b.grad - a.grad).abs().max() <= 1e-5 * a.grad.abs().max() + 1e-7, name
+
+
 def test_finite_under_bf16_autocast() -> None:
     model = _model(in_channels=2, video=True, context_dim=4, num_classes=2)
     x = _noise(2, 2, 3, 6, 10)

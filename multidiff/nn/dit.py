@@ -236,11 +236,9 @@ class DiTBlock(nn.Module):
             S = L // frames
             h = self.attn(h.reshape(B * frames, S, D), rope=rope)  # (B·F, S, D)
             h = h.reshape(B, L, D)  # (B, L, D)
-        else:
-            S = L // frames
-            h = h.reshape(B, frames, S, D).transpose(1, 2).reshape(B * S, frames, D)  # (B·S, F, D)
-            h = self.attn(h, rope=rope)  # (B·S, F, D)
-            h = h.reshape(B, S, frames, D).transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        else:  # across frames, the tokens left where they lie (Attention.across_frames)
+            h = self.attn.across_frames(h.view(B, frames, L // frames, D), rope=rope)  # (B, F, S, D)
+            h = h.reshape(B, L, D)  # (B, L, D)
         x = torch.addcmul(x, gate_a, h)  # x + gate·h in one pass (B, L, D)
         if self.cross is not None and self.cross_norm is not None and context is not None:
             x = x + self.cross(self.cross_norm(x), context, mask=context_mask)  # (B, L, D)

@@ -479,6 +479,62 @@ class Attention(nn.Module):
                 raise ValueError("self-attention layer got a context; build it with context_dim")
             qkv = self.to_qkv(x).view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, B, nH, L, Dh)
             q, k, v = qkv.unbind(0)  # 3 x (B, nH, L, Dh)
+        attn_mask = None
+        keep = None
+        if mask is not None:
+            keep = mask.any(dim=-1)  # (B,)
+            # A row with nothing to attend would give NaN; attend everywhere, then zero it below.
+            safe = mask | ~keep[:, None]  # (B, Lk)
+            attn_mask = safe[:, None, None, :]  # (B, 1, 1, Lk)
+        out = self._attend(q, k, v, rope, attn_mask)  # (B, nH, L, Dh)
+        out = out.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        out = self.proj(out)  # (B, L, D)
+        if keep is not None:
+            out = out * keep[:, None, None].to(out.dtype)  # (B, L, D)
+        return out
+
+    def across_frames(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Self-attention across the F frames at each of the S positions of ``x`` (B, F, S, D).
+
+        The same as ``self`` on ``x.transpose(1, 2).reshape(B·S, F, D)`` with the result moved back,
+        without gathering the frames: q, k and v come from three matmuls on x as it lies and enter
+        attention as strided (B, S·nH, F, Dh) views, and the fused SDPA kernels write their output
+        as (B, F, S·nH, Dh) in memory, so a contiguous x costs no copy either way (the video DiT's
+        temporal blocks; a channels-last U-Net's temporal attention). A QKV layer other than a plain
+        ``nn.Linear`` (LoRA, float8) gathers, through its own forward.
+
+        Args:
+            x: (B, F, S, D).
+            rope: Rotary tables (F, Dh/2) over frames, or None.
+
+        Returns:
+            (B, F, S, D).
+        """
+        B, Fr, S, D = x.shape
+        if self.is_cross or type(self.to_qkv) is not nn.Linear:
+            t = self(x.transpose(1, 2).reshape(B * S, Fr, D), rope=rope)  # (B·S, F, D)
+            return t.view(B, S, Fr, D).transpose(1, 2)  # (B, F, S, D)
+        w, b = self.to_qkv.weight, self.to_qkv.bias
+        q, k, v = (
+            F.linear(x, w[i * D : (i + 1) * D], None if b is None else b[i * D : (i + 1) * D])
+            .view(B, Fr, S * self.heads, self.head_dim)
+            .transpose(1, 2)
+            for i in range(3)
+        )  # 3 x (B, S·nH, F, Dh)
+        out = self._attend(q, k, v, rope, None)  # (B, S·nH, F, Dh)
+        return self.proj(out.transpose(1, 2).reshape(B, Fr, S, D))  # (B, F, S, D)
+
+    def _attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """QK-norm, rotary embedding and SDPA on (B, nH, L, Dh) queries and (B, nH, Lk, Dh) keys/values."""
         if rope is not None and isinstance(self.q_norm, RMSNorm) and isinstance(self.k_norm, RMSNorm):
             q = rms_rotary(q, self.q_norm.weight, self.q_norm.eps, *rope, fused=self.fused)  # (B, nH, L, Dh)
             k = rms_rotary(k, self.k_norm.weight, self.k_norm.eps, *rope, fused=self.fused)  # (B, nH, L, Dh)
@@ -488,23 +544,10 @@ class Attention(nn.Module):
             if rope is not None:
                 q = rotary(q, *rope, fused=self.fused)  # (B, nH, L, Dh)
                 k = rotary(k, *rope, fused=self.fused)  # (B, nH, L, Dh)
-        attn_mask = None
-        keep = None
-        if mask is not None:
-            keep = mask.any(dim=-1)  # (B,)
-            # A row with nothing to attend would give NaN; attend everywhere, then zero it below.
-            safe = mask | ~keep[:, None]  # (B, Lk)
-            attn_mask = safe[:, None, None, :]  # (B, 1, 1, Lk)
         if self.backends:
             with sdpa_kernel([_SDPA_BACKENDS[b] for b in self.backends], set_priority=True):
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
-        out = out.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
-        out = self.proj(out)  # (B, L, D)
-        if keep is not None:
-            out = out * keep[:, None, None].to(out.dtype)  # (B, L, D)
-        return out
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, nH, L, Dh)
 
 
 class Mlp(nn.Module):

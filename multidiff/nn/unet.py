@@ -401,11 +401,10 @@ class TemporalAttention(nn.Module):
     def forward(self, x: torch.Tensor, frames: int, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Attend across the frames of ``x`` (B·F, C, H, W) with rotary tables (F, Dh/2)."""
         BF, C, H, W = x.shape
-        B = BF // frames
-        t = x.reshape(B, frames, C, H * W).permute(0, 3, 1, 2).reshape(B * H * W, frames, C)  # (B·H·W, F, C)
-        t = self.attn(self.norm(t), rope=rope)  # (B·H·W, F, C)
-        t = t.view(B, H * W, frames, C).permute(0, 2, 3, 1).reshape(BF, C, H, W)  # (B·F, C, H, W)
-        return x + t  # (B·F, C, H, W)
+        # (B, F, H·W, C): a view of a channels-last x, so with across_frames no copy either way
+        t = x.reshape(BF // frames, frames, C, H * W).transpose(2, 3)  # (B, F, H·W, C)
+        t = self.attn.across_frames(self.norm(t), rope=rope)  # (B, F, H·W, C)
+        return x + t.transpose(2, 3).reshape(BF, C, H, W)  # (B·F, C, H, W)
 
 
 class UNetLayer(nn.Module):
