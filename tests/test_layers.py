@@ -220,6 +220,9 @@ def test_attention_across_frames_equals_attention_on_gathered_frames(qk_norm: bo
         def forward(self, t: torch.Tensor) -> torch.Tensor:
             return self.inner(t)
 
+    attn.fused = False
+    torch.testing.assert_close(attn.across_frames(x, rope=rope), gathered, atol=1e-5, rtol=1e-5)
+    attn.fused = True
     attn.to_qkv = Wrapped(attn.to_qkv)  # type: ignore[assignment]
     torch.testing.assert_close(attn.across_frames(x, rope=rope), gathered, atol=1e-5, rtol=1e-5)
 

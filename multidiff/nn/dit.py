@@ -71,8 +71,9 @@ class DiTConfig:
         attention_backends: SDPA kernels to prefer, in order (``"cudnn"``, ``"flash"``,
             ``"efficient"``, ``"math"``); empty leaves the choice to PyTorch.
         fused_kernels: In eager mode on CUDA, LayerNorm with its adaLN modulation and the rotary
-            embeddings run as Triton kernels (:mod:`multidiff.nn.fused`); False keeps the PyTorch ops.
-            Results agree to rounding; compiled models are the same either way.
+            embeddings (with QK-norm) run as Triton kernels (:mod:`multidiff.nn.fused`), and temporal
+            blocks attend without gathering frames (``Attention.across_frames``); False keeps the
+            PyTorch ops and the gathering. Results agree to rounding.
     """
 
     in_channels: int = 4

@@ -411,7 +411,8 @@ class Attention(nn.Module):
             ``"math"`` (scoped to this layer's call through ``torch.nn.attention.sdpa_kernel``); empty
             leaves PyTorch's own choice.
         fused: Rotary embeddings (after QK-norm, when both are on) through one Triton kernel in eager
-            mode on CUDA (:mod:`multidiff.nn.fused`); False keeps the PyTorch ops.
+            mode on CUDA (:mod:`multidiff.nn.fused`), and :meth:`across_frames` without gathering the
+            frames; False keeps the PyTorch ops and the gathering.
     """
 
     def __init__(
@@ -503,7 +504,7 @@ class Attention(nn.Module):
         attention as strided (B, S·nH, F, Dh) views, and the fused SDPA kernels write their output
         as (B, F, S·nH, Dh) in memory, so a contiguous x costs no copy either way (the video DiT's
         temporal blocks; a channels-last U-Net's temporal attention). A QKV layer other than a plain
-        ``nn.Linear`` (LoRA, float8) gathers, through its own forward.
+        ``nn.Linear`` (LoRA, float8), or ``fused`` off, gathers, through the layer's own forward.
 
         Args:
             x: (B, F, S, D).
@@ -513,7 +514,7 @@ class Attention(nn.Module):
             (B, F, S, D).
         """
         B, Fr, S, D = x.shape
-        if self.is_cross or type(self.to_qkv) is not nn.Linear:
+        if not self.fused or self.is_cross or type(self.to_qkv) is not nn.Linear:
             t = self(x.transpose(1, 2).reshape(B * S, Fr, D), rope=rope)  # (B·S, F, D)
             return t.view(B, S, Fr, D).transpose(1, 2)  # (B, F, S, D)
         w, b = self.to_qkv.weight, self.to_qkv.bias

@@ -104,7 +104,8 @@ class UNetConfig:
         rope_theta: Base of the rotary frame-position frequencies of temporal attention.
         grad_checkpointing: Recompute block activations in the backward pass.
         fused_kernels: In eager mode on CUDA, GroupNorm with its modulation and SiLU and the rotary
-            embeddings run as Triton kernels (:mod:`multidiff.nn.fused`); False keeps the PyTorch ops.
+            embeddings run as Triton kernels (:mod:`multidiff.nn.fused`), and temporal attention
+            does not gather frames; False keeps the PyTorch ops and the gathering.
     """
 
     in_channels: int = 4
