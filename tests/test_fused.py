@@ -123,7 +123,7 @@ def test_video_dit_with_fused_kernels_matches_plain_ops() -> None:
         cfg = DiTConfig(in_channels=3, patch=(1, 2, 2), width=48, depth=2, heads=4, qk_norm=True,
                         attention="factorised", num_classes=5)
         fused_model = DiT(cfg)
-        for p in fused_model.parameters():  # leave adaLN-Zero's zeros, so every path carries signal
+        for p in fused_model.parameters():  # no adaLN-Zero zeros: every path carries signal
             torch.nn.init.normal_(p, std=0.05)
         plain = DiT(dataclasses.replace(cfg, fused_kernels=False))
         plain.load_state_dict(fused_model.state_dict())
