@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError(f"--text-encoder: {err}") from err
     context_dim = None if text_encoder is None else int(text_encoder.dim)  # type: ignore[arg-type]
     backbone = train.make_backbone(
-        args.backbone, preset.unet, preset.dit, num_classes=num_classes, context_dim=context_dim
-    )
+        args.backbone, preset.unet, preset.dit,
+        num_classes=num_classes, context_dim=context_dim, fused_kernels=args.fused_kernels,
+    )  # fmt: skip
     objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
     # What is trained, averaged and checkpointed: the denoiser, or the denoiser with its text encoder.

@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> Path:
     # --- backbone (U-Net) and denoiser
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     backbone = train.make_backbone(
-        args.backbone, preset.unet, preset.dit, in_channels=c, num_classes=num_classes
-    )
+        args.backbone, preset.unet, preset.dit,
+        in_channels=c, num_classes=num_classes, fused_kernels=args.fused_kernels,
+    )  # fmt: skip
     objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting
 

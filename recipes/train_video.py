@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> Path:
     backbone = train.make_backbone(
         args.backbone, preset.unet, dit_config,
         in_channels=c, cond_channels=c + 1, num_classes=num_classes, context_dim=context_dim,
+        fused_kernels=args.fused_kernels,
     )  # fmt: skip
     objective = train.make_objective(backbone, settings, sigma_data=0.5)  # --objective edm|flow|v
     denoiser, sigma_dist, weighting = objective.denoiser.to(device), objective.sigma_dist, objective.weighting

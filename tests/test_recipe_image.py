@@ -86,3 +86,13 @@ def test_tiny_image_recipe_trains_resumes_and_generates(tmp_path) -> None:
     out = pipe.generate(2, known=known, mask=mask, seed=0, steps=3, progress=False)
     assert torch.equal(out[:, :, : SIZE // 2], known[None, :, : SIZE // 2].expand(2, -1, -1, -1))
     assert not torch.equal(out[0, :, SIZE // 2 :], known[:, SIZE // 2 :])
+
+
+def test_no_fused_kernels_is_saved_with_the_backbone_and_may_change_on_resume(tmp_path) -> None:
+    trainer = load_recipe("train_image.py")
+    data = square_images(tmp_path / "data")
+    trainer.main([*common_args(data, tmp_path / "run", 2), "--no-fused-kernels"])
+    assert ImagePipeline.from_pretrained(tmp_path / "run" / "pipeline").backbone.config.fused_kernels is False
+    trainer.main(common_args(data, tmp_path / "run", 4))  # resumes: the kernels change no number's meaning
+    assert train.latest_checkpoint(tmp_path / "run").step == 4
+    assert ImagePipeline.from_pretrained(tmp_path / "run" / "pipeline").backbone.config.fused_kernels is True

@@ -119,8 +119,9 @@ def make_objective(backbone: nn.Module, args: Any, sigma_data: float = 0.5) -> O
 
 
 def make_backbone(kind: str, unet: UNetConfig, dit: DiTConfig, **fields: Any) -> nn.Module:
-    """The ``kind`` (``"unet"`` or ``"dit"``) backbone of a preset, with the fields the data decides
-    (``in_channels``, ``num_classes``, ``context_dim``, ``cond_channels``) replaced in its config."""
+    """The ``kind`` (``"unet"`` or ``"dit"``) backbone of a preset, with the fields the data and the run
+    decide (``in_channels``, ``num_classes``, ``context_dim``, ``cond_channels``, ``fused_kernels``)
+    replaced in its config."""
     if kind == "unet":
         return UNet(dataclasses.replace(unet, **fields))
     if kind == "dit":

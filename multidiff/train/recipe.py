@@ -76,6 +76,7 @@ RESUME_MAY_CHANGE = (
     "max_minutes",
     "compile",
     "fp8",  # the numbers of the matmuls, like --precision; runs saved before the option existed resume
+    "fused_kernels",  # how the same numbers are computed (to rounding)
     "guidance",
     "report_to",
     "activation_checkpointing",
@@ -272,6 +273,14 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         default=None,
         help="torch.compile the backbone: the first step compiles (a minute or two), later ones run "
         "faster; default: on with CUDA, off on the CPU (--no-compile turns it off)",
+    )
+    p.add_argument(
+        "--fused-kernels",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="eager mode on CUDA: norms with their modulation, and rotary embeddings, as multidiff's Triton "
+        "kernels (multidiff.nn.fused); --no-fused-kernels keeps plain PyTorch ops (a compiled backbone "
+        "uses Inductor's fusions either way). Saved in the backbone's config",
     )
     p.add_argument(
         "--fp8",
