@@ -4,7 +4,8 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/s4 .whl/*.whl \
 #     && export PYTHONPATH=/tmp/s4:$PWD && ln -sfn $PWD/recipes multidiff/recipes && bash <this file>
 # Packed every 20 s and after each stage, so a cut call returns what ran.
-#  1. the fused Triton kernels compiled on CUDA against the plain ops (tests/test_fused.py's CUDA test);
+#  1. the fused Triton kernels compiled on CUDA against the plain ops (tests/test_fused.py's CUDA test), then
+#     each op alone against its plain ops at the bar's shapes (benchmarks/fused_ops.py: the per-op gain);
 #  2. eager training, every case with its variants: DiT-XL/2 and VideoDiT-B/2 with and without the fused
 #     kernels and with cuDNN or flash SDPA first; the video and mel U-Nets with and without the fused
 #     GroupNorm, NCHW and channels-last (the bar's eager row: >= 1.3x diffusers eager for the DiTs);
@@ -18,6 +19,7 @@ pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $W/card.txt 2>&1
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_fused.py tests/test_graphs.py > $W/tests-cuda.log 2>&1; pack
+timeout 60 python3 benchmarks/fused_ops.py --out $W/fused-ops > $W/fused-ops.log 2>&1; pack
 timeout 260 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 Video-UNet Mel-UNet-75M \
   --no-compile --variants plain_ops sdpa_cudnn sdpa_flash channels_last channels_last_plain \
   --steps 10 --warmup 3 --out $W/train-eager > $W/train-eager.log 2>&1; pack

@@ -1,0 +1,184 @@
+"""Each fused op of ``multidiff.nn.fused`` against its plain PyTorch ops, forward and backward (issue 13).
+
+The op alone, at the shapes it meets in the bar's models, in eager mode (the kernels give way to
+Inductor under ``torch.compile``): median time of a forward and of a forward + backward, the plain
+ops' time over the kernel's (the gain), the effective bandwidth of the kernel (bytes it must read and
+write over its time; the H200's HBM3e peak is 4.8 TB/s) and the largest difference from the plain
+result. Inputs in bf16, as under bf16 autocast.
+
+    python benchmarks/fused_ops.py --out OUT              # on the device
+    TRITON_INTERPRET=1 python benchmarks/fused_ops.py --tiny --device cpu   # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from multidiff.nn.fused import apply_rotary, layer_norm, ln_modulate, modulate, rms_rotary, rotary  # noqa: E402
+from multidiff.nn.layers import GroupNorm, rotary_tables  # noqa: E402
+
+Case = dict[str, Any]
+
+
+def _cases(device: torch.device, tiny: bool) -> list[Case]:
+    """(name, shape note, plain op, fused op, inputs, bytes moved by one fused forward)."""
+    dt = torch.bfloat16
+    g = torch.Generator(device).manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, device=device).to(dt).requires_grad_()
+
+    B, L, D = (2, 8, 24) if tiny else (128, 256, 1152)  # DiT-XL/2, 256 px, batch 128
+    x, ada = rand(B, L, D), rand(B, 1, 2 * D)
+    shift, scale = ada.chunk(2, dim=-1)
+    cases: list[Case] = [
+        dict(
+            name="adaLN LayerNorm + modulation",
+            shape=f"DiT-XL/2 tokens ({B}, {L}, {D})",
+            plain=lambda: modulate(layer_norm(x, 1e-6), shift, scale).to(dt),
+            fused=lambda: ln_modulate(x, shift, scale, 1e-6),
+            inputs=[x, ada],
+            bytes=2 * x.numel() * 2,
+        )
+    ]
+    Bv, nH, F, S, Dh = (1, 2, 4, 6, 8) if tiny else (16, 12, 16, 256, 64)  # VideoDiT-B/2, temporal blocks
+    q = rand(Bv, nH * S, F, Dh)
+    cos, sin = rotary_tables((F,), Dh, device=device)
+    w = (1 + 0.1 * torch.randn(Dh, generator=g, device=device)).requires_grad_()
+    cases += [
+        dict(
+            name="rotary embedding",
+            shape=f"video DiT-B/2 queries ({Bv}, {nH * S}, {F}, {Dh})",
+            plain=lambda: apply_rotary(q, cos, sin),
+            fused=lambda: rotary(q, cos, sin),
+            inputs=[q],
+            bytes=2 * q.numel() * 2,
+        ),
+        dict(
+            name="QK-norm + rotary embedding",
+            shape=f"same, RMSNorm gain ({Dh},)",
+            plain=lambda: apply_rotary(torch.nn.functional.rms_norm(q, (Dh,), w.to(dt), 1e-6), cos, sin),
+            fused=lambda: rms_rotary(q, w, 1e-6, cos, sin),
+            inputs=[q, w],
+            bytes=2 * q.numel() * 2,
+        ),
+    ]
+    levels = [(2, 16, 8, 8)] if tiny else [(128, 128, 32, 32), (128, 256, 16, 16), (128, 512, 8, 8)]
+    for N, C, H, W in levels:  # the video-B U-Net's levels: batch 8 x 16 frames
+        norm = GroupNorm(8 if tiny else 32, C).to(device)
+        plain_norm = copy.deepcopy(norm)
+        plain_norm.fused = False
+        emb = rand(N, 2 * C, 1, 1)
+        s, t = emb.chunk(2, dim=1)
+        for fmt, name in ((torch.contiguous_format, "NCHW"), (torch.channels_last, "channels-last")):
+            xg = torch.randn(N, C, H, W, generator=g, device=device).to(dt).to(memory_format=fmt)
+            xg.requires_grad_()
+            cases.append(
+                dict(
+                    name=f"GroupNorm + modulation + SiLU, {name}",
+                    shape=f"U-Net level ({N}, {C}, {H}, {W})",
+                    plain=lambda xg=xg, n=plain_norm, s=s, t=t: n.silu(xg, s, t),
+                    fused=lambda xg=xg, n=norm, s=s, t=t: n.silu(xg, s, t),
+                    inputs=[xg, emb],
+                    bytes=3 * xg.numel() * 2,  # statistics pass, then read and write
+                )
+            )
+    return cases
+
+
+def _time(fn: Callable[[], Any], device: torch.device, runs: int) -> float:
+    """Median seconds of ``fn`` over ``runs`` calls, after two, synchronised."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def run(case: Case, device: torch.device, runs: int) -> dict[str, Any]:
+    """Time one case both ways, forward and forward + backward; compare the two results."""
+    grad = torch.randn_like(case["plain"]())
+
+    def fwd_bwd(op: Callable[[], torch.Tensor]) -> Callable[[], Any]:
+        return lambda: torch.autograd.grad(op(), case["inputs"], grad)
+
+    row: dict[str, Any] = dict(name=case["name"], shape=case["shape"])
+    for way in ("plain", "fused"):
+        with torch.no_grad():
+            row[f"{way}_fwd_us"] = 1e6 * _time(case[way], device, runs)
+        row[f"{way}_fwd_bwd_us"] = 1e6 * _time(fwd_bwd(case[way]), device, runs)
+    y, r = case["fused"](), case["plain"]()
+    row["max_abs_diff"] = (y.float() - r.float()).abs().max().item()
+    row["gain_fwd"] = row["plain_fwd_us"] / row["fused_fwd_us"]
+    row["gain_fwd_bwd"] = row["plain_fwd_bwd_us"] / row["fused_fwd_bwd_us"]
+    row["fused_fwd_tb_s"] = case["bytes"] / (row["fused_fwd_us"] * 1e-6) / 1e12
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the rows."""
+    lines = [
+        "| op | shape | plain fwd µs | fused fwd µs | gain | plain fwd+bwd µs | fused fwd+bwd µs | gain | "
+        "fused fwd TB/s | max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['shape']} | {r['plain_fwd_us']:.1f} | {r['fused_fwd_us']:.1f} | "
+            f"{r['gain_fwd']:.2f}x | {r['plain_fwd_bwd_us']:.1f} | {r['fused_fwd_bwd_us']:.1f} | "
+            f"{r['gain_fwd_bwd']:.2f}x | {r['fused_fwd_tb_s']:.2f} | {r['max_abs_diff']:.2g} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--runs", type=int, default=20, help="timed calls per op and way (median)")
+    ap.add_argument(
+        "--tiny", action="store_true", help="tiny shapes (CPU smoke test under TRITON_INTERPRET=1)"
+    )
+    ap.add_argument("--out", type=Path, help="write fused_ops.json and fused_ops.md here")
+    args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error(f"--runs must be >= 1, got {args.runs}")
+    device = torch.device(args.device)
+    rows = []
+    for case in _cases(device, args.tiny):
+        rows.append(run(case, device, args.runs))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    env = {
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+    }
+    print(f"\n{json.dumps(env)}\n\n{table(rows)}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "fused_ops.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2))
+        (args.out / "fused_ops.md").write_text(f"{json.dumps(env)}\n\n{table(rows)}\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
