@@ -139,27 +139,35 @@ def _overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
     return F.fold(frames, output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop)).flatten(1)
 
 
-def _istft(spec: torch.Tensor, window: torch.Tensor, hop: int, length: int) -> torch.Tensor:
+def _istft(
+    spec: torch.Tensor, window: torch.Tensor, hop: int, length: int, divisor: torch.Tensor
+) -> torch.Tensor:
     """Inverse of ``torch.stft(center=True)`` by weighted overlap-add (Griffin & Lim 1984, eq. 6):
     ``[B, n_fft/2 + 1, T]`` complex -> ``[B, length]``.
 
     ``torch.istft`` computes the same, but checks that the window envelope is non-zero with a host
-    sync on every call (65 syncs for 64 iterations); here samples the envelope does not cover are set
-    to zero instead, so phase retrieval runs without a sync and can be captured in a CUDA graph.
+    sync on every call (65 syncs for 64 iterations); here samples the envelope does not cover are
+    divided by one (they are zero) instead, so phase retrieval runs without a sync and can be captured
+    in a CUDA graph.
 
     Args:
         spec: One-sided spectrum, frames centred on samples ``t·hop``.
         window: Analysis window padded to ``n_fft``.
         hop: Hop length.
         length: Samples to return (zero-padded past the last frame).
+        divisor: The overlap-added squared window, ones where it is ~0 (:func:`_envelope`).
     """
     n_fft = window.shape[0]
     frames = torch.fft.irfft(spec, n=n_fft, dim=-2) * window[:, None]  # (B, n_fft, T)
-    wave = _overlap_add(frames, hop)  # (B, n_fft + hop·(T-1))
-    envelope = _overlap_add(window.square()[None, :, None].expand(1, n_fft, spec.shape[-1]), hop)[0]
-    wave = wave / torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))
+    wave = _overlap_add(frames, hop) / divisor  # (B, n_fft + hop·(T-1))
     wave = wave[:, n_fft // 2 : n_fft // 2 + length]  # undo the centring
     return F.pad(wave, (0, length - wave.shape[-1]))  # (B, length)
+
+
+def _envelope(window: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
+    """The squared window overlap-added over ``frames`` frames, with ones where it is ~0."""
+    envelope = _overlap_add(window.square()[None, :, None].expand(1, window.shape[0], frames), hop)[0]
+    return torch.where(envelope > 1e-11, envelope, torch.ones_like(envelope))
 
 
 def _griffinlim(
@@ -184,18 +192,19 @@ def _griffinlim(
     left = (n_fft - win_length) // 2
     win = F.pad(window, (left, n_fft - win_length - left))  # (n_fft,), centred as torch.stft pads it
     magnitude = linear.pow(1.0 / power)  # (B, K, T)
+    divisor = _envelope(win, hop_length, magnitude.shape[-1])  # the same for every iteration
     phase = torch.ones_like(magnitude, dtype=torch.complex64 if magnitude.dtype != torch.float64 else None)
     previous = torch.zeros_like(phase)
     alpha = momentum / (1.0 + momentum)
     for _ in range(n_iter):
-        wave = _istft(magnitude * phase, win, hop_length, length)  # (B, length)
+        wave = _istft(magnitude * phase, win, hop_length, length, divisor)  # (B, length)
         rebuilt = torch.stft(
             wave, n_fft, hop_length, n_fft, win, center=True, pad_mode="reflect", return_complex=True
         )  # (B, K, T)
         phase = rebuilt - alpha * previous if momentum else rebuilt
         phase = phase / (phase.abs() + 1e-16)
         previous = rebuilt
-    return _istft(magnitude * phase, win, hop_length, length)  # (B, length)
+    return _istft(magnitude * phase, win, hop_length, length, divisor)  # (B, length)
 
 
 @dataclass(frozen=True)
