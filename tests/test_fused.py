@@ -148,15 +148,21 @@ def test_group_norm_silu_kernel_matches_reference_in_both_layouts() -> None:
         import copy
         from multidiff.nn.layers import GroupNorm
 
-        N, C, H, W, G = 3, 24, 5, 7, 4  # 6 channels a group: not a power of two
-        cases = [  # affine, modulated, silu, channels-last, dtype
-            (True, False, True, False, torch.float32),
-            (False, True, True, True, torch.float32),
-            (True, True, False, True, torch.float32),
-            (True, True, True, False, torch.bfloat16),
-            (True, True, True, True, torch.bfloat16),
+        N, C, G = 3, 24, 4  # 6 channels a group: not a power of two
+        cases = [  # affine, modulated, silu, channels-last, dtype, size, programs aimed for
+            (True, False, True, False, torch.float32, (5, 7), 2048),
+            (False, True, True, True, torch.float32, (5, 7), 2048),
+            (True, True, False, True, torch.float32, (5, 7), 2048),
+            (True, True, True, False, torch.bfloat16, (5, 7), 2048),
+            (True, True, True, True, torch.bfloat16, (5, 7), 2048),
+            # 400 pixels: several tiles a sample, ragged last tile; with one program aimed for, each
+            # program merges all its tiles' statistics (Chan et al.) before the groups are combined
+            (True, True, True, False, torch.float32, (20, 20), 2048),
+            (True, True, True, False, torch.float32, (20, 20), 1),
+            (True, True, True, True, torch.float32, (20, 20), 1),
         ]
-        for affine, modulated, silu, channels_last, dtype in cases:
+        for affine, modulated, silu, channels_last, dtype, (H, W), programs in cases:
+            fused.GN_PROGRAMS = programs
             norm = GroupNorm(G, C, affine=affine)
             if affine:
                 torch.nn.init.normal_(norm.weight)

@@ -123,46 +123,86 @@ def rotary(
 
 # GroupNorm over x viewed as (N, C, HW) with strides (s_n, s_c, s_hw): NCHW (s_hw = 1) and
 # channels-last (s_c = 1) alike. z = x̂·gain + bias with gain, bias rows (N or 1, C); y = SiLU(z) or z.
+# Every kernel works on (BLOCK_HW pixels x BLOCK_C channels) tiles of one sample, shaped by the caller
+# so that loads run along the unit-stride axis; statistics and weight gradients are per-channel partial
+# sums over a program's pixels, reduced to groups afterwards (coalesced in both layouts).
 
 
 @triton.jit
-def group_norm_stats(
-    X, MEAN, RSTD, HW, Cg, G, s_n, s_c, s_hw, eps, BLOCK_HW: tl.constexpr, BLOCK_CG: tl.constexpr
+def _gn_load(X, n, hw, c, HW, C, s_n, s_c, s_hw):
+    """One (pixels x channels) tile of sample n in float32 (zeros outside), and its mask."""
+    m = (hw < HW)[:, None] & (c < C)[None, :]
+    x = tl.load(X + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
+    return x, m
+
+
+@triton.jit
+def group_norm_partial_stats(
+    X, PMEAN, PM2, HW, C, s_n, s_c, s_hw, rows, nhb,
+    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Per-channel mean and sum of squared deviations over ``rows`` pixels (tiles merged by Chan et
+    al.'s parallel formula): PMEAN, PM2 (N, nhb, C)."""
+    n = tl.program_id(0).to(tl.int64)
+    hb = tl.program_id(1).to(tl.int64)
+    c = tl.program_id(2).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = tl.maximum(tl.minimum(HW - hb * rows, rows), 0)  # this program's pixels inside the image
+    mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for start in range(0, rows, BLOCK_HW):
+        hw = hb * rows + start + tl.arange(0, BLOCK_HW)
+        x, m = _gn_load(X, n, hw, c, hb * rows + valid, C, s_n, s_c, s_hw)
+        count = tl.minimum(valid, start) * 1.0  # pixels merged so far
+        t = tl.minimum(tl.maximum(valid - start, 0), BLOCK_HW) * 1.0  # pixels in this tile
+        tile_mean = tl.sum(x, axis=0) / tl.maximum(t, 1.0)
+        d = tl.where(m, x - tile_mean[None, :], 0.0)
+        total = count + t
+        delta = tile_mean - mean
+        mean += delta * (t / tl.maximum(total, 1.0))
+        m2 += tl.sum(d * d, axis=0) + delta * delta * (count * t / tl.maximum(total, 1.0))
+    out = (n * nhb + hb) * C + c
+    tl.store(PMEAN + out, mean, mask=c < C)
+    tl.store(PM2 + out, m2, mask=c < C)
+
+
+@triton.jit
+def group_norm_combine(
+    PMEAN, PM2, MEAN, RSTD, HW, C, Cg, G, rows, nhb, eps, BLOCK_P: tl.constexpr, BLOCK_CG: tl.constexpr
 ):
+    """Group mean and 1/std of sample n, group g from the per-channel partials (Chan et al. again)."""
     n = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1).to(tl.int64)
-    cg = tl.arange(0, BLOCK_CG)
-    c = g * Cg + cg
-    base = X + n * s_n
-    # Moments about the group's first element (the shifted-data algorithm): no cancellation when the
-    # mean is large against the spread.
-    pivot = tl.load(base + g * Cg * s_c).to(tl.float32)
-    acc = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
-    acc2 = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
-    for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        m = (hw < HW)[:, None] & (cg < Cg)[None, :]
-        x = tl.load(base + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
-        d = tl.where(m, x - pivot, 0.0)
-        acc += d
-        acc2 += d * d
-    count = HW * Cg
-    s1 = tl.sum(tl.sum(acc, axis=1), axis=0) / count
-    s2 = tl.sum(tl.sum(acc2, axis=1), axis=0) / count
-    var = tl.maximum(s2 - s1 * s1, 0.0)
-    tl.store(MEAN + n * G + g, pivot + s1)
+    c = g * Cg + tl.arange(0, BLOCK_CG)
+    cm = tl.arange(0, BLOCK_CG) < Cg
+    total = HW * Cg * 1.0
+    acc = tl.zeros((BLOCK_P, BLOCK_CG), dtype=tl.float32)
+    for start in range(0, nhb, BLOCK_P):
+        hb = start + tl.arange(0, BLOCK_P)
+        m = (hb < nhb)[:, None] & cm[None, :]
+        cnt = tl.maximum(tl.minimum(HW - hb * rows, rows), 0).to(tl.float32)
+        pm = tl.load(PMEAN + (n * nhb + hb[:, None]) * C + c[None, :], mask=m, other=0.0)
+        acc += pm * cnt[:, None]
+    mean = tl.sum(tl.sum(acc, axis=1), axis=0) / total
+    acc = tl.zeros((BLOCK_P, BLOCK_CG), dtype=tl.float32)
+    for start in range(0, nhb, BLOCK_P):
+        hb = start + tl.arange(0, BLOCK_P)
+        m = (hb < nhb)[:, None] & cm[None, :]
+        cnt = tl.maximum(tl.minimum(HW - hb * rows, rows), 0).to(tl.float32)
+        pm = tl.load(PMEAN + (n * nhb + hb[:, None]) * C + c[None, :], mask=m, other=0.0)
+        pm2 = tl.load(PM2 + (n * nhb + hb[:, None]) * C + c[None, :], mask=m, other=0.0)
+        acc += tl.where(m, pm2 + cnt[:, None] * (pm - mean) * (pm - mean), 0.0)
+    var = tl.sum(tl.sum(acc, axis=1), axis=0) / total
+    tl.store(MEAN + n * G + g, mean)
     tl.store(RSTD + n * G + g, 1.0 / tl.sqrt(var + eps))
 
 
 @triton.jit
 def _gn_tile(
-    X, MEAN, RSTD, GAIN, BIAS, n, hw, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias, BLOCK_C: tl.constexpr
-):
-    """x̂, gain, bias, z, the mask and the group index of one (pixels × channels) tile of sample n."""
-    c = tl.arange(0, BLOCK_C)
+    X, MEAN, RSTD, GAIN, BIAS, n, hw, c, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias
+):  # fmt: skip
+    """x̂, gain, z and the mask of one tile of sample n, and 1/std per channel."""
+    x, m = _gn_load(X, n, hw, c, HW, C, s_n, s_c, s_hw)
     cm = c < C
-    m = (hw < HW)[:, None] & cm[None, :]
-    x = tl.load(X + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
     grp = n * G + c // Cg
     mean = tl.load(MEAN + grp, mask=cm, other=0.0)
     rstd = tl.load(RSTD + grp, mask=cm, other=0.0)
@@ -170,7 +210,7 @@ def _gn_tile(
     bias = tl.load(BIAS + n * s_bias + c, mask=cm, other=0.0).to(tl.float32)
     xhat = tl.where(m, (x - mean[None, :]) * rstd[None, :], 0.0)
     z = xhat * gain[None, :] + bias[None, :]
-    return xhat, gain, z, m, c, rstd
+    return xhat, gain, z, m, rstd
 
 
 @triton.jit
@@ -180,8 +220,9 @@ def group_norm_apply(
 ):  # fmt: skip
     n = tl.program_id(0).to(tl.int64)
     hw = tl.program_id(1).to(tl.int64) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    _, _, z, m, c, _ = _gn_tile(
-        X, MEAN, RSTD, GAIN, BIAS, n, hw, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias, BLOCK_C
+    c = tl.program_id(2).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    _, _, z, m, _ = _gn_tile(
+        X, MEAN, RSTD, GAIN, BIAS, n, hw, c, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias
     )
     if SILU:
         z = z * tl.sigmoid(z)
@@ -199,37 +240,28 @@ def _dz(DY, n, hw, c, m, z, dy_n, dy_c, dy_hw, SILU: tl.constexpr):
 
 
 @triton.jit
-def group_norm_bwd_reduce(
-    X, DY, MEAN, RSTD, GAIN, BIAS, DGAIN, DBIAS, C1, C2, HW, C, Cg, G, s_n, s_c, s_hw,
-    dy_n, dy_c, dy_hw, s_gain, s_bias, SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_CG: tl.constexpr,
+def group_norm_bwd_partial(
+    X, DY, MEAN, RSTD, GAIN, BIAS, DGAIN, DBIAS, HW, C, Cg, G, s_n, s_c, s_hw, dy_n, dy_c, dy_hw,
+    s_gain, s_bias, rows, nhb, SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
+    """Per-channel partial sums over ``rows`` pixels of dz·x̂ and dz: DGAIN, DBIAS (N, nhb, C)."""
     n = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1).to(tl.int64)
-    cg = tl.arange(0, BLOCK_CG)
-    c = g * Cg + cg
-    cm = cg < Cg
-    mean = tl.load(MEAN + n * G + g)
-    rstd = tl.load(RSTD + n * G + g)
-    gain = tl.load(GAIN + n * s_gain + c, mask=cm, other=0.0).to(tl.float32)
-    bias = tl.load(BIAS + n * s_bias + c, mask=cm, other=0.0).to(tl.float32)
-    acc_g = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
-    acc_b = tl.zeros((BLOCK_HW, BLOCK_CG), dtype=tl.float32)
-    for start in range(0, HW, BLOCK_HW):
-        hw = start + tl.arange(0, BLOCK_HW)
-        m = (hw < HW)[:, None] & cm[None, :]
-        x = tl.load(X + n * s_n + hw[:, None] * s_hw + c[None, :] * s_c, mask=m, other=0.0).to(tl.float32)
-        xhat = tl.where(m, (x - mean) * rstd, 0.0)
-        dz = _dz(DY, n, hw, c, m, xhat * gain[None, :] + bias[None, :], dy_n, dy_c, dy_hw, SILU)
-        acc_g += dz * xhat
-        acc_b += dz
-    dgain = tl.sum(acc_g, axis=0)  # (BLOCK_CG,) Σ_hw dz·x̂ per channel
-    dbias = tl.sum(acc_b, axis=0)  # Σ_hw dz
-    tl.store(DGAIN + n * C + c, dgain, mask=cm)
-    tl.store(DBIAS + n * C + c, dbias, mask=cm)
-    count = HW * Cg
-    # the two group means of the LayerNorm-style gradient: mean(dz·gain) and mean(dz·gain·x̂)
-    tl.store(C1 + n * G + g, tl.sum(dbias * gain, axis=0) / count)
-    tl.store(C2 + n * G + g, tl.sum(dgain * gain, axis=0) / count)
+    hb = tl.program_id(1).to(tl.int64)
+    c = tl.program_id(2).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    acc_g = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    end = tl.minimum(HW, hb * rows + rows)
+    for start in range(0, rows, BLOCK_HW):
+        hw = hb * rows + start + tl.arange(0, BLOCK_HW)
+        xhat, _, z, m, _ = _gn_tile(
+            X, MEAN, RSTD, GAIN, BIAS, n, hw, c, end, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias
+        )
+        dz = _dz(DY, n, hw, c, m, z, dy_n, dy_c, dy_hw, SILU)
+        acc_g += tl.sum(dz * xhat, axis=0)
+        acc_b += tl.sum(dz, axis=0)
+    out = (n * nhb + hb) * C + c
+    tl.store(DGAIN + out, acc_g, mask=c < C)
+    tl.store(DBIAS + out, acc_b, mask=c < C)
 
 
 @triton.jit
@@ -237,10 +269,12 @@ def group_norm_bwd_dx(
     X, DY, DX, MEAN, RSTD, GAIN, BIAS, C1, C2, HW, C, Cg, G, s_n, s_c, s_hw, dy_n, dy_c, dy_hw,
     dx_n, dx_c, dx_hw, s_gain, s_bias, SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
+    """dx = rstd·(dz·gain − mean_g(dz·gain) − x̂·mean_g(dz·gain·x̂)), the two group means in C1, C2."""
     n = tl.program_id(0).to(tl.int64)
     hw = tl.program_id(1).to(tl.int64) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    xhat, gain, z, m, c, rstd = _gn_tile(
-        X, MEAN, RSTD, GAIN, BIAS, n, hw, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias, BLOCK_C
+    c = tl.program_id(2).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
+    xhat, gain, z, m, rstd = _gn_tile(
+        X, MEAN, RSTD, GAIN, BIAS, n, hw, c, HW, C, Cg, G, s_n, s_c, s_hw, s_gain, s_bias
     )
     dz = _dz(DY, n, hw, c, m, z, dy_n, dy_c, dy_hw, SILU)
     grp = n * G + c // Cg

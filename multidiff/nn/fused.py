@@ -269,6 +269,25 @@ def _hw_strides(x: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
     return x, x.stride(0), x.stride(1), x.stride(3) if W > 1 else x.stride(2)
 
 
+#: Programs a GroupNorm reduction aims for (an H200 has 132 SMs): fewer, longer ones merge more tiles.
+GN_PROGRAMS = 2048
+
+
+def _gn_tiles(N: int, C: int, HW: int, s_c: int) -> tuple[int, int, int, int]:
+    """Tile (pixels, channels) with the unit-stride axis long, the pixels one reduction program merges,
+    and how many such programs a sample has: (block_hw, block_c, rows, nhb)."""
+    if s_c == 1 and C > 1:  # channels-last: contiguous along channels
+        block_c = min(_block(C), 128)
+        block_hw = min(4096 // block_c, _block(HW))
+    else:  # NCHW: contiguous along pixels
+        block_hw = min(256, _block(HW))
+        block_c = min(4096 // block_hw, _block(C))
+    tiles = -(-HW // block_hw)
+    per_program = max(1, N * tiles * -(-C // block_c) // GN_PROGRAMS)
+    rows = block_hw * min(per_program, tiles)
+    return block_hw, block_c, rows, -(-HW // rows)
+
+
 class _GroupNormSiLU(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -286,18 +305,22 @@ class _GroupNormSiLU(torch.autograd.Function):
         x, s_n, s_c, s_hw = _hw_strides(x)
         N, C, H, W = x.shape
         HW, Cg = H * W, C // groups
+        block_hw, block_c, rows, nhb = _gn_tiles(N, C, HW, s_c)
+        pmean = torch.empty(N, nhb, C, device=x.device, dtype=torch.float32)
+        pm2 = torch.empty_like(pmean)
+        K.group_norm_partial_stats[(N, nhb, -(-C // block_c))](
+            x, pmean, pm2, HW, C, s_n, s_c, s_hw, rows, nhb, BLOCK_HW=block_hw, BLOCK_C=block_c
+        )
         mean = torch.empty(N, groups, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
         block_cg = _block(Cg)
-        K.group_norm_stats[(N, groups)](
-            x, mean, rstd, HW, Cg, groups, s_n, s_c, s_hw, eps,
-            BLOCK_HW=max(4096 // block_cg, 1), BLOCK_CG=block_cg,
+        K.group_norm_combine[(N, groups)](
+            pmean, pm2, mean, rstd, HW, C, Cg, groups, rows, nhb, eps,
+            BLOCK_P=max(1, min(_block(nhb), 4096 // block_cg)), BLOCK_CG=block_cg,
         )  # fmt: skip
         y = torch.empty_like(x, dtype=out_dtype)  # same memory format as x
         _, y_n, y_c, y_hw = _hw_strides(y)
-        block_c = _block(C)
-        block_hw = max(4096 // block_c, 1)
-        K.group_norm_apply[(N, -(-HW // block_hw))](
+        K.group_norm_apply[(N, -(-HW // block_hw), -(-C // block_c))](
             x, y, mean, rstd, gain, bias, HW, C, Cg, groups, s_n, s_c, s_hw, y_n, y_c, y_hw,
             gain.stride(0) if gain.shape[0] > 1 else 0, bias.stride(0) if bias.shape[0] > 1 else 0,
             SILU=silu, BLOCK_HW=block_hw, BLOCK_C=block_c,
@@ -318,20 +341,21 @@ class _GroupNormSiLU(torch.autograd.Function):
         dy, dy_n, dy_c, dy_hw = _hw_strides(dy)
         s_gain = gain.stride(0) if gain.shape[0] > 1 else 0
         s_bias = bias.stride(0) if bias.shape[0] > 1 else 0
-        dgain = torch.empty(N, C, device=x.device, dtype=torch.float32)
+        block_hw, block_c, rows, nhb = _gn_tiles(N, C, HW, s_c)
+        dgain = torch.empty(N, nhb, C, device=x.device, dtype=torch.float32)
         dbias = torch.empty_like(dgain)
-        c1 = torch.empty(N, groups, device=x.device, dtype=torch.float32)
-        c2 = torch.empty_like(c1)
-        block_cg = _block(Cg)
-        K.group_norm_bwd_reduce[(N, groups)](
-            x, dy, mean, rstd, gain, bias, dgain, dbias, c1, c2, HW, C, Cg, groups, s_n, s_c, s_hw,
-            dy_n, dy_c, dy_hw, s_gain, s_bias, SILU=silu, BLOCK_HW=max(4096 // block_cg, 1), BLOCK_CG=block_cg,
+        K.group_norm_bwd_partial[(N, nhb, -(-C // block_c))](
+            x, dy, mean, rstd, gain, bias, dgain, dbias, HW, C, Cg, groups, s_n, s_c, s_hw,
+            dy_n, dy_c, dy_hw, s_gain, s_bias, rows, nhb, SILU=silu, BLOCK_HW=block_hw, BLOCK_C=block_c,
         )  # fmt: skip
+        dgain, dbias = dgain.sum(1), dbias.sum(1)  # (N, C): Σ dz·x̂ and Σ dz over each sample's pixels
+        g = gain.float()
+        count = HW * Cg
+        c1 = (dbias * g).view(N, groups, Cg).sum(-1) / count  # mean over the group of dz·gain
+        c2 = (dgain * g).view(N, groups, Cg).sum(-1) / count  # mean over the group of dz·gain·x̂
         dx = torch.empty_like(x)
         _, dx_n, dx_c, dx_hw = _hw_strides(dx)
-        block_c = _block(C)
-        block_hw = max(4096 // block_c, 1)
-        K.group_norm_bwd_dx[(N, -(-HW // block_hw))](
+        K.group_norm_bwd_dx[(N, -(-HW // block_hw), -(-C // block_c))](
             x, dy, dx, mean, rstd, gain, bias, c1, c2, HW, C, Cg, groups, s_n, s_c, s_hw, dy_n, dy_c, dy_hw,
             dx_n, dx_c, dx_hw, s_gain, s_bias, SILU=silu, BLOCK_HW=block_hw, BLOCK_C=block_c,
         )  # fmt: skip
