@@ -225,6 +225,53 @@ def test_video_unet_with_fused_kernels_matches_plain_ops() -> None:
     )
 
 
+# Constant block sizes each kernel is compiled with below (others are launch-time ints, floats or pointers).
+_COMPILE_CONSTANTS: dict[str, dict[str, object]] = {
+    "ln_modulate_fwd": {"BLOCK_D": 2048},
+    "ln_modulate_bwd": {"BLOCK_D": 2048},
+    "rotary": {"BLOCK_R": 32, "BLOCK_H": 64},
+    "rms_rotary_fwd": {"BLOCK_R": 32, "BLOCK_H": 64},
+    "rms_rotary_bwd": {"BLOCK_R": 32, "BLOCK_H": 64},
+    "group_norm_partial_stats": {"BLOCK_HW": 32, "BLOCK_C": 128},
+    "group_norm_combine": {"BLOCK_P": 64, "BLOCK_CG": 16},
+    "group_norm_apply": {"SILU": True, "BLOCK_HW": 32, "BLOCK_C": 128},
+    "group_norm_bwd_partial": {"SILU": True, "BLOCK_HW": 256, "BLOCK_C": 16},
+    "group_norm_bwd_dx": {"SILU": False, "BLOCK_HW": 256, "BLOCK_C": 16},
+}
+
+
+def test_kernels_compile_for_hopper_without_a_gpu() -> None:
+    """The interpreter runs kernels as numpy and forgives what the compiler does not (loop-carried
+    types, constexpr arithmetic): compile every kernel to a Hopper binary, as the device will."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from multidiff.nn import _triton_kernels as K
+
+    kernels = {n: k for n, k in vars(K).items() if isinstance(k, triton.runtime.JITFunction) and n[0] != "_"}
+    assert set(kernels) == set(_COMPILE_CONSTANTS), "a kernel without compile settings here"
+    for name, kernel in kernels.items():
+        consts = _COMPILE_CONSTANTS[name]
+        signature = {}
+        for arg in inspect.signature(kernel.fn).parameters:
+            if arg in consts:
+                signature[arg] = "constexpr"
+            elif arg in ("eps", "sign"):
+                signature[arg] = "fp32"
+            elif arg in ("X", "Y", "DY", "DX", "SHIFT", "SCALE"):  # activations in bf16
+                signature[arg] = "*bf16"
+            elif arg.isupper() and len(arg) > 1 and arg not in ("HW",):  # statistics, tables, gains
+                signature[arg] = "*fp32"
+            else:
+                signature[arg] = "i32"
+        source = ASTSource(fn=kernel, signature=signature, constexprs=consts)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        assert compiled.asm["cubin"], name
+
+
 def test_cpu_tensors_take_the_reference_path_without_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.randn(2, 5, 8)
