@@ -269,7 +269,7 @@ def group_norm_bwd_dx(
     X, DY, DX, MEAN, RSTD, GAIN, BIAS, C1, C2, HW, C, Cg, G, s_n, s_c, s_hw, dy_n, dy_c, dy_hw,
     dx_n, dx_c, dx_hw, s_gain, s_bias, SILU: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """dx = rstd·(dz·gain − mean_g(dz·gain) − x̂·mean_g(dz·gain·x̂)), the two group means in C1, C2."""
+    """dx = rstd·(dz·gain − mean_g(dz·gain) − x̂·mean_g(dz·gain·x̂)), the group means in C1, C2."""
     n = tl.program_id(0).to(tl.int64)
     hw = tl.program_id(1).to(tl.int64) * BLOCK_HW + tl.arange(0, BLOCK_HW)
     c = tl.program_id(2).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
