@@ -9,9 +9,11 @@ of one bf16 output.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,24 +227,26 @@ def test_video_unet_with_fused_kernels_matches_plain_ops() -> None:
     )
 
 
-# Constant block sizes each kernel is compiled with below (others are launch-time ints, floats or pointers).
-_COMPILE_CONSTANTS: dict[str, dict[str, object]] = {
-    "ln_modulate_fwd": {"BLOCK_D": 2048},
-    "ln_modulate_bwd": {"BLOCK_D": 2048},
-    "rotary": {"BLOCK_R": 8, "BLOCK_H": 64},
-    "rms_rotary_fwd": {"BLOCK_R": 8, "BLOCK_H": 64},
-    "rms_rotary_bwd": {"BLOCK_R": 8, "BLOCK_H": 64},
-    "group_norm_partial_stats": {"BLOCK_HW": 32, "BLOCK_C": 128},
-    "group_norm_combine": {"BLOCK_P": 64, "BLOCK_CG": 16},
-    "group_norm_apply": {"SILU": True, "BLOCK_HW": 32, "BLOCK_C": 128},
-    "group_norm_bwd_partial": {"SILU": True, "BLOCK_HW": 256, "BLOCK_C": 16},
-    "group_norm_bwd_dx": {"SILU": False, "BLOCK_HW": 256, "BLOCK_C": 16},
+# Each kernel as fused.py launches it at the bar's shapes (DiT-XL/2 width 1,152; head width 64-128; the
+# video U-Net's channels-last levels): constants, then warps (other arguments are ints, floats, pointers).
+_COMPILE_CONSTANTS: dict[str, tuple[dict[str, object], int]] = {
+    "ln_modulate_fwd": ({"BLOCK_D": 2048}, 8),
+    "ln_modulate_bwd": ({"BLOCK_D": 2048}, 16),
+    "rotary": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
+    "rms_rotary_fwd": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
+    "rms_rotary_bwd": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
+    "group_norm_partial_stats": ({"BLOCK_HW": 32, "BLOCK_C": 128}, 8),
+    "group_norm_combine": ({"BLOCK_P": 64, "BLOCK_CG": 16}, 4),
+    "group_norm_apply": ({"SILU": True, "BLOCK_HW": 32, "BLOCK_C": 128}, 8),
+    "group_norm_bwd_partial": ({"SILU": True, "BLOCK_HW": 256, "BLOCK_C": 16}, 8),
+    "group_norm_bwd_dx": ({"SILU": False, "BLOCK_HW": 32, "BLOCK_C": 128}, 8),
 }
 
 
-def test_kernels_compile_for_hopper_without_a_gpu() -> None:
+def test_kernels_compile_for_hopper_without_a_gpu(tmp_path: Path) -> None:
     """The interpreter runs kernels as numpy and forgives what the compiler does not (loop-carried
-    types, constexpr arithmetic): compile every kernel to a Hopper binary, as the device will."""
+    types, constexpr arithmetic): compile every kernel to a Hopper binary, as the device will, and check
+    with the cuobjdump Triton ships that no thread spills registers to local memory."""
     import inspect
 
     import triton
@@ -253,8 +257,9 @@ def test_kernels_compile_for_hopper_without_a_gpu() -> None:
 
     kernels = {n: k for n, k in vars(K).items() if isinstance(k, triton.runtime.JITFunction) and n[0] != "_"}
     assert set(kernels) == set(_COMPILE_CONSTANTS), "a kernel without compile settings here"
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     for name, kernel in kernels.items():
-        consts = _COMPILE_CONSTANTS[name]
+        consts, warps = _COMPILE_CONSTANTS[name]
         signature = {}
         for arg in inspect.signature(kernel.fn).parameters:
             if arg in consts:
@@ -268,8 +273,14 @@ def test_kernels_compile_for_hopper_without_a_gpu() -> None:
             else:
                 signature[arg] = "i32"
         source = ASTSource(fn=kernel, signature=signature, constexprs=consts)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
-        assert compiled.asm["cubin"], name
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        binary = tmp_path / f"{name}.cubin"
+        binary.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run(
+            [str(cuobjdump), "--dump-resource-usage", str(binary)], capture_output=True, text=True, check=True
+        ).stdout
+        registers = int(re.search(r"REG:(\d+)", usage).group(1))  # type: ignore[union-attr]
+        assert "LOCAL:0" in usage and "STACK:0" in usage and registers <= 128, (name, usage.strip())
 
 
 def test_cpu_tensors_take_the_reference_path_without_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
