@@ -1,16 +1,19 @@
-"""Fused forms of the work around a transformer's matmuls, for eager mode on CUDA.
+"""Fused forms of the work around the backbones' matmuls and convolutions, for eager mode on CUDA.
 
 In eager PyTorch, adaLN's ``LayerNorm(x)·(1 + scale) + shift`` is a LayerNorm launch (in float32
-under autocast, so two casts more) and an ``addcmul``, and rotary embeddings are a cast, two halves,
-four products, two sums, a concatenation and a cast back: each a pass over the activation. Here each
-is one Triton kernel forward and one backward, with the statistics and rotations in float32.
+under autocast, so two casts more) and an ``addcmul``; rotary embeddings are a cast, two halves, four
+products, two sums, a concatenation and a cast back (QK-norm one more pass before them); a U-Net's
+``SiLU(GroupNorm(x)·(1 + scale) + shift)`` is three passes, and PyTorch's CUDA GroupNorm turns a
+channels-last tensor into NCHW and back. Here each is one Triton kernel forward (GroupNorm: after a
+statistics pass) and one or two backward, with the statistics in float32.
 
-Every op has a reference path of plain PyTorch, which it takes when the kernels cannot or should not
-run: CPU tensors, no Triton, ``fused=False``, and inside ``torch.compile`` (Inductor fuses the
-reference itself, so compiled graphs are the same as without this module). Tests compare the two
-paths, on CPU through Triton's interpreter.
+Every op has a reference path of plain PyTorch, which is its definition and which it takes when the
+kernels cannot or should not run: CPU tensors, no Triton, ``fused=False``, and inside
+``torch.compile`` (Inductor fuses the reference itself, so compiled graphs are the same as without
+this module). Tests compare the two paths on the CPU through Triton's interpreter, and compile every
+kernel for Hopper.
 
-Axis letters: B batch, L tokens, D width, nH heads, Dh head width.
+Axis letters: B batch, L tokens, D width, nH heads, Dh head width; N, C, H, W for feature maps.
 """
 
 from __future__ import annotations
