@@ -386,8 +386,10 @@ def group_norm_silu(
     silu: bool = True,
 ) -> torch.Tensor:
     """``SiLU(norm(x)·(1 + scale) + shift)``: GroupNorm (Wu and He 2018) with ADM's adaptive
-    modulation (Dhariwal and Nichol 2021, Eq. 3) and the activation, one Triton kernel forward and two
-    backward when ``norm.fused`` is set and :func:`fused_available`.
+    modulation (Dhariwal and Nichol 2021, Eq. 3) and the activation, as Triton kernels when
+    ``norm.fused`` is set and :func:`fused_available`: forward, per-channel statistics, their combination
+    per group, then one pass that normalises, modulates and activates; backward, per-channel sums, then
+    one pass for the input's gradient.
 
     The kernel reads NCHW and channels-last tensors alike and writes the layout it reads; PyTorch's
     CUDA GroupNorm makes channels-last tensors contiguous and returns NCHW, a copy each way around
@@ -405,12 +407,17 @@ def group_norm_silu(
     """
     if getattr(norm, "fused", False) and x.dim() == 4 and fused_available(x):
         N, C = x.shape[:2]
-        ones = torch.ones(1, C, device=x.device, dtype=torch.float32)
-        gain = norm.weight[None] if norm.affine else ones  # (1, C)
-        bias = norm.bias[None] if norm.affine else torch.zeros_like(ones)  # (1, C)
-        if scale is not None and shift is not None:
-            factor = 1 + scale.reshape(N, C).float()  # (N, C)
-            gain, bias = gain * factor, torch.addcmul(shift.reshape(N, C).float(), bias, factor)
+        if scale is not None and shift is not None:  # z = x̂·gain + bias folds the modulation in
+            factor, offset = 1 + scale.reshape(N, C).float(), shift.reshape(N, C).float()  # (N, C)
+            if norm.affine:
+                gain, bias = norm.weight[None] * factor, torch.addcmul(offset, norm.bias[None], factor)
+            else:  # the ResBlock's second norm: the modulation is the whole affine
+                gain, bias = factor, offset
+        elif norm.affine:
+            gain, bias = norm.weight[None], norm.bias[None]  # (1, C)
+        else:
+            gain = torch.ones(1, C, device=x.device, dtype=torch.float32)
+            bias = torch.zeros_like(gain)
         dev = x.device.type
         out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
         return _GroupNormSiLU.apply(x, gain, bias, norm.num_groups, norm.eps, silu, out_dtype)
