@@ -9,9 +9,9 @@
 #  2. eager training, every case with its variants: DiT-XL/2 and VideoDiT-B/2 with and without the fused
 #     kernels and with cuDNN or flash SDPA first; the video and mel U-Nets with and without the fused
 #     GroupNorm, NCHW and channels-last (the bar's eager row: >= 1.3x diffusers eager for the DiTs);
-#  3. the video U-Net's eager profile, plain NCHW against fused channels-last (where the 19% copy/layout
-#     and 19% norm of call 2 went);
-#  4. one spoken digit with the sync-free Griffin-Lim, and the moving digit in bf16 weights.
+#  3. the video U-Net's eager profile, fused channels-last (where the 19% copy/layout and 19% norm of
+#     call 2's profile went);
+#  4. one spoken digit with the sync-free Griffin-Lim.
 set -u
 export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w; mkdir -p $R $W
@@ -23,12 +23,8 @@ timeout 60 python3 benchmarks/fused_ops.py --out $W/fused-ops > $W/fused-ops.log
 timeout 260 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 Video-UNet Mel-UNet-75M \
   --no-compile --variants plain_ops sdpa_cudnn sdpa_flash channels_last channels_last_plain \
   --steps 10 --warmup 3 --out $W/train-eager > $W/train-eager.log 2>&1; pack
-timeout 70 python3 benchmarks/profile_steps.py --only video-unet --modes eager --variant plain_ops \
-  --out $W/profile-plain > $W/profile-plain.log 2>&1
 timeout 70 python3 benchmarks/profile_steps.py --only video-unet --modes eager --variant channels_last \
   --out $W/profile-cl > $W/profile-cl.log 2>&1; pack
 timeout 90 python3 benchmarks/generation_latency.py --only spoken-digits --runs 5 --warmup 2 \
   --modes graphs compile+graphs reduce-overhead --out $W/latency/spoken-digits > $W/latency-sd.log 2>&1
-timeout 60 python3 benchmarks/generation_latency.py --only moving-digits --runs 5 --warmup 2 --ours-bf16 \
-  --modes compile+graphs reduce-overhead --out $W/latency/moving-digits-bf16 > $W/latency-md-bf16.log 2>&1
 kill $PK; pack; ls -R $W | head -40

@@ -9,10 +9,10 @@ export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w; mkdir -p $R $W
 pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
-timeout 360 python3 benchmarks/fp8_map.py --widths 2048 --tokens 4096 --depth 4 --batch 4 --loss-steps 2000 --loss-recipe tensorwise \
+timeout 330 python3 benchmarks/fp8_map.py --widths 2048 --tokens 4096 --depth 4 --batch 4 --loss-steps 2000 --loss-recipe tensorwise \
   --out $W/fp8-loss > $W/fp8-loss.log 2>&1; pack
-timeout 60 python3 -m multidiff.recipes.data.make_digits_video --out /tmp/digits --num 200 --format gif > $W/fp8-data.log 2>&1
-timeout 150 python3 -m multidiff train video --data /tmp/digits --out $W/fp8-run --backbone dit --fp8 tensorwise \
+timeout 60 python3 -m multidiff.recipes.data.make_digits_video --out /tmp/digits --num 64 --format gif > $W/fp8-data.log 2>&1
+timeout 110 python3 -m multidiff train video --data /tmp/digits --out $W/fp8-run --backbone dit --fp8 tensorwise \
   --steps 40 --log-every 10 --ckpt-every 40 --preview-every 0 > $W/fp8-run.log 2>&1
 rm -rf $W/fp8-run/ckpt-* $W/fp8-run/pipeline
 kill $PK; pack; ls -R $W | head -40
