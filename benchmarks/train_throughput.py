@@ -299,21 +299,28 @@ def run_case(
     steps: int,
     warmup: int,
     variants: bool | list[str] = False,
+    sides: list[str] | None = None,
 ) -> list[dict]:
     """Run one case: both models (and, with ``variants``, the case's alternative multidiff models,
     key ``variants``: name -> module, or a callable building it, run by ``step_ours``), each mode;
-    idle models wait on the CPU."""
+    diffusers' model last; ``sides`` keeps only those named (``ours``, ``ref``, ``ours:VARIANT``).
+    Idle models wait on the CPU."""
     kwargs = {"tiny": True} if tiny and "tiny" in inspect.signature(case).parameters else {}
     spec = case(device, **kwargs)
     rows = []
-    models = {"ours": spec["ours"], "ref": spec["ref"]}
-    steps_fn = {"ours": spec["step_ours"], "ref": spec["step_ref"]}
+    models = {"ours": spec["ours"]}
+    steps_fn = {"ours": spec["step_ours"]}
     if variants:
         for vname, vmodel in spec.get("variants", {}).items():
             if isinstance(variants, list) and variants and vname not in variants:
                 continue
+            if sides and f"ours:{vname}" not in sides:
+                continue
             models[f"ours:{vname}"] = vmodel if isinstance(vmodel, nn.Module) else vmodel()
             steps_fn[f"ours:{vname}"] = spec["step_ours"]
+    models["ref"], steps_fn["ref"] = spec["ref"], spec["step_ref"]
+    if sides:
+        models = {k: v for k, v in models.items() if k in sides}
     flops = {}
     for side in models:
         for m in models.values():
@@ -399,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
         help="also time the cases' alternative multidiff models: those named (plain_ops, sdpa_cudnn, "
         "sdpa_flash, fp32_residual, channels_last, channels_last_plain), or all without names",
     )
+    ap.add_argument(
+        "--sides", nargs="+", metavar="SIDE", help="run only these: ours, ref, ours:VARIANT (default: all)"
+    )
     ap.add_argument("--out", type=Path, help="write results.json and results.md here")
     args = ap.parse_args(argv)
 
@@ -434,6 +444,7 @@ def main(argv: list[str] | None = None) -> None:
             steps=args.steps,
             warmup=args.warmup,
             variants=False if args.variants is None else args.variants or True,
+            sides=args.sides,
         )
         if args.out is not None:  # after every case, so a run cut short keeps what it measured
             write_results(args.out, env, rows)

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Next issue-13 device call (not run yet). One H200; carry .whl (`bash ../shared/device/wheels.sh
+# Issue-13 device call 4 (run 2026-12-04 16:35 UTC). One H200; carry .whl (`bash ../shared/device/wheels.sh
 # torchao==0.18.0` adds torchao to diffusers, soundfile, librosa) and start the command with
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/s4 .whl/*.whl \
 #     && export PYTHONPATH=/tmp/s4:$PWD && ln -sfn $PWD/recipes multidiff/recipes && bash <this file>

@@ -1,5 +1,5 @@
 #!/bin/bash
-# float8 quality and the recipe path (same start as next_call4.sh; needs torchao in .whl):
+# float8 quality and the recipe path (same start as call4.sh; needs torchao in .whl):
 #  1. loss parity over the first 2,000 steps, bf16 against float8 on the same data and seeds, at the width and
 #     tokens where float8 paid (2,048 wide, 4,096 tokens: 1.15x tensorwise), 4 blocks and batch 4 so that both
 #     runs fit the call (about 0.05 s a step): the bar asks for <= 1%;

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The call after next_call4.sh (same start): the bar's compiled training rows. Keep to the variants call 4
+# The call after call4.sh (same start): the bar's compiled training rows. Keep to the variants call 4
 # shows paying (edit the --variants lists), since each compiled DiT-XL/2 costs a minute or more.
 #  1. DiT-XL/2 and VideoDiT-B/2 compiled against diffusers compiled (bar: >= 1.2x; DiT-XL/2 >= 65% of the
 #     matmul ceiling), with cuDNN SDPA first;
