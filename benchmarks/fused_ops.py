@@ -78,7 +78,9 @@ def _cases(device: torch.device, tiny: bool) -> list[Case]:
     ]
     levels = [(2, 16, 8, 8)] if tiny else [(128, 128, 32, 32), (128, 256, 16, 16), (128, 512, 8, 8)]
     for N, C, H, W in levels:  # the video-B U-Net's levels: batch 8 x 16 frames
-        norm = GroupNorm(8 if tiny else 32, C).to(device)
+        # In the activations' dtype, as under autocast in a model (PyTorch's GroupNorm refuses bf16
+        # activations with float32 weights outside autocast).
+        norm = GroupNorm(8 if tiny else 32, C).to(device=device, dtype=dt)
         plain_norm = copy.deepcopy(norm)
         plain_norm.fused = False
         emb = rand(N, 2 * C, 1, 1)
