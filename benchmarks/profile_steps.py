@@ -310,17 +310,18 @@ def run_case(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 case=name,
                 name=spec["name"],
                 side=f"{side}:{args.variant}" if args.variant and side == "multidiff" else side,
-                mode=mode,
+                mode=f"{mode}:{args.compile_mode}" if mode == "compiled" and args.compile_mode else mode,
                 model=type(model).__name__,
                 params=sum(p.numel() for p in model.parameters()),
                 batch=spec["batch"],
                 gflop_per_step=flops / 1e9,
             )
-            slug = f"{name}_{row['side']}_{mode}".replace("/", "-").replace(":", "-")
+            slug = f"{name}_{row['side']}_{row['mode']}".replace("/", "-").replace(":", "-")
             trace = args.out / f"trace_{slug}.json.gz" if args.trace else None
             try:
                 torch._dynamo.reset()
-                train_step = make_train_step(model, step, args.device, compile=mode == "compiled")
+                compiled = (args.compile_mode or True) if mode == "compiled" else False
+                train_step = make_train_step(model, step, args.device, compile=compiled)
                 r = profile_step(train_step, args.device, steps=args.steps, warmup=args.warmup, trace=trace)
             except Exception as exc:  # keep the other modes and cases; the row says what failed
                 traceback.print_exc()
@@ -494,6 +495,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         help=f"cases (repeatable; default {' '.join(DEFAULT_CASES)})",
     )
     ap.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
+    ap.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode of the compiled rows (default: torch's default)",
+    )
     ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=["multidiff"])
     ap.add_argument(
         "--variant", help="profile this variant of multidiff's model (e.g. channels_last, plain_ops)"

@@ -228,15 +228,21 @@ def count_flops(model: nn.Module, step: Callable[[nn.Module], torch.Tensor], dev
 
 
 def make_train_step(
-    model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool
+    model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool | str
 ) -> Callable[[], torch.Tensor]:
     """One training step (what :func:`time_training` times and ``profile_steps.py`` profiles): zero grads, forward under bf16 autocast,
-    backward, AdamW (fused on CUDA)."""
+    backward, AdamW (fused on CUDA). ``compile``: False (eager), True (``torch.compile``'s default mode)
+    or a ``torch.compile`` mode; ``"reduce-overhead"`` replays the forward and backward graphs as CUDA
+    graphs, which is what a launch-bound step (the video U-Net's, RESULTS.md) needs."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
-    run_model = torch.compile(model) if compile else model
+    mode = compile if isinstance(compile, str) else None
+    run_model = torch.compile(model, mode=mode) if compile else model
+    graphs = mode in ("reduce-overhead", "max-autotune")
     dev_type = device.split(":")[0]
 
     def train_step() -> torch.Tensor:
+        if graphs:  # a new iteration: the graphs' previous outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev_type, dtype=torch.bfloat16):
             loss = step(run_model)
@@ -252,7 +258,7 @@ def time_training(
     step: Callable[[nn.Module], torch.Tensor],
     device: str,
     *,
-    compile: bool,
+    compile: bool | str,
     steps: int,
     warmup: int,
 ) -> dict[str, float]:
@@ -295,7 +301,7 @@ def run_case(
     device: str,
     *,
     tiny: bool,
-    compile_modes: list[bool],
+    compile_modes: list[bool | str],
     steps: int,
     warmup: int,
     variants: bool | list[str] = False,
@@ -337,7 +343,11 @@ def run_case(
                     side=side,
                     model=type(model).__name__,
                     params=params,
-                    mode="compile" if compiled else "eager",
+                    mode=f"compile:{compiled}"
+                    if isinstance(compiled, str)
+                    else "compile"
+                    if compiled
+                    else "eager",
                     batch=spec["batch"],
                     step_ms=1000 * r["step_s"],
                     samples_per_s=spec["batch"] / r["step_s"],
@@ -398,6 +408,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     ap.add_argument("--no-compile", action="store_true", help="eager only")
     ap.add_argument("--compile-only", action="store_true", help="torch.compile only")
+    ap.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode of the compiled rows, both sides (default: torch's default)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="shrink every case (CPU smoke test)")
     ap.add_argument(
@@ -416,7 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    modes = [False] if args.no_compile else [True] if args.compile_only else [False, True]
+    compiled: bool | str = args.compile_mode or True
+    modes = [False] if args.no_compile else [compiled] if args.compile_only else [False, compiled]
     cases = [c for c in all_cases() if not args.only or set(args.only) & {c.__name__, case_name(c)}]
     env = {
         "date": datetime.date.today().isoformat(),
