@@ -1,0 +1,55 @@
+"""benchmarks/train_throughput.py on the CPU: a tiny eager run times our model, the variants asked for and
+diffusers' model last, and ``--sides`` keeps only the sides named (the device calls use it to give a slow
+compilation a stage of its own)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import train_throughput as tt  # noqa: E402
+
+pytest.importorskip("diffusers")
+
+BASE = [
+    "--only",
+    "Mel-UNet-75M",
+    "--tiny",
+    "--no-compile",
+    "--steps",
+    "1",
+    "--warmup",
+    "1",
+    "--device",
+    "cpu",
+]
+
+
+def _rows(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text())["rows"]
+
+
+def test_variants_then_diffusers_and_the_ratio_table(tmp_path: Path) -> None:
+    tt.main([*BASE, "--variants", "plain_ops", "channels_last", "--out", str(tmp_path)])
+    rows = _rows(tmp_path)
+    assert [r["side"] for r in rows] == ["ours", "ours:plain_ops", "ours:channels_last", "ref"]
+    assert all(r["mode"] == "eager" and r["samples_per_s"] > 0 and r["gflop_per_step"] > 0 for r in rows)
+    table = (tmp_path / "results.md").read_text()
+    ref = rows[-1]["samples_per_s"]
+    for r in rows[:-1]:  # every one of ours is a row against diffusers, with its speed ratio
+        label = "Mel-UNet-75M" if r["side"] == "ours" else f"Mel-UNet-75M [{r['side'][5:]}]"
+        assert f"| {label} | eager | 2 | {r['samples_per_s']:.1f} | {ref:.1f} | " in table
+        assert f"{r['samples_per_s'] / ref:.2f}x" in table
+
+
+def test_sides_keeps_only_the_sides_named(tmp_path: Path) -> None:
+    tt.main(
+        [*BASE, "--variants", "channels_last", "--sides", "ref", "ours:channels_last", "--out", str(tmp_path)]
+    )
+    assert [r["side"] for r in _rows(tmp_path)] == ["ours:channels_last", "ref"]
+    tt.main([*BASE, "--sides", "ref", "--out", str(tmp_path / "ref")])
+    assert [r["side"] for r in _rows(tmp_path / "ref")] == ["ref"]
