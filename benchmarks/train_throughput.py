@@ -102,12 +102,17 @@ def _image_dit_case(
 
 
 def _variants(cfg: DiTConfig) -> dict[str, Callable[[], nn.Module]]:
-    """The DiT without its fused eager kernels, and with cuDNN's or flash SDPA first (--variants)."""
+    """The DiT without its fused eager kernels, with cuDNN's or flash SDPA first, and with the recipes'
+    float8 training (``--fp8``; CUDA of compute capability 8.9 or more, torchao) (--variants)."""
+    from multidiff.train.fp8 import to_float8_training
+
     order = ("cudnn", "flash", "efficient", "math")
     return {
         "plain_ops": lambda: DiT(dataclasses.replace(cfg, fused_kernels=False)),
         "sdpa_cudnn": lambda: DiT(dataclasses.replace(cfg, attention_backends=order)),
         "sdpa_flash": lambda: DiT(dataclasses.replace(cfg, attention_backends=("flash", *order))),
+        "fp8_tensorwise": lambda: to_float8_training(DiT(cfg), "tensorwise"),
+        "fp8_rowwise": lambda: to_float8_training(DiT(cfg), "rowwise"),
     }
 
 
