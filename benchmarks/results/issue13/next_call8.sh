@@ -16,8 +16,8 @@ pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $W/card.txt 2>&1
 timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_fused.py -k cuda > $W/tests-cuda.log 2>&1; pack
 timeout 80 python3 benchmarks/fused_ops.py --out $W/fused-ops > $W/fused-ops.log 2>&1; pack
-timeout 130 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 --no-compile --variants plain_ops \
+timeout 120 python3 benchmarks/train_throughput.py --only DiT-XL/2 VideoDiT-B/2 --no-compile --variants plain_ops \
   --steps 10 --warmup 3 --out $W/train-dit-eager > $W/train-dit-eager.log 2>&1; pack
-timeout 240 python3 benchmarks/profile_steps.py --only video-unet --modes compiled \
+timeout 280 python3 benchmarks/profile_steps.py --only video-unet --modes compiled \
   --out $W/profile-video-compiled > $W/profile-video-compiled.log 2>&1
 kill $PK; pack; ls -R $W | head -40
