@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_throughput import (  # noqa: E402
+    COMPILE_MODES,
     _sync,
     case_dit_b2,
     case_dit_xl2,
@@ -497,7 +498,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
     ap.add_argument(
         "--compile-mode",
-        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        choices=COMPILE_MODES,
         help="torch.compile mode of the compiled rows (default: torch's default)",
     )
     ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=["multidiff"])

@@ -232,6 +232,15 @@ def count_flops(model: nn.Module, step: Callable[[nn.Module], torch.Tensor], dev
     return int(counter.get_total_flops())
 
 
+# torch.compile's modes (``--compile-mode``); the ones that replay CUDA graphs need a step marker.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _mode_label(compiled: bool | str) -> str:
+    """A row's mode: eager, compile (torch's default mode) or compile:MODE."""
+    return f"compile:{compiled}" if isinstance(compiled, str) else "compile" if compiled else "eager"
+
+
 def make_train_step(
     model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool | str
 ) -> Callable[[], torch.Tensor]:
@@ -348,11 +357,7 @@ def run_case(
                     side=side,
                     model=type(model).__name__,
                     params=params,
-                    mode=f"compile:{compiled}"
-                    if isinstance(compiled, str)
-                    else "compile"
-                    if compiled
-                    else "eager",
+                    mode=_mode_label(compiled),
                     batch=spec["batch"],
                     step_ms=1000 * r["step_s"],
                     samples_per_s=spec["batch"] / r["step_s"],
@@ -415,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile-only", action="store_true", help="torch.compile only")
     ap.add_argument(
         "--compile-mode",
-        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        choices=COMPILE_MODES,
         help="torch.compile mode of the compiled rows, both sides (default: torch's default)",
     )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -424,7 +429,8 @@ def main(argv: list[str] | None = None) -> None:
         "--variants",
         nargs="*",
         help="also time the cases' alternative multidiff models: those named (plain_ops, sdpa_cudnn, "
-        "sdpa_flash, fp32_residual, channels_last, channels_last_plain), or all without names",
+        "sdpa_flash, fp8_tensorwise, fp8_rowwise, fp32_residual, channels_last, channels_last_plain), or all "
+        "without names",
     )
     ap.add_argument(
         "--sides", nargs="+", metavar="SIDE", help="run only these: ours, ref, ours:VARIANT (default: all)"
