@@ -127,8 +127,6 @@ class _LNModulate(torch.autograd.Function):
         rows, block, fwd_warps, bwd_warps = _ln_tiles(L, D)
         # tiles: (forward rows, warps, backward rows, warps), for benchmarks comparing tile shapes
         fwd_rows, fwd_warps = tiles[:2] if tiles else (rows, fwd_warps)
-        if L % fwd_rows:
-            raise ValueError(f"forward tiles of {fwd_rows} rows must divide the {L} tokens of a sample")
         K.ln_modulate_fwd[(-(-B * L // fwd_rows),)](
             x, sh, sc, y, mean, rstd, B * L, L, D, sh.stride(0), sc.stride(0), eps,
             BLOCK_R=fwd_rows, BLOCK_D=block, num_warps=fwd_warps,
