@@ -27,15 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multidiff.nn.fused import (  # noqa: E402
-    _LNModulate,
-    apply_rotary,
-    layer_norm,
-    ln_modulate,
-    modulate,
-    rms_rotary,
-    rotary,
-)
+from multidiff.nn.fused import apply_rotary, layer_norm, ln_modulate, modulate, rms_rotary, rotary  # noqa: E402
 from multidiff.nn.layers import GroupNorm, rotary_tables  # noqa: E402
 
 Case = dict[str, Any]
@@ -60,15 +52,7 @@ def _cases(device: torch.device, tiny: bool) -> list[Case]:
             fused=lambda: ln_modulate(x, shift, scale, 1e-6),
             inputs=[x, ada],
             bytes=2 * x.numel() * 2,
-        ),
-        dict(  # the A/B of the tiles: call 4 measured one row a program (8 warps), a loop step (16)
-            name="same, tiles of one row (as in call 4)",
-            shape=f"DiT-XL/2 tokens ({B}, {L}, {D})",
-            plain=lambda: modulate(layer_norm(x, 1e-6), shift, scale).to(dt),
-            fused=lambda: _LNModulate.apply(x, shift, scale, 1e-6, (1, 8, 1, 16)),
-            inputs=[x, ada],
-            bytes=2 * x.numel() * 2,
-        ),
+        )
     ]
     Bv, nH, F, S, Dh = (1, 2, 4, 6, 8) if tiny else (16, 12, 16, 256, 64)  # VideoDiT-B/2, temporal blocks
     q = rand(Bv, nH * S, F, Dh)

@@ -61,20 +61,13 @@ def test_ln_modulate_kernel_matches_reference_values_and_gradients() -> None:
             return modulate(layer_norm(x.double(), 1e-6), sh.double(), sc.double())
 
         # D not a power of two; L ragged against the rows each backward program sums (B=2, L=1025
-        # gives 513 programs a sample, of 2 rows, the last with 1); tiles of several rows (L=96: 32
-        # rows of 64 forward and backward); tiles set by hand, the backward's 4 rows ragged against
-        # L=13; shift and scale are strided chunks.
-        cases = ((3, 13, 48, None), (2, 1025, 8, None), (2, 96, 40, None), (3, 13, 48, (1, 1, 4, 2)))
-        assert fused._ln_tiles(96, 40) == (32, 64, 4, 8) and fused._ln_tiles(13, 48) == (1, 64, 1, 1)
-        for B, L, D, tiles in cases:
+        # gives 513 programs a sample, of 2 rows, the last with 1); shift and scale are strided chunks.
+        for B, L, D in ((3, 13, 48), (2, 1025, 8)):
             for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2 ** -7)):
                 x = (3 * torch.randn(B, L, D) + 1).to(dtype).requires_grad_()
                 ada = torch.randn(B, 1, 3 * D).to(dtype).requires_grad_()
                 sh, sc, _ = ada.chunk(3, dim=-1)
-                if tiles is None:
-                    y = fused.ln_modulate(x, sh, sc, 1e-6)
-                else:
-                    y = fused._LNModulate.apply(x, sh, sc, 1e-6, tiles)
+                y = fused.ln_modulate(x, sh, sc, 1e-6)
                 assert fused.fused_available(x) and y.dtype == dtype and y.shape == (B, L, D)
                 ref = reference(x, sh, sc)
                 g = torch.randn(B, L, D, dtype=torch.float64)
@@ -256,8 +249,8 @@ def test_video_unet_with_fused_kernels_matches_plain_ops() -> None:
 # Each kernel as fused.py launches it at the bar's shapes (DiT-XL/2 width 1,152; head width 64-128; the
 # video U-Net's channels-last levels): constants, then warps (other arguments are ints, floats, pointers).
 _COMPILE_CONSTANTS: dict[str, tuple[dict[str, object], int]] = {
-    "ln_modulate_fwd": ({"BLOCK_R": 2, "BLOCK_D": 2048}, 8),
-    "ln_modulate_bwd": ({"BLOCK_R": 2, "BLOCK_D": 2048}, 16),
+    "ln_modulate_fwd": ({"BLOCK_D": 2048}, 8),
+    "ln_modulate_bwd": ({"BLOCK_D": 2048}, 16),
     "rotary": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
     "rms_rotary_fwd": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
     "rms_rotary_bwd": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),

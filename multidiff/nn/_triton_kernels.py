@@ -20,32 +20,27 @@ def ln_modulate_fwd(
     Y,  # (R, D) contiguous out
     MEAN,  # (R,) float32 out
     RSTD,  # (R,) float32 out
-    R,
-    L,  # a multiple of BLOCK_R: a tile's rows belong to one sample
+    L,
     D,
     s_shift,
     s_scale,
     eps,
-    BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    first = tl.program_id(0).to(tl.int64) * BLOCK_R
-    b = first // L
-    rows = first + tl.arange(0, BLOCK_R)
+    row = tl.program_id(0).to(tl.int64)
+    b = row // L
     cols = tl.arange(0, BLOCK_D)
-    mc = cols < D
-    ok = rows < R
-    m = ok[:, None] & mc[None, :]
-    x = tl.load(X + rows[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / D
-    xc = tl.where(m, x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
-    shift = tl.load(SHIFT + b * s_shift + cols, mask=mc, other=0.0).to(tl.float32)
-    gain = 1.0 + tl.load(SCALE + b * s_scale + cols, mask=mc, other=0.0).to(tl.float32)
-    y = xc * rstd[:, None] * gain[None, :] + shift[None, :]
-    tl.store(Y + rows[:, None] * D + cols[None, :], y.to(Y.dtype.element_ty), mask=m)
-    tl.store(MEAN + rows, mean, mask=ok)
-    tl.store(RSTD + rows, rstd, mask=ok)
+    m = cols < D
+    x = tl.load(X + row * D + cols, mask=m, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=0) / D
+    xc = tl.where(m, x - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+    shift = tl.load(SHIFT + b * s_shift + cols, mask=m, other=0.0).to(tl.float32)
+    scale = tl.load(SCALE + b * s_scale + cols, mask=m, other=0.0).to(tl.float32)
+    y = xc * rstd * (1.0 + scale) + shift
+    tl.store(Y + row * D + cols, y.to(Y.dtype.element_ty), mask=m)
+    tl.store(MEAN + row, mean)
+    tl.store(RSTD + row, rstd)
 
 
 @triton.jit
@@ -61,41 +56,36 @@ def ln_modulate_bwd(
     L,
     D,
     s_scale,
-    rows,  # rows of one sample handled by one program: a multiple of BLOCK_R
+    rows,  # rows of one sample handled by one program
     chunks,
-    BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1).to(tl.int64)
     cols = tl.arange(0, BLOCK_D)
-    mc = cols < D
-    j = tl.arange(0, BLOCK_R)
-    gain = 1.0 + tl.load(SCALE + b * s_scale + cols, mask=mc, other=0.0).to(tl.float32)
+    m = cols < D
+    gain = 1.0 + tl.load(SCALE + b * s_scale + cols, mask=m, other=0.0).to(tl.float32)
     acc_scale = tl.zeros((BLOCK_D,), dtype=tl.float32)
     acc_shift = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    for i in range(0, rows, BLOCK_R):
-        pos = c * rows + i + j
+    for i in range(0, rows):
+        pos = c * rows + i
         ok = pos < L
         row = b * L + pos
-        m = ok[:, None] & mc[None, :]
-        at = row[:, None] * D + cols[None, :]
-        x = tl.load(X + at, mask=m, other=0.0).to(tl.float32)
-        dy = tl.load(DY + at, mask=m, other=0.0).to(tl.float32)
+        mr = m & ok
+        x = tl.load(X + row * D + cols, mask=mr, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * D + cols, mask=mr, other=0.0).to(tl.float32)
         mean = tl.load(MEAN + row, mask=ok, other=0.0)
         rstd = tl.load(RSTD + row, mask=ok, other=0.0)
-        xhat = tl.where(m, (x - mean[:, None]) * rstd[:, None], 0.0)
-        g = dy * gain[None, :]
-        # d/dx of LayerNorm: rstd·(g − mean(g) − x̂·mean(g·x̂)), per row
-        mg = tl.sum(g, axis=1) / D
-        mgx = tl.sum(g * xhat, axis=1) / D
-        dx = (g - mg[:, None] - xhat * mgx[:, None]) * rstd[:, None]
-        tl.store(DX + at, dx.to(DX.dtype.element_ty), mask=m)
-        acc_scale += tl.sum(dy * xhat, axis=0)
-        acc_shift += tl.sum(dy, axis=0)
+        xhat = tl.where(mr, (x - mean) * rstd, 0.0)
+        g = dy * gain
+        # d/dx of LayerNorm: rstd·(g − mean(g) − x̂·mean(g·x̂))
+        dx = (g - tl.sum(g, axis=0) / D - xhat * (tl.sum(g * xhat, axis=0) / D)) * rstd
+        tl.store(DX + row * D + cols, dx.to(DX.dtype.element_ty), mask=mr)
+        acc_scale += dy * xhat
+        acc_shift += dy
     out = (b * chunks + c) * D + cols
-    tl.store(DSCALE + out, acc_scale, mask=mc)
-    tl.store(DSHIFT + out, acc_shift, mask=mc)
+    tl.store(DSCALE + out, acc_scale, mask=m)
+    tl.store(DSHIFT + out, acc_shift, mask=m)
 
 
 @triton.jit

@@ -87,33 +87,10 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return v if v.stride(-1) == 1 else v.contiguous()
 
 
-# Elements of one LayerNorm tile (rows x padded width). One row of DiT-XL/2 (1,152 wide) a program left
-# the card latency-bound (forward at 1 TB/s, the backward 1.6x slower than PyTorch's; RESULTS.md): a
-# tile of 4,096 moves 16 KB of bf16 each way. Warps: 8 forward, 16 backward (it holds x, dy and their
-# products): 64-70 registers a thread on sm_90 at DiT-XL/2's tile, no spills (cuobjdump).
-LN_TILE = 4096
-
-
-def _ln_tiles(L: int, D: int, tile: int = LN_TILE) -> tuple[int, int, int, int]:
-    """(rows, padded width, forward warps, backward warps) of a LayerNorm tile: as many rows as fit
-    ``tile`` elements and divide ``L`` (so that a tile's rows share one sample's shift and scale)."""
-    block_d = _block(D)
-    rows = 1
-    while 2 * rows * block_d <= tile and L % (2 * rows) == 0:
-        rows *= 2
-    size = rows * block_d
-    return rows, block_d, min(8, max(1, size // 512)), min(16, max(1, size // 256))
-
-
 class _LNModulate(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        shift: torch.Tensor,
-        scale: torch.Tensor,
-        eps: float,
-        tiles: tuple[int, int, int, int] | None = None,
+        ctx: Any, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float
     ) -> torch.Tensor:
         from . import _triton_kernels as K
 
@@ -124,45 +101,40 @@ class _LNModulate(torch.autograd.Function):
         y = torch.empty(B, L, D, device=x.device, dtype=out_dtype)
         mean = torch.empty(B * L, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
-        rows, block, fwd_warps, bwd_warps = _ln_tiles(L, D)
-        # tiles: (forward rows, warps, backward rows, warps), for benchmarks comparing tile shapes
-        fwd_rows, fwd_warps = tiles[:2] if tiles else (rows, fwd_warps)
-        K.ln_modulate_fwd[(-(-B * L // fwd_rows),)](
-            x, sh, sc, y, mean, rstd, B * L, L, D, sh.stride(0), sc.stride(0), eps,
-            BLOCK_R=fwd_rows, BLOCK_D=block, num_warps=fwd_warps,
+        block = _block(D)
+        K.ln_modulate_fwd[(B * L,)](
+            x, sh, sc, y, mean, rstd, L, D, sh.stride(0), sc.stride(0), eps,
+            BLOCK_D=block, num_warps=min(max(block // 256, 1), 8),
         )  # fmt: skip
         ctx.save_for_backward(x, sc, mean, rstd)
         ctx.dtypes = (shift.dtype, scale.dtype)
-        ctx.bwd_tiles = tiles[2:] if tiles else (rows, bwd_warps)
         return y  # (B, L, D)
 
     @staticmethod
-    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         from . import _triton_kernels as K
 
         x, sc, mean, rstd = ctx.saved_tensors
         B, L, D = x.shape
         dy = dy.contiguous()
         dx = torch.empty_like(x)
-        block_r, warps = ctx.bwd_tiles
         # Enough programs to fill the card (about 2,048; 132 SMs on an H200): each sums dy·x̂ and dy over
-        # `rows` tokens of one sample (a multiple of the tile's rows), a tile at a time.
+        # `rows` tokens of one sample.
         chunks = max(1, min(L, -(-2048 // B)))
-        per = -(-L // chunks)
-        rows = -(-per // block_r) * block_r
+        rows = -(-L // chunks)
         chunks = -(-L // rows)
         dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
         dshift = torch.empty_like(dscale)
+        block = _block(D)
         K.ln_modulate_bwd[(B, chunks)](
             x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0), rows, chunks,
-            BLOCK_R=block_r, BLOCK_D=_block(D), num_warps=warps,
+            BLOCK_D=block, num_warps=min(max(block // 128, 1), 16),
         )  # fmt: skip
         shift_dtype, scale_dtype = ctx.dtypes
         return (
             dx,
             dshift.sum(1, keepdim=True).to(shift_dtype),  # (B, 1, D)
             dscale.sum(1, keepdim=True).to(scale_dtype),  # (B, 1, D)
-            None,
             None,
         )
 
