@@ -320,11 +320,12 @@ def run_case(
     warmup: int,
     variants: bool | list[str] = False,
     sides: list[str] | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Run one case: both models (and, with ``variants``, the case's alternative multidiff models,
     key ``variants``: name -> module, or a callable building it, run by ``step_ours``), each mode;
     diffusers' model last; ``sides`` keeps only those named (``ours``, ``ref``, ``ours:VARIANT``).
-    Idle models wait on the CPU."""
+    Idle models wait on the CPU; ``on_row`` gets every row as soon as it is measured."""
     kwargs = {"tiny": True} if tiny and "tiny" in inspect.signature(case).parameters else {}
     spec = case(device, **kwargs)
     rows = []
@@ -373,6 +374,8 @@ def run_case(
                 f"first step {r['first_step_s']:.1f}s",
                 flush=True,
             )
+            if on_row is not None:
+                on_row(rows[-1])
         models[side].to("cpu")
     del spec, models, steps_fn
     gc.collect()
@@ -382,7 +385,8 @@ def run_case(
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table with the ours/diffusers speed and memory ratios per case and mode."""
+    """Markdown table with the ours/diffusers speed and memory ratios per case and mode (a multidiff row
+    without its diffusers row, e.g. under ``--sides ours``, gets dashes there)."""
     lines = [
         "| case | mode | batch | multidiff samples/s | diffusers samples/s | speed ratio | "
         "multidiff TFLOP/s | diffusers TFLOP/s | multidiff peak GiB | diffusers peak GiB |",
@@ -390,14 +394,19 @@ def table(rows: list[dict]) -> str:
     ]
     refs = {(r["case"], r["mode"]): r for r in rows if r["side"] == "ref"}
     for o in rows:
-        d = refs.get((o["case"], o["mode"]))
-        if o["side"] == "ref" or d is None:
+        if o["side"] == "ref":
             continue
+        d = refs.get((o["case"], o["mode"]))
         label = o["case"] if o["side"] == "ours" else f"{o['case']} [{o['side'][5:]}]"
+        theirs = (
+            (f"{d['samples_per_s']:.1f}", f"{o['samples_per_s'] / d['samples_per_s']:.2f}x", f"{d['tflops']:.0f}",
+             f"{d['peak_gib']:.2f}")
+            if d is not None
+            else ("-",) * 4
+        )  # fmt: skip
         lines.append(
-            f"| {label} | {o['mode']} | {o['batch']} | {o['samples_per_s']:.1f} | {d['samples_per_s']:.1f} | "
-            f"{o['samples_per_s'] / d['samples_per_s']:.2f}x | {o['tflops']:.0f} | {d['tflops']:.0f} | "
-            f"{o['peak_gib']:.2f} | {d['peak_gib']:.2f} |"
+            f"| {label} | {o['mode']} | {o['batch']} | {o['samples_per_s']:.1f} | {theirs[0]} | {theirs[1]} | "
+            f"{o['tflops']:.0f} | {theirs[2]} | {o['peak_gib']:.2f} | {theirs[3]} |"
         )
     return "\n".join(lines)
 
@@ -461,9 +470,15 @@ def main(argv: list[str] | None = None) -> None:
         env["diffusers"] = "missing"
     print(json.dumps(env), flush=True)
     rows: list[dict] = []
+
+    def keep(row: dict) -> None:  # written after every row, so a run cut short keeps what it measured
+        rows.append(row)
+        if args.out is not None:
+            write_results(args.out, env, rows)
+
     for case in cases:
         print(f"case {case_name(case)}", flush=True)
-        rows += run_case(
+        run_case(
             case,
             args.device,
             tiny=args.tiny,
@@ -472,9 +487,8 @@ def main(argv: list[str] | None = None) -> None:
             warmup=args.warmup,
             variants=False if args.variants is None else args.variants or True,
             sides=args.sides,
+            on_row=keep,
         )
-        if args.out is not None:  # after every case, so a run cut short keeps what it measured
-            write_results(args.out, env, rows)
     print()
     print(table(rows))
 

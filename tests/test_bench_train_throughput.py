@@ -53,3 +53,25 @@ def test_sides_keeps_only_the_sides_named(tmp_path: Path) -> None:
     assert [r["side"] for r in _rows(tmp_path)] == ["ours:channels_last", "ref"]
     tt.main([*BASE, "--sides", "ref", "--out", str(tmp_path / "ref")])
     assert [r["side"] for r in _rows(tmp_path / "ref")] == ["ref"]
+
+
+def test_a_row_without_diffusers_is_in_the_table_and_written_at_once(tmp_path: Path, monkeypatch) -> None:
+    """Under ``--sides ours`` the table still shows our row (dashes for diffusers'), and each row is on disk
+    as soon as it is measured: a stage cut short inside a case's later rows keeps the earlier ones."""
+    real = tt.time_training
+    calls = []
+
+    def cut_after_first(*args, **kwargs):  # the second row's timing is cut, as a stage's limit would
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tt, "time_training", cut_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        tt.main([*BASE, "--variants", "channels_last", "--sides", "ours", "ours:channels_last",
+                 "--out", str(tmp_path)])  # fmt: skip
+    rows = _rows(tmp_path)
+    assert [r["side"] for r in rows] == ["ours"]
+    row = f"| Mel-UNet-75M | eager | 2 | {rows[0]['samples_per_s']:.1f} | - | - | "
+    assert row in (tmp_path / "results.md").read_text()
