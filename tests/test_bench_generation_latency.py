@@ -87,7 +87,7 @@ def test_graph_check_once_per_case_and_graphed_mode(monkeypatch: pytest.MonkeyPa
     saved = []
     case = gl.run_case("spoken-digits", gl.Options("cpu", tiny=True), ["graphs", "eager"], 1, 1,
                        lambda c: saved.append(len(c["rows"])))  # fmt: skip
-    assert saved == list(range(1, 6))
+    assert saved == list(range(1, 7))  # 2 sides graphed, 4 eager (diffusers with and without a vocoder)
     graphed = [r for r in case["rows"] if r["mode"] == "graphs"]
     assert [r["side"] for r in graphed] == ["multidiff", "multidiff (no vocoder)"]
     for r in graphed:
@@ -131,3 +131,33 @@ def test_dit_case_sides_sample_the_same_from_the_same_start() -> None:
     # the comparison is not vacuous: the network and the guidance move the samples far more than 1e-4
     unguided = pipe.sample(2, shape, sigmas=grid, label=labels, seed=0, guidance=1.0, progress=False)
     assert float((unguided - ours).norm() / ours.norm()) > 1e-2
+
+
+def test_each_multidiff_side_is_compared_with_the_diffusers_side_doing_the_same_work() -> None:
+    """The audio case's two pairs: with the vocoder against diffusers with torchaudio's Griffin-Lim, without it
+    against diffusers ending at mels; ratios and the summary each take their own pair's times."""
+
+    def row(side: str, mode: str, seconds: float, ours: bool, against: str) -> dict:
+        return dict(case="c", side=side, mode=mode, seconds=seconds, ours=ours, against=against, batch=1,
+                    peak_gib=0.1)  # fmt: skip
+
+    vocoder = "diffusers + Griffin-Lim"
+    rows = [
+        row("multidiff", "compile+graphs", 0.02, True, vocoder),
+        row("multidiff (no vocoder)", "compile+graphs", 0.01, True, "diffusers"),
+        row("diffusers", "eager", 0.08, False, "diffusers"),
+        row("diffusers", "reduce-overhead", 0.04, False, "diffusers"),
+        row(vocoder, "eager", 0.12, False, vocoder),
+        row(vocoder, "reduce-overhead", 0.09, False, vocoder),
+    ]
+    gl.add_ratios(rows)
+    assert rows[0]["vs_diffusers_eager"] == pytest.approx(6.0) and rows[0]["vs_diffusers_compiled"] == 4.5
+    assert rows[1]["vs_diffusers_eager"] == pytest.approx(8.0) and rows[1]["vs_diffusers_compiled"] == 4.0
+    assert rows[5]["vs_diffusers_compiled"] == 1.0 and rows[3]["vs_diffusers_eager"] == 2.0
+    summary = {s["side"]: s for s in gl.summarise([dict(name="c", rows=rows)])}
+    assert summary["multidiff"]["diffusers_side"] == vocoder and summary["multidiff"]["ratio"] == 4.5
+    assert summary["multidiff (no vocoder)"]["diffusers_seconds"] == 0.04
+    assert (
+        "| c | multidiff | compile+graphs | 0.0200 | 0.10 | diffusers + Griffin-Lim | reduce-overhead | "
+        in (gl.summary_table(list(summary.values())))
+    )
