@@ -153,6 +153,25 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def tuned_settings() -> dict[str, Any]:
+    """The launch settings each autotuned kernel picked (per key: width, dtypes) and the times it compared
+    for its last key, in ms (none under the interpreter, where only the first setting is kept)."""
+    try:
+        import triton
+
+        from multidiff.nn import _triton_kernels as K
+    except ImportError:
+        return {}
+    return {
+        name: {
+            "picked": {str(key): str(config) for key, config in tuner.cache.items()},
+            "timings_ms": {str(c): t[0] for c, t in getattr(tuner, "configs_timings", {}).items()},
+        }
+        for name, tuner in vars(K).items()
+        if isinstance(tuner, triton.runtime.Autotuner)
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -174,11 +193,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
     }
-    print(f"\n{json.dumps(env)}\n\n{table(rows)}")
+    tuned = tuned_settings()
+    picked = "; ".join(f"{n}: {', '.join(t['picked'].values())}" for n, t in tuned.items() if t["picked"])
+    text = f"{json.dumps(env)}\n\n{table(rows)}\n\nAutotuned launch settings picked: {picked or 'none'}\n"
+    print(f"\n{text}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "fused_ops.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2))
-        (args.out / "fused_ops.md").write_text(f"{json.dumps(env)}\n\n{table(rows)}\n")
+        (args.out / "fused_ops.json").write_text(
+            json.dumps({"env": env, "rows": rows, "tuned": tuned}, indent=2)
+        )
+        (args.out / "fused_ops.md").write_text(text)
     return rows
 
 

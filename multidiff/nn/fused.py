@@ -102,9 +102,8 @@ class _LNModulate(torch.autograd.Function):
         mean = torch.empty(B * L, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
         block = _block(D)
-        K.ln_modulate_fwd[(B * L,)](
-            x, sh, sc, y, mean, rstd, L, D, sh.stride(0), sc.stride(0), eps,
-            BLOCK_D=block, num_warps=min(max(block // 256, 1), 8),
+        K.ln_modulate_fwd_tuned[(B * L,)](
+            x, sh, sc, y, mean, rstd, L, D, sh.stride(0), sc.stride(0), eps, BLOCK_D=block
         )  # fmt: skip
         ctx.save_for_backward(x, sc, mean, rstd)
         ctx.dtypes = (shift.dtype, scale.dtype)
@@ -126,9 +125,8 @@ class _LNModulate(torch.autograd.Function):
         dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
         dshift = torch.empty_like(dscale)
         block = _block(D)
-        K.ln_modulate_bwd[(B, chunks)](
-            x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0), rows, chunks,
-            BLOCK_D=block, num_warps=min(max(block // 128, 1), 16),
+        K.ln_modulate_bwd_tuned[(B, chunks)](
+            x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0), rows, chunks, BLOCK_D=block
         )  # fmt: skip
         shift_dtype, scale_dtype = ctx.dtypes
         return (
