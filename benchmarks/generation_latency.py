@@ -22,9 +22,13 @@ Modes (``--modes``, run in the order given; each side runs the ones it has, a ro
     compile          backbone torch.compile'd, graphs=False            torch.compile'd
     reduce-overhead  (none: graphs is its counterpart)                 torch.compile(mode="reduce-overhead")
     compile+graphs   backbone torch.compile'd inside our CUDA graphs   (none)
+    autotune+graphs  the same, compiled "max-autotune-no-cudagraphs"   (none)
+    max-autotune     (none: autotune+graphs is its counterpart)        torch.compile(mode="max-autotune")
 
 ``torch.compile`` runs in its default mode (inductor, no CUDA graphs of its own) but in ``reduce-overhead``
-(torch's own CUDA graphs).
+and ``max-autotune`` (torch's own CUDA graphs) and ``autotune+graphs`` (Inductor's kernel and convolution
+choices timed on the card, our CUDA graphs). The last two run only when named: their autotuning takes
+minutes.
 
 A mode that fails is reported, and so is a graphed mode off CUDA ("needs CUDA"); a graphed row whose
 capture fell back to eager is a failure, not a timing. Each graphed row also gives max |graphed - ungraphed|
@@ -99,13 +103,20 @@ MULTIDIFF_MODES = {
         Mode("graphs", graphs=True),
         Mode("compile", compile="default"),
         Mode("compile+graphs", compile="default", graphs=True),
+        Mode("autotune+graphs", compile="max-autotune-no-cudagraphs", graphs=True),
     )
 }
 DIFFUSERS_MODES = {
     m.name: m
-    for m in (Mode("eager"), Mode("compile", compile="default"), Mode("reduce-overhead", "reduce-overhead"))
+    for m in (
+        Mode("eager"),
+        Mode("compile", compile="default"),
+        Mode("reduce-overhead", "reduce-overhead"),
+        Mode("max-autotune", "max-autotune"),
+    )
 }
-MODES = ("eager", "graphs", "compile", "reduce-overhead", "compile+graphs")  # every mode, the default order
+MODES = ("eager", "graphs", "compile", "reduce-overhead", "compile+graphs")  # the default order
+ALL_MODES = (*MODES, "autotune+graphs", "max-autotune")  # and those on request (minutes of autotuning)
 GRAPH_TOLERANCE = 1e-2  # max |graphed - ungraphed| above this fraction of the latents' std is flagged
 SD_VAE_SCALE = 0.18215
 
@@ -620,7 +631,7 @@ def run_case(
         if mode.compile in needs_ref and mode.compile not in refs:
             refs[mode.compile] = latents(net, False)
         if mode.graphs and mode.name not in checks:
-            against = "eager" if mode.compile is None else "compile"
+            against = {None: "eager", "default": "compile"}.get(mode.compile, f"compile {mode.compile}")
             checks[mode.name] = graph_check(latents(net, True), refs[mode.compile], against)
         return checks.get(mode.name, {}) if mode.graphs else {}
 
@@ -769,10 +780,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument(
         "--modes",
         nargs="+",
-        choices=MODES,
+        choices=ALL_MODES,
         metavar="MODE",
-        help=f"modes, run in this order, each by the sides that have it (see above): {' '.join(MODES)} "
-        "(default: all, in that order; --tiny: eager graphs)",
+        help=f"modes, run in this order, each by the sides that have it (see above): {' '.join(ALL_MODES)} "
+        f"(default: {' '.join(MODES)}; --tiny: eager graphs)",
     )
     ap.add_argument("--no-compile", action="store_true", help="leave out the compiled modes")
     ap.add_argument("--decode", action="store_true", help="DiT cases: an SD-VAE-sized decode on both sides")

@@ -69,9 +69,15 @@ def test_modes_map_to_the_sides_that_have_them(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         gl.main(["--tiny", "--device", "cpu", "--no-compile", "--modes", "compile", "reduce-overhead"])
     with pytest.raises(SystemExit):
-        gl.main(["--tiny", "--device", "cpu", "--modes", "max-autotune"])
-    assert set(gl.MODES) == set(gl.MULTIDIFF_MODES) | set(gl.DIFFUSERS_MODES)
+        gl.main(["--tiny", "--device", "cpu", "--modes", "turbo"])
+    assert set(gl.ALL_MODES) == set(gl.MULTIDIFF_MODES) | set(gl.DIFFUSERS_MODES)
     assert set(gl.MULTIDIFF_MODES) & set(gl.DIFFUSERS_MODES) == {"eager", "compile"}
+    # minutes of autotuning only when asked for: not among the defaults, and dropped by --no-compile
+    assert {"autotune+graphs", "max-autotune"}.isdisjoint(gl.MODES)
+    gl.main(["--tiny", "--device", "cpu", "--only", "DiT-XL/2-b1", "--no-compile",
+             "--modes", "eager", "autotune+graphs", "max-autotune", "--out", str(tmp_path / "nc")])  # fmt: skip
+    rows = json.loads((tmp_path / "nc" / "generation_latency.json").read_text())["cases"][0]["rows"]
+    assert {r["mode"] for r in rows} == {"eager"}
 
 
 def test_graph_check_once_per_case_and_graphed_mode(monkeypatch: pytest.MonkeyPatch) -> None:
