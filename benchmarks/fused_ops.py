@@ -16,6 +16,7 @@ import argparse
 import copy
 import datetime
 import json
+import math
 import platform
 import sys
 import time
@@ -165,7 +166,11 @@ def tuned_settings() -> dict[str, Any]:
     return {
         name: {
             "picked": {str(key): str(config) for key, config in tuner.cache.items()},
-            "timings_ms": {str(c): t[0] for c, t in getattr(tuner, "configs_timings", {}).items()},
+            # a setting that failed to compile or launch is timed inf: None in the JSON
+            "timings_ms": {
+                str(c): t[0] if math.isfinite(t[0]) else None
+                for c, t in getattr(tuner, "configs_timings", {}).items()
+            },
         }
         for name, tuner in vars(K).items()
         if isinstance(tuner, triton.runtime.Autotuner)

@@ -32,10 +32,10 @@ minutes.
 
 A mode that fails is reported, and so is a graphed mode off CUDA ("needs CUDA"); a graphed row whose
 capture fell back to eager is a failure, not a timing. Each graphed row also gives max |graphed - ungraphed|
-of the output latents, same seed, against ``eager`` (``graphs``) or ``compile`` (``compile+graphs``),
-computed once per case; the markdown flags it above 1e-2 of the latents' std. The summary puts, per case,
-the fastest multidiff mode beside diffusers' fastest compiled one (``compile`` or ``reduce-overhead``),
-with their ratio (issue 13's bar: one-clip generation >= 3x faster) and each side's peak memory.
+of the output latents, same seed, against ``eager`` (``graphs``) or the same compile mode without graphs,
+computed once per case; the markdown flags it above 1e-2 of the latents' std. The summary puts, per case
+and multidiff side, its fastest mode beside the fastest compiled mode of the diffusers side doing the same
+work, with their ratio (issue 13's bar: one-clip generation >= 3x faster) and each side's peak memory.
 
 Time: median of ``--runs`` calls after ``--warmup``, synchronised, decode included (vocoder or
 Griffin-Lim, frames to uint8). Precision is each library's own path: multidiff fp32 weights under bf16
@@ -586,8 +586,7 @@ def graph_check(graphed: torch.Tensor, reference: torch.Tensor, against: str) ->
 
 
 def _theirs(rows: list[dict], against: str, compiled: bool) -> dict | None:
-    """The fastest timed row of diffusers side ``against``: eager, or compiled (``compile`` or
-    ``reduce-overhead``)."""
+    """The fastest timed row of diffusers side ``against``: eager, or compiled (any compiled mode)."""
     timed = [r for r in rows if not r["ours"] and r["side"] == against and "seconds" in r]
     return min(
         (r for r in timed if (r["mode"] != "eager") == compiled), key=lambda r: r["seconds"], default=None
@@ -596,7 +595,7 @@ def _theirs(rows: list[dict], against: str, compiled: bool) -> dict | None:
 
 def add_ratios(rows: list[dict]) -> None:
     """``vs_diffusers_eager``, ``vs_diffusers_compiled``: the eager time, and the best compiled time
-    (``compile`` or ``reduce-overhead``), of the diffusers side the row is compared with (its ``against``;
+    (any compiled mode), of the diffusers side the row is compared with (its ``against``;
     a diffusers row, itself) over the row's time; > 1 is faster than diffusers."""
     for r in (r for r in rows if "seconds" in r):
         for key, compiled in (("vs_diffusers_eager", False), ("vs_diffusers_compiled", True)):
@@ -713,8 +712,7 @@ def table(rows: list[dict]) -> str:
 
 
 def summarise(cases: list[dict]) -> list[dict[str, Any]]:
-    """Per case and multidiff side: its fastest mode, the fastest compiled mode (``compile`` or
-    ``reduce-overhead``) of the diffusers side doing the same work (the side's ``against``), each with its
+    """Per case and multidiff side: its fastest mode, the fastest compiled mode (any) of the diffusers side doing the same work (the side's ``against``), each with its
     peak memory, and ``ratio`` = diffusers' time / multidiff's (the bar of issue 13: >= 3 for one clip)."""
     out = []
     for c in cases:

@@ -91,29 +91,33 @@ def ln_modulate_bwd(
     tl.store(DSHIFT + out, acc_shift, mask=m)
 
 
-def _first_when_interpreted(configs: list, named_args: dict, **kwargs: object) -> list:
-    """The autotuners' pruning: under ``TRITON_INTERPRET=1`` (no GPU to time on) only the first config."""
-    return configs[:1] if os.environ.get("TRITON_INTERPRET") == "1" else configs
-
-
 # The adaLN LayerNorm kernels' launch settings are timed on the card at the first call per width and dtype
 # (triton.autotune; about a second, once) instead of fixed: one row a program forward and one row a loop
 # step backward leave too few bytes in flight at fixed settings (H200: forward 0.8 TB/s, backward slower
 # than PyTorch's), and fewer warps a row (more rows in flight) or a pipelined loop (STAGES: the next rows'
 # loads issued, as asynchronous copies, before this row's reductions) are what can fix that; which wins is
-# the card's to say.
-# Each kernel writes its outputs without accumulating, so the repeated timing calls leave them right. The
-# first config is the fixed setting used before (8 warps forward, 16 backward at DiT widths).
+# the card's to say. Each kernel writes its outputs without accumulating, so the repeated timing calls
+# leave them right. The first config is the fixed setting used before (8 warps forward, 16 backward at
+# DiT widths). The setting is picked at the first call's shape and kept for that width and dtype; two runs
+# (or two ranks) may pick differently, and their results then differ in the last bits (the sums' order).
+# Timing synchronises with the host, so a CUDA-graph capture must come after a warm-up call (CudaGraphed's
+# does).
 ln_modulate_fwd_tuned = triton.autotune(
-    [triton.Config({}, num_warps=w, num_stages=1) for w in (8, 2, 4, 16)],
-    key=["D"],
-    prune_configs_by={"early_config_prune": _first_when_interpreted},
+    [triton.Config({}, num_warps=w, num_stages=1) for w in (8, 2, 4, 16)], key=["D"]
 )(ln_modulate_fwd)
 ln_modulate_bwd_tuned = triton.autotune(
-    [triton.Config({"STAGES": s}, num_warps=w) for w in (16, 8, 4) for s in (1, 3)],
-    key=["D"],
-    prune_configs_by={"early_config_prune": _first_when_interpreted},
+    [triton.Config({"STAGES": s}, num_warps=w) for w in (16, 8, 4) for s in (1, 3)], key=["D"]
 )(ln_modulate_bwd)
+
+
+def launch(tuner: triton.runtime.Autotuner, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
+    """Run an autotuned kernel; under ``TRITON_INTERPRET=1`` (no GPU to time on) the kernel at its first
+    setting, without the autotuner (which would time it, on CUDA, in Triton versions before 3.8)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        first = tuner.configs[0]
+        tuner.fn[grid](*args, **kwargs, **first.kwargs, num_warps=first.num_warps)
+    else:
+        tuner[grid](*args, **kwargs)
 
 
 @triton.jit

@@ -102,8 +102,9 @@ class _LNModulate(torch.autograd.Function):
         mean = torch.empty(B * L, device=x.device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
         block = _block(D)
-        K.ln_modulate_fwd_tuned[(B * L,)](
-            x, sh, sc, y, mean, rstd, L, D, sh.stride(0), sc.stride(0), eps, BLOCK_D=block
+        K.launch(
+            K.ln_modulate_fwd_tuned, (B * L,), x, sh, sc, y, mean, rstd, L, D, sh.stride(0), sc.stride(0), eps,
+            BLOCK_D=block,
         )  # fmt: skip
         ctx.save_for_backward(x, sc, mean, rstd)
         ctx.dtypes = (shift.dtype, scale.dtype)
@@ -125,8 +126,9 @@ class _LNModulate(torch.autograd.Function):
         dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
         dshift = torch.empty_like(dscale)
         block = _block(D)
-        K.ln_modulate_bwd_tuned[(B, chunks)](
-            x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0), rows, chunks, BLOCK_D=block
+        K.launch(
+            K.ln_modulate_bwd_tuned, (B, chunks), x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0),
+            rows, chunks, BLOCK_D=block,
         )  # fmt: skip
         shift_dtype, scale_dtype = ctx.dtypes
         return (
