@@ -92,7 +92,7 @@ def ln_modulate_bwd(
 
 
 # The adaLN LayerNorm kernels' launch settings are timed on the card at the first call per width and dtype
-# (triton.autotune; about a second, once) instead of fixed: one row a program forward and one row a loop
+# (triton.autotune; seconds, once: each setting compiled and timed) instead of fixed: one row a program forward and one row a loop
 # step backward leave too few bytes in flight at fixed settings (H200: forward 0.8 TB/s, backward slower
 # than PyTorch's), and fewer warps a row (more rows in flight) or a pipelined loop (STAGES: the next rows'
 # loads issued, as asynchronous copies, before this row's reductions) are what can fix that; which wins is
