@@ -8,8 +8,6 @@ compare them with the reference that way).
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
@@ -111,9 +109,10 @@ ln_modulate_bwd_tuned = triton.autotune(
 
 
 def launch(tuner: triton.runtime.Autotuner, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:
-    """Run an autotuned kernel; under ``TRITON_INTERPRET=1`` (no GPU to time on) the kernel at its first
-    setting, without the autotuner (which would time it, on CUDA, in Triton versions before 3.8)."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    """Run an autotuned kernel; on CPU tensors (Triton's interpreter, which :func:`~multidiff.nn.fused.
+    fused_available` lets through only under ``TRITON_INTERPRET=1``; no GPU to time on) the kernel at its
+    first setting, without the autotuner (which would time it, on CUDA, in Triton versions before 3.8)."""
+    if not args[0].is_cuda:  # type: ignore[attr-defined]
         first = tuner.configs[0]
         tuner.fn[grid](*args, **kwargs, **first.kwargs, num_warps=first.num_warps)
     else:
