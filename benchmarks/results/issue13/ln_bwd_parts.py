@@ -26,7 +26,15 @@ def part(name: str, ms: float, nbytes: int) -> None:
 
 
 io = 3 * x.numel() * 2  # x, dy read; dx̂ written
-for br, bc, w in ((16, 128, 8), (8, 128, 4), (32, 128, 8), (16, 64, 4), (8, 256, 8), (32, 64, 8), (64, 64, 8)):
+for br, bc, w in (
+    (16, 128, 8),
+    (8, 128, 4),
+    (32, 128, 8),
+    (16, 64, 4),
+    (8, 256, 8),
+    (32, 64, 8),
+    (64, 64, 8),
+):
     for programs in (4096, 16384):
         cols = -(-D // bc)
         chunks = max(1, min(-(-L // br), -(-programs // (B * cols))))
@@ -38,7 +46,9 @@ for br, bc, w in ((16, 128, 8), (8, 128, 4), (32, 128, 8), (16, 64, 4), (8, 256,
         launch = K.ln_modulate_bwd_partial[(B, chunks, cols)]
         args = (x, sc, dy, mean, rstd, dxhat, ds, dh, L, D, sc.stride(0), rows, chunks)
         settings = {"BLOCK_R": br, "BLOCK_C": bc, "num_warps": w}
-        ms = triton.testing.do_bench(lambda launch=launch, args=args, settings=settings: launch(*args, **settings))
+        ms = triton.testing.do_bench(
+            lambda launch=launch, args=args, settings=settings: launch(*args, **settings)
+        )
         part(f"column kernel R{br} C{bc} w{w} programs {B * chunks * cols}", ms, io)
 stats = (B, L, 1)
 part(
@@ -58,4 +68,8 @@ with torch.autocast("cuda", torch.bfloat16):
     yf = ln_modulate(xr, s1, c1)
 for name, y in (("plain backward (autograd)", yp), ("fused backward (autograd)", yf)):
     g = dy.to(y.dtype)
-    part(name, triton.testing.do_bench(lambda y=y, g=g: torch.autograd.grad(y, (xr, a), g, retain_graph=True)), io)
+    part(
+        name,
+        triton.testing.do_bench(lambda y=y, g=g: torch.autograd.grad(y, (xr, a), g, retain_graph=True)),
+        io,
+    )
