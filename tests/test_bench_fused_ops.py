@@ -32,7 +32,9 @@ def test_tiny_run_times_every_op_both_ways(tmp_path: Path) -> None:
         assert r["max_abs_diff"] < 0.1, r  # bf16 outputs of order 1: a few units in the last place
     table = (tmp_path / "fused_ops.md").read_text()
     assert all(n in table for n in names)
-    # the LayerNorm forward's autotuner: the interpreter runs its first setting without it, untimed
+    # the LayerNorm kernels' autotuners: the interpreter runs their first settings without them, untimed
     tuned = json.loads((tmp_path / "fused_ops.json").read_text())["tuned"]
-    assert tuned == {"ln_modulate_fwd_tuned": {"picked": {}, "timings_ms": {}}}
+    assert tuned == {
+        n: {"picked": {}, "timings_ms": {}} for n in ("ln_modulate_fwd_tuned", "ln_modulate_bwd_tuned")
+    }
     assert "Autotuned launch settings picked: none" in table

@@ -44,63 +44,68 @@ def ln_modulate_fwd(
 
 
 @triton.jit
-def ln_modulate_bwd_partial(
+def ln_modulate_bwd(
     X,  # (R, D) contiguous
     SCALE,  # (B, D) rows of stride s_scale
     DY,  # (R, D) contiguous
     MEAN,  # (R,) float32
     RSTD,  # (R,) float32
-    DXHAT,  # (R, D) contiguous out: dy·(1 + scale), the gradient at LayerNorm's output x̂
+    DX,  # (R, D) contiguous out
     DSCALE,  # (B, chunks, D) float32 out: partial sums of dy·x̂ over this program's rows
     DSHIFT,  # (B, chunks, D) float32 out: partial sums of dy
     L,
     D,
     s_scale,
-    rows,  # rows of one sample handled by one program, a multiple of BLOCK_R
+    rows,  # rows of one sample handled by one program
     chunks,
-    BLOCK_R: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    STAGES: tl.constexpr,  # loop steps in flight (software pipelining of the rows' loads; 1: none)
 ):
-    # A tile of BLOCK_R rows by BLOCK_C columns a step: sums down the columns only, so no reduction
-    # across threads inside the loop (the row sums of LayerNorm's own backward are left to ATen's kernel).
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1).to(tl.int64)
-    cols = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mc = cols < D
-    gain = 1.0 + tl.load(SCALE + b * s_scale + cols, mask=mc, other=0.0).to(tl.float32)
-    acc_scale = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-    acc_shift = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
-    for i in range(0, rows, BLOCK_R):
-        pos = c * rows + i + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_D)
+    m = cols < D
+    gain = 1.0 + tl.load(SCALE + b * s_scale + cols, mask=m, other=0.0).to(tl.float32)
+    acc_scale = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    acc_shift = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for i in tl.range(0, rows, num_stages=STAGES):
+        pos = c * rows + i
         ok = pos < L
         row = b * L + pos
-        m = ok[:, None] & mc[None, :]
-        at = row[:, None] * D + cols[None, :]
-        x = tl.load(X + at, mask=m, other=0.0).to(tl.float32)
-        dy = tl.load(DY + at, mask=m, other=0.0).to(tl.float32)
+        mr = m & ok
+        x = tl.load(X + row * D + cols, mask=mr, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * D + cols, mask=mr, other=0.0).to(tl.float32)
         mean = tl.load(MEAN + row, mask=ok, other=0.0)
         rstd = tl.load(RSTD + row, mask=ok, other=0.0)
-        xhat = (x - mean[:, None]) * rstd[:, None]  # 0 where masked (x, mean, rstd all 0)
-        tl.store(DXHAT + at, (dy * gain[None, :]).to(DXHAT.dtype.element_ty), mask=m)
+        xhat = tl.where(mr, (x - mean) * rstd, 0.0)
+        g = dy * gain
+        # d/dx of LayerNorm: rstd·(g − mean(g) − x̂·mean(g·x̂))
+        dx = (g - tl.sum(g, axis=0) / D - xhat * (tl.sum(g * xhat, axis=0) / D)) * rstd
+        tl.store(DX + row * D + cols, dx.to(DX.dtype.element_ty), mask=mr)
         acc_scale += dy * xhat
         acc_shift += dy
     out = (b * chunks + c) * D + cols
-    tl.store(DSCALE + out, tl.sum(acc_scale, axis=0), mask=mc)
-    tl.store(DSHIFT + out, tl.sum(acc_shift, axis=0), mask=mc)
+    tl.store(DSCALE + out, acc_scale, mask=m)
+    tl.store(DSHIFT + out, acc_shift, mask=m)
 
 
-# The adaLN LayerNorm forward's launch setting is timed on the card at the first call per width and dtype
-# (triton.autotune; seconds, once: each setting compiled and timed) instead of fixed: one row a program
-# leaves too few bytes in flight at 8 warps (H200, call 8: 0.8 TB/s), and fewer warps a row (more rows in
-# flight) is what can fix that; which count wins is the card's to say (call 13 on an H200: 2 warps, 0.96
-# TB/s). The kernel writes its outputs without accumulating, so the repeated timing calls leave them
-# right. The first config is the fixed setting used before. The setting is picked at the first call's
-# shape and kept for that width and dtype; two runs (or two ranks) may pick differently, and their results
-# then differ in the last bits (the sums' order). Timing synchronises with the host, so a CUDA-graph
-# capture must come after a warm-up call (CudaGraphed's does).
+# The adaLN LayerNorm kernels' launch settings are timed on the card at the first call per width and dtype
+# (triton.autotune; seconds, once: each setting compiled and timed) instead of fixed: one row a program forward and one row a loop
+# step backward leave too few bytes in flight at fixed settings (H200: forward 0.8 TB/s, backward slower
+# than PyTorch's), and fewer warps a row (more rows in flight) or a pipelined loop (STAGES: the next rows'
+# loads issued, as asynchronous copies, before this row's reductions) are what can fix that; which wins is
+# the card's to say. Each kernel writes its outputs without accumulating, so the repeated timing calls
+# leave them right. The first config is the fixed setting used before (8 warps forward, 16 backward at
+# DiT widths). The setting is picked at the first call's shape and kept for that width and dtype; two runs
+# (or two ranks) may pick differently, and their results then differ in the last bits (the sums' order).
+# Timing synchronises with the host, so a CUDA-graph capture must come after a warm-up call (CudaGraphed's
+# does).
 ln_modulate_fwd_tuned = triton.autotune(
     [triton.Config({}, num_warps=w, num_stages=1) for w in (8, 2, 4, 16)], key=["D"]
 )(ln_modulate_fwd)
+ln_modulate_bwd_tuned = triton.autotune(
+    [triton.Config({"STAGES": s}, num_warps=w) for w in (16, 8, 4) for s in (1, 3)], key=["D"]
+)(ln_modulate_bwd)
 
 
 def launch(tuner: triton.runtime.Autotuner, grid: tuple[int, ...], *args: object, **kwargs: object) -> None:

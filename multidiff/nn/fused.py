@@ -87,9 +87,6 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return v if v.stride(-1) == 1 else v.contiguous()
 
 
-_LN_BWD_PROGRAMS = 4096  # enough to fill the card (132 SMs on an H200, many programs each)
-
-
 class _LNModulate(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -120,30 +117,19 @@ class _LNModulate(torch.autograd.Function):
         x, sc, mean, rstd = ctx.saved_tensors
         B, L, D = x.shape
         dy = dy.contiguous()
-        dxhat = torch.empty_like(x)  # in x's dtype, as ATen's LayerNorm backward takes it
-        # Programs of BLOCK_R x BLOCK_C tiles, about _LN_BWD_PROGRAMS of them: each writes dx̂ = dy·(1 + scale)
-        # and sums dy·x̂ and dy down its columns over `rows` tokens of one sample.
-        block_r, block_c = 16, 128
-        cols = -(-D // block_c)
-        chunks = max(1, min(-(-L // block_r), -(-_LN_BWD_PROGRAMS // (B * cols))))
-        rows = -(-L // (chunks * block_r)) * block_r
+        dx = torch.empty_like(x)
+        # Enough programs to fill the card (about 2,048; 132 SMs on an H200): each sums dy·x̂ and dy over
+        # `rows` tokens of one sample.
+        chunks = max(1, min(L, -(-2048 // B)))
+        rows = -(-L // chunks)
         chunks = -(-L // rows)
         dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
         dshift = torch.empty_like(dscale)
-        K.ln_modulate_bwd_partial[(B, chunks, cols)](
-            x, sc, dy, mean, rstd, dxhat, dscale, dshift, L, D, sc.stride(0), rows, chunks,
-            BLOCK_R=block_r, BLOCK_C=block_c, num_warps=8,
+        block = _block(D)
+        K.launch(
+            K.ln_modulate_bwd_tuned, (B, chunks), x, sc, dy, mean, rstd, dx, dscale, dshift, L, D, sc.stride(0),
+            rows, chunks, BLOCK_D=block,
         )  # fmt: skip
-        # LayerNorm's own backward, rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)), is ATen's kernel: a Triton kernel
-        # of one row a loop step doing it all made forward + backward 0.70x PyTorch's (call 13). Its
-        # statistics are in the accumulate type on CUDA (float32 for bf16/fp16) and in x's dtype on CPU
-        # (reached only under the interpreter).
-        stats = (B, L, 1)
-        if not x.is_cuda:
-            mean, rstd = mean.to(x.dtype), rstd.to(x.dtype)
-        dx = torch.ops.aten.native_layer_norm_backward(
-            dxhat, x, [D], mean.view(stats), rstd.view(stats), None, None, [True, False, False]
-        )[0]
         shift_dtype, scale_dtype = ctx.dtypes
         return (
             dx,

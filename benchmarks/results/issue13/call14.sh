@@ -1,5 +1,5 @@
 #!/bin/bash
-# The call after next_call13.sh (same start): diffusers' UNet3DConditionModel compiled, alone, with the time
+# Issue-13 device call 14, run 2026-12-04 19:13-19:22 UTC (same start): diffusers' UNet3DConditionModel compiled, alone, with the time
 # its compilation needs (call 9's 270-s stage ended inside it), against which call 9's 146.6 clips/s (ours
 # compiled with CUDA graphs) is the bar's >= 2x; then ours with CUDA graphs profiled, where the 18.8% of the
 # ceiling goes (bar: 25%).

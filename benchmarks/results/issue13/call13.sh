@@ -1,5 +1,5 @@
 #!/bin/bash
-# Next issue-13 device call (not run yet; same start as call4.sh: the wheels in .whl, carried).
+# Issue-13 device call 13, run 2026-12-04 19:08-19:12 UTC on one H200 (same start as call4.sh: the wheels in .whl, carried).
 #  1. the kernels on CUDA, every setting the LayerNorm kernels' autotuners may pick (tests/test_fused.py);
 #  2. each op alone (fused_ops.py), with the settings the autotuners picked and the times they compared
 #     (call 8, fixed settings: forward 0.81 TB/s, forward+backward 0.92x PyTorch's);

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A fourth call, if the session has the time (same start): one moving digit with Inductor's autotuning
+# Issue-13 device call 16, run 2026-12-04 19:22-19:31 UTC (same start): one moving digit with Inductor's autotuning
 # (kernel and convolution choices timed on the card) inside our CUDA graphs, against diffusers' own best
 # (reduce-overhead, and max-autotune: torch's CUDA graphs over the autotuned network). Bar: >= 3x; call 2:
 # 2.87x in the default compile mode. Each side's autotuning takes minutes, hence the one case.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue-13 device call 17 (same start as call4.sh: the wheels in .whl, carried). The adaLN LayerNorm
+# Issue-13 device call 17, run 2026-12-04 19:37-19:39 UTC (same start; its backward was reverted after it). The adaLN LayerNorm
 # backward rebuilt after call 13 (fused forward + backward 0.70x PyTorch's): a column-tile Triton kernel
 # (dx̂ = dy·(1 + scale) and the partial sums of dy·x̂ and dy) and ATen's LayerNorm backward for dx.
 #  1. eager DiT-XL/2 and video DiT-B/2 against diffusers eager (bar: >= 1.3x; call 13: 1.27x and 1.42x);
