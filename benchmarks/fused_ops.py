@@ -1,10 +1,16 @@
 """Each fused op of ``multidiff.nn.fused`` against its plain PyTorch ops, forward and backward (issue 13).
 
 The op alone, at the shapes it meets in the bar's models, in eager mode (the kernels give way to
-Inductor under ``torch.compile``): median time of a forward and of a forward + backward, the plain
-ops' time over the kernel's (the gain), the effective bandwidth of the kernel (bytes it must read and
-write over its time; the H200's HBM3e peak is 4.8 TB/s) and the largest difference from the plain
-result. Inputs in bf16, as under bf16 autocast.
+Inductor under ``torch.compile``), timed two ways:
+
+- wall: the median time of one call, synchronised before and after. It includes the host's work (Python,
+  autograd, the launches), which a GPU-bound model hides behind other kernels; an op alone does not.
+- GPU (CUDA only): the time the GPU spends in the call's kernels, memory copies and fills (profiler,
+  summed over ``--runs`` calls), which is what the op costs inside a GPU-bound step such as DiT-XL/2's.
+
+For each: the plain ops' time over the fused op's (the gain); also the effective bandwidth of the fused
+forward (bytes it must read and write over its time; the H200's HBM3e peak is 4.8 TB/s) and the largest
+difference from the plain result. Inputs in bf16, as under bf16 autocast.
 
     python benchmarks/fused_ops.py --out OUT              # on the device
     TRITON_INTERPRET=1 python benchmarks/fused_ops.py --tiny --device cpu   # CPU smoke test
@@ -13,6 +19,7 @@ result. Inputs in bf16, as under bf16 autocast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -118,8 +125,26 @@ def _time(fn: Callable[[], Any], device: torch.device, runs: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _gpu_time(fn: Callable[[], Any], device: torch.device, runs: int) -> float | None:
+    """Seconds the GPU spends per call of ``fn`` in kernels, copies and fills (the profiler's device
+    events, summed over ``runs`` calls after two); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(runs):
+            fn()
+        torch.cuda.synchronize()
+    device_events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return 1e-6 * sum(e.time_range.elapsed_us() for e in device_events) / runs
+
+
 def run(case: Case, device: torch.device, runs: int) -> dict[str, Any]:
-    """Time one case both ways, forward and forward + backward; compare the two results."""
+    """Time one case both ways, forward and forward + backward, wall and GPU; compare the two results."""
     grad = torch.randn_like(case["plain"]())
 
     def fwd_bwd(op: Callable[[], torch.Tensor]) -> Callable[[], Any]:
@@ -127,30 +152,46 @@ def run(case: Case, device: torch.device, runs: int) -> dict[str, Any]:
 
     row: dict[str, Any] = dict(name=case["name"], shape=case["shape"])
     for way in ("plain", "fused"):
-        with torch.no_grad():
-            row[f"{way}_fwd_us"] = 1e6 * _time(case[way], device, runs)
-        row[f"{way}_fwd_bwd_us"] = 1e6 * _time(fwd_bwd(case[way]), device, runs)
+        for part, fn in (("fwd", case[way]), ("fwd_bwd", fwd_bwd(case[way]))):
+            with torch.no_grad() if part == "fwd" else contextlib.nullcontext():
+                row[f"{way}_{part}_us"] = 1e6 * _time(fn, device, runs)
+                gpu = _gpu_time(fn, device, runs)
+            row[f"{way}_{part}_gpu_us"] = None if gpu is None else 1e6 * gpu
     y, r = case["fused"](), case["plain"]()
     row["max_abs_diff"] = (y.float() - r.float()).abs().max().item()
-    row["gain_fwd"] = row["plain_fwd_us"] / row["fused_fwd_us"]
-    row["gain_fwd_bwd"] = row["plain_fwd_bwd_us"] / row["fused_fwd_bwd_us"]
+    for part in ("fwd", "fwd_bwd"):
+        row[f"gain_{part}"] = row[f"plain_{part}_us"] / row[f"fused_{part}_us"]
+        gpu = row[f"fused_{part}_gpu_us"]
+        row[f"gain_{part}_gpu"] = None if gpu is None else row[f"plain_{part}_gpu_us"] / gpu
     row["fused_fwd_tb_s"] = case["bytes"] / (row["fused_fwd_us"] * 1e-6) / 1e12
+    gpu = row["fused_fwd_gpu_us"]
+    row["fused_fwd_gpu_tb_s"] = None if gpu is None else case["bytes"] / (gpu * 1e-6) / 1e12
     return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of the rows."""
+    """Markdown table of the rows: each time as wall / GPU µs (GPU: n/a off CUDA)."""
+
+    def pair(r: dict[str, Any], wall: str, gpu: str, fmt: str, unit: str = "") -> str:
+        g = r.get(gpu)
+        return f"{r[wall]:{fmt}}{unit} / " + ("n/a" if g is None else f"{g:{fmt}}{unit}")
+
     lines = [
         "| op | shape | plain fwd µs | fused fwd µs | gain | plain fwd+bwd µs | fused fwd+bwd µs | gain | "
         "fused fwd TB/s | max abs diff |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['name']} | {r['shape']} | {r['plain_fwd_us']:.1f} | {r['fused_fwd_us']:.1f} | "
-            f"{r['gain_fwd']:.2f}x | {r['plain_fwd_bwd_us']:.1f} | {r['fused_fwd_bwd_us']:.1f} | "
-            f"{r['gain_fwd_bwd']:.2f}x | {r['fused_fwd_tb_s']:.2f} | {r['max_abs_diff']:.2g} |"
-        )
+        cells = [
+            pair(r, "plain_fwd_us", "plain_fwd_gpu_us", ".1f"),
+            pair(r, "fused_fwd_us", "fused_fwd_gpu_us", ".1f"),
+            pair(r, "gain_fwd", "gain_fwd_gpu", ".2f", "x"),
+            pair(r, "plain_fwd_bwd_us", "plain_fwd_bwd_gpu_us", ".1f"),
+            pair(r, "fused_fwd_bwd_us", "fused_fwd_bwd_gpu_us", ".1f"),
+            pair(r, "gain_fwd_bwd", "gain_fwd_bwd_gpu", ".2f", "x"),
+            pair(r, "fused_fwd_tb_s", "fused_fwd_gpu_tb_s", ".2f"),
+        ]
+        lines.append(f"| {r['name']} | {r['shape']} | {' | '.join(cells)} | {r['max_abs_diff']:.2g} |")
     return "\n".join(lines)
 
 
@@ -200,7 +241,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     }
     tuned = tuned_settings()
     picked = "; ".join(f"{n}: {', '.join(t['picked'].values())}" for n, t in tuned.items() if t["picked"])
-    text = f"{json.dumps(env)}\n\n{table(rows)}\n\nAutotuned launch settings picked: {picked or 'none'}\n"
+    note = "Each time: wall (one call, synchronised) / GPU (the call's kernels, copies and fills)."
+    text = f"{json.dumps(env)}\n\n{table(rows)}\n\n{note}\n\nAutotuned launch settings picked: {picked or 'none'}\n"
     print(f"\n{text}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)

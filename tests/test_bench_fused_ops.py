@@ -29,9 +29,13 @@ def test_tiny_run_times_every_op_both_ways(tmp_path: Path) -> None:
     for r in rows:
         for key in ("plain_fwd_us", "fused_fwd_us", "plain_fwd_bwd_us", "fused_fwd_bwd_us", "gain_fwd_bwd"):
             assert math.isfinite(r[key]) and r[key] > 0, (r["name"], key)
+        # the GPU's share of each call is taken from the profiler's CUDA events: none on the CPU
+        gpu_keys = [k for k in r if "gpu" in k]
+        assert len(gpu_keys) == 7 and all(r[k] is None for k in gpu_keys), r
         assert r["max_abs_diff"] < 0.1, r  # bf16 outputs of order 1: a few units in the last place
     table = (tmp_path / "fused_ops.md").read_text()
     assert all(n in table for n in names)
+    assert table.count(" / n/a") == 7 * len(names)  # every time as wall / GPU
     # the LayerNorm kernels' autotuners: the interpreter runs their first settings without them, untimed
     tuned = json.loads((tmp_path / "fused_ops.json").read_text())["tuned"]
     assert tuned == {
