@@ -126,10 +126,11 @@ def _time(fn: Callable[[], Any], device: torch.device, runs: int) -> float:
 
 
 def _gpu_time(fn: Callable[[], Any], device: torch.device, runs: int) -> float | None:
-    """Seconds the GPU spends per call of ``fn`` in kernels, copies and fills (the profiler's device
-    events, summed over ``runs`` calls after two); None off CUDA."""
+    """Seconds the GPU spends per call of ``fn`` in kernels, copies and fills (``profile_steps.py``'s busy
+    time: the profiler's device events, summed over ``runs`` calls after two); None off CUDA."""
     if device.type != "cuda":
         return None
+    from profile_steps import summarise  # this folder's; imported only here (it loads the models' cases)
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(2):
@@ -139,8 +140,7 @@ def _gpu_time(fn: Callable[[], Any], device: torch.device, runs: int) -> float |
         for _ in range(runs):
             fn()
         torch.cuda.synchronize()
-    device_events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return 1e-6 * sum(e.time_range.elapsed_us() for e in device_events) / runs
+    return 1e-6 * summarise(prof.events(), prof.key_averages(), cuda=True, steps=runs)["busy_us"]
 
 
 def run(case: Case, device: torch.device, runs: int) -> dict[str, Any]:
