@@ -12,7 +12,7 @@ R=${OUT:-/tmp/out}; W=/tmp/w15; mkdir -p $R $W
 pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
 timeout 60 python3 benchmarks/fused_ops.py --out $W/fused-ops > $W/fused-ops.log 2>&1; pack
-timeout 120 python3 benchmarks/profile_steps.py --only dit-xl2 --modes eager \
+timeout 150 python3 benchmarks/profile_steps.py --only dit-xl2 --modes eager --sides multidiff diffusers \
   --out $W/profile-dit-eager > $W/profile-dit-eager.log 2>&1; pack
 timeout 190 python3 benchmarks/profile_steps.py --only mel-unet --modes compiled \
   --out $W/profile-mel-compiled > $W/profile-mel-compiled.log 2>&1
