@@ -35,7 +35,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multidiff.nn.fused import apply_rotary, layer_norm, ln_modulate, modulate, rms_rotary, rotary  # noqa: E402
+from multidiff.nn.fused import (  # noqa: E402
+    apply_rotary,
+    gated_residual,
+    layer_norm,
+    ln_modulate,
+    modulate,
+    rms_rotary,
+    rotary,
+)
 from multidiff.nn.layers import GroupNorm, rotary_tables  # noqa: E402
 
 Case = dict[str, Any]
@@ -50,7 +58,7 @@ def _cases(device: torch.device, tiny: bool) -> list[Case]:
         return torch.randn(*shape, generator=g, device=device).to(dt).requires_grad_()
 
     B, L, D = (2, 8, 24) if tiny else (128, 256, 1152)  # DiT-XL/2, 256 px, batch 128
-    x, ada = rand(B, L, D), rand(B, 1, 2 * D)
+    x, ada, h = rand(B, L, D), rand(B, 1, 2 * D), rand(B, L, D)
     shift, scale = ada.chunk(2, dim=-1)
     cases: list[Case] = [
         dict(
@@ -60,7 +68,15 @@ def _cases(device: torch.device, tiny: bool) -> list[Case]:
             fused=lambda: ln_modulate(x, shift, scale, 1e-6),
             inputs=[x, ada],
             bytes=2 * x.numel() * 2,
-        )
+        ),
+        dict(
+            name="adaLN-Zero gate + residual",
+            shape="same, gate (B, 1, D)",
+            plain=lambda: torch.addcmul(x, shift, h),
+            fused=lambda: gated_residual(x, shift, h),
+            inputs=[x, ada, h],
+            bytes=3 * x.numel() * 2,
+        ),
     ]
     Bv, nH, F, S, Dh = (1, 2, 4, 6, 8) if tiny else (16, 12, 16, 256, 64)  # VideoDiT-B/2, temporal blocks
     q = rand(Bv, nH * S, F, Dh)

@@ -24,7 +24,12 @@ def test_tiny_run_times_every_op_both_ways(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads((tmp_path / "fused_ops.json").read_text())["rows"]
     names = [r["name"] for r in rows]
-    assert names[:3] == ["adaLN LayerNorm + modulation", "rotary embedding", "QK-norm + rotary embedding"]
+    assert names[:4] == [
+        "adaLN LayerNorm + modulation",
+        "adaLN-Zero gate + residual",
+        "rotary embedding",
+        "QK-norm + rotary embedding",
+    ]
     assert sum("GroupNorm" in n for n in names) == 2  # NCHW and channels-last at the tiny level
     for r in rows:
         for key in ("plain_fwd_us", "fused_fwd_us", "plain_fwd_bwd_us", "fused_fwd_bwd_us", "gain_fwd_bwd"):

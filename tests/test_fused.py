@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from multidiff.nn.fused import fused_available, ln_modulate, rms_rotary, rotary
+from multidiff.nn.fused import fused_available, ln_modulate, rms_rotary, rotary, split_linear
 
 triton = pytest.importorskip(
     "triton", reason="the fused kernels are Triton kernels; Triton ships with Linux torch"
@@ -80,6 +80,71 @@ def test_ln_modulate_kernel_matches_reference_values_and_gradients() -> None:
                 assert (ga.double() - ra).abs().max().item() <= 4 * tol * ra.abs().max().item(), "dada"
         """
     )
+
+
+@needs_triton_38
+def test_gated_residual_kernel_matches_reference_values_and_gradients() -> None:
+    _interpreted(
+        """
+        # D not a multiple of the 128-column tile; L ragged against the 16-row tiles and against the
+        # rows each backward program sums (B=2, L=1025: 65 tiles a sample, 8 programs); the gate a
+        # strided chunk; a float32 residual stream with bf16 gate and sub-layer output (promotion).
+        cases = [(3, 13, 200, torch.float32, torch.float32, 1e-5),
+                 (2, 1025, 48, torch.bfloat16, torch.bfloat16, 2 ** -7),
+                 (2, 37, 64, torch.float32, torch.bfloat16, 2 ** -7)]
+        for B, L, D, x_dtype, h_dtype, tol in cases:
+            x = torch.randn(B, L, D).to(x_dtype).requires_grad_()
+            h = torch.randn(B, L, D).to(h_dtype).requires_grad_()
+            ada = torch.randn(B, 1, 2 * D).to(h_dtype).requires_grad_()
+            gate = ada.chunk(2, dim=-1)[1]
+            y = fused.gated_residual(x, gate, h)
+            ref = torch.addcmul(x.double(), gate.double(), h.double())
+            assert fused.fused_available(x) and y.dtype == torch.addcmul(x, gate, h).dtype
+            g = torch.randn(B, L, D, dtype=torch.float64)
+            got = torch.autograd.grad(y, (x, h, ada), g.to(y.dtype))
+            want = torch.autograd.grad(ref, (x, h, ada), g)
+            assert (y.double() - ref).abs().max().item() <= tol * ref.abs().max().item(), (B, L, D)
+            # the gate's gradient sums over L tokens: rounding of the inputs grows with L
+            for name, a, b, t in zip(("dx", "dh", "dada"), got, want, (tol, tol, 4 * tol)):
+                assert (a.double() - b).abs().max().item() <= t * b.abs().max().item(), (name, B, L, D)
+            assert got[0].dtype == x_dtype and got[1].dtype == h_dtype and got[2].dtype == h_dtype
+        """
+    )
+
+
+def test_split_linear_matches_the_rows_of_the_packed_linear() -> None:
+    """Values and every gradient against F.linear on each part's rows, with and without a bias, with
+    an output left unused (its gradient zero), and under CPU autocast (the GEMMs in bf16)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
+    for parts, bias in ((3, True), (2, False)):
+        w = torch.randn(parts * 8, 12, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(parts * 8, dtype=torch.float64, requires_grad=True) if bias else None
+        inputs = [t for t in (x, w, b) if t is not None]
+        got = split_linear(x, w, b, parts)
+        want = split_linear(x, w, b, parts, fused=False)
+        assert len(got) == parts
+        for a, r in zip(got, want):
+            torch.testing.assert_close(a, r)
+
+        def loss(outs: tuple[torch.Tensor, ...]) -> torch.Tensor:  # the last output unused
+            return sum((o * (i + 1)).sin().sum() for i, o in enumerate(outs[:-1]))
+
+        for a, r in zip(torch.autograd.grad(loss(got), inputs), torch.autograd.grad(loss(want), inputs)):
+            torch.testing.assert_close(a, r)
+        assert torch.autograd.gradcheck(lambda *t, n=parts: split_linear(*t, n), (x, w, b))
+    w32 = torch.randn(24, 12, requires_grad=True)
+    x32 = torch.randn(2, 5, 12, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = split_linear(x32, w32, None, 3), split_linear(x32, w32, None, 3, fused=False)
+    for a, r in zip(got, want):
+        assert a.dtype == r.dtype == torch.bfloat16
+        torch.testing.assert_close(a, r)
+    ga = torch.autograd.grad(sum(o.float().sum() for o in got), (x32, w32))
+    gr = torch.autograd.grad(sum(o.float().sum() for o in want), (x32, w32))
+    for a, r in zip(ga, gr):
+        assert a.dtype == r.dtype == torch.float32
+        torch.testing.assert_close(a, r, rtol=2e-2, atol=2e-2)
 
 
 def test_rotary_kernel_matches_reference_on_strided_heads() -> None:
@@ -252,6 +317,8 @@ def test_video_unet_with_fused_kernels_matches_plain_ops() -> None:
 _COMPILE_CONSTANTS: dict[str, tuple[dict[str, object], int]] = {
     "ln_modulate_fwd": ({"BLOCK_D": 2048}, 8),
     "ln_modulate_bwd": ({"BLOCK_D": 2048, "STAGES": 1}, 16),
+    "gated_residual_fwd": ({"BLOCK_R": 16, "BLOCK_D": 128}, 4),
+    "gated_residual_bwd": ({"BLOCK_R": 16, "BLOCK_D": 128}, 4),
     "rotary": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
     "rms_rotary_fwd": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
     "rms_rotary_bwd": ({"BLOCK_R": 8, "BLOCK_H": 64}, 4),
@@ -295,7 +362,7 @@ def test_kernels_compile_for_hopper_without_a_gpu(tmp_path: Path) -> None:
                 signature[arg] = "constexpr"
             elif arg in ("eps", "sign"):
                 signature[arg] = "fp32"
-            elif arg in ("X", "Y", "DY", "DX", "SHIFT", "SCALE"):  # activations in bf16
+            elif arg in ("X", "Y", "DY", "DX", "SHIFT", "SCALE", "GATE", "H", "DH"):  # activations in bf16
                 signature[arg] = "*bf16"
             elif arg.isupper() and len(arg) > 1 and arg not in ("HW",):  # statistics, tables, gains
                 signature[arg] = "*fp32"
@@ -331,6 +398,7 @@ def test_compiled_kernels_on_cuda_match_the_reference() -> None:
     import copy
 
     from multidiff.nn import _triton_kernels as K
+    from multidiff.nn import fused
     from multidiff.nn.fused import apply_rotary, layer_norm, modulate
     from multidiff.nn.layers import GroupNorm, rotary_tables
 
@@ -354,6 +422,12 @@ def test_compiled_kernels_on_cuda_match_the_reference() -> None:
                     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         finally:
             tuner.configs, tuner.cache = configs, {}
+    h = torch.randn(B, L, D, device=dev, generator=g).requires_grad_()
+    gate = ada[..., :D]
+    y, r = fused.gated_residual(x, gate, h), torch.addcmul(x, gate, h)
+    torch.testing.assert_close(y, r)
+    for a, b in zip(torch.autograd.grad(y, (x, h, ada), dy), torch.autograd.grad(r, (x, h, ada), dy)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     q = torch.randn(B, 16, L, 72, device=dev, generator=g).requires_grad_()
     cos, sin = rotary_tables((16, 16), 72, device=dev)
     y, r = rotary(q, cos, sin), apply_rotary(q, cos, sin)

@@ -89,6 +89,62 @@ def ln_modulate_bwd(
     tl.store(DSHIFT + out, acc_shift, mask=m)
 
 
+@triton.jit
+def gated_residual_fwd(
+    X,  # (R, D) contiguous, R = B·L rows
+    GATE,  # (B, D) rows of stride s_gate, unit stride along D
+    H,  # (R, D) contiguous
+    Y,  # (R, D) contiguous out: x + gate·h
+    R,
+    L,
+    D,
+    s_gate,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    m = (rows < R)[:, None] & (cols < D)[None, :]
+    at = rows[:, None] * D + cols[None, :]
+    g = tl.load(GATE + (rows // L)[:, None] * s_gate + cols[None, :], mask=m, other=0.0).to(tl.float32)
+    x = tl.load(X + at, mask=m, other=0.0).to(tl.float32)
+    h = tl.load(H + at, mask=m, other=0.0).to(tl.float32)
+    tl.store(Y + at, (x + g * h).to(Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def gated_residual_bwd(
+    DY,  # (R, D) contiguous
+    GATE,  # (B, D) rows of stride s_gate
+    H,  # (R, D) contiguous
+    DH,  # (R, D) contiguous out: dy·gate
+    DGATE,  # (B, chunks, D) float32 out: partial sums of dy·h over this program's rows
+    L,
+    D,
+    s_gate,
+    rows,  # rows of one sample handled by one program
+    chunks,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1).to(tl.int64)
+    cols = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mc = cols < D
+    g = tl.load(GATE + b * s_gate + cols, mask=mc, other=0.0).to(tl.float32)
+    acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for i in range(0, rows, BLOCK_R):
+        r = i + tl.arange(0, BLOCK_R)
+        pos = c * rows + r
+        m = ((r < rows) & (pos < L))[:, None] & mc[None, :]
+        at = (b * L + pos)[:, None] * D + cols[None, :]
+        dy = tl.load(DY + at, mask=m, other=0.0).to(tl.float32)
+        h = tl.load(H + at, mask=m, other=0.0).to(tl.float32)
+        tl.store(DH + at, (dy * g[None, :]).to(DH.dtype.element_ty), mask=m)
+        acc += tl.sum(dy * h, axis=0)
+    tl.store(DGATE + (b * chunks + c) * D + cols, acc, mask=mc)
+
+
 # The adaLN LayerNorm kernels' launch settings are timed on the card at the first call per width and dtype
 # (triton.autotune; seconds, once: each setting compiled and timed) instead of fixed: one row a program
 # forward and one row a loop step backward leave few bytes in flight at fixed settings, and fewer warps a

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from multidiff.nn.fused import ln_modulate
+from multidiff.nn.fused import gated_residual, ln_modulate
 from multidiff.nn.io import PretrainedMixin
 from multidiff.nn.layers import (
     AdaLNModulation,
@@ -70,10 +70,12 @@ class DiTConfig:
             under bf16 autocast: less memory traffic and memory, slightly coarser sums.
         attention_backends: SDPA kernels to prefer, in order (``"cudnn"``, ``"flash"``,
             ``"efficient"``, ``"math"``); empty leaves the choice to PyTorch.
-        fused_kernels: In eager mode on CUDA, LayerNorm with its adaLN modulation and the rotary
-            embeddings (with QK-norm) run as Triton kernels (:mod:`multidiff.nn.fused`), and temporal
-            blocks attend without gathering frames (``Attention.across_frames``); False keeps the
-            PyTorch ops and the gathering. Results agree to rounding.
+        fused_kernels: In eager mode on CUDA, LayerNorm with its adaLN modulation, the gated
+            residuals and the rotary embeddings (with QK-norm) run as Triton kernels
+            (:mod:`multidiff.nn.fused`), queries, keys and values are separate GEMMs of the packed
+            projection (:func:`~multidiff.nn.fused.split_linear`), and temporal blocks attend without
+            gathering frames (``Attention.across_frames``); False keeps the PyTorch ops and the
+            gathering. Results agree to rounding.
     """
 
     in_channels: int = 4
@@ -240,11 +242,11 @@ class DiTBlock(nn.Module):
         else:  # across frames, the tokens left where they lie (Attention.across_frames)
             h = self.attn.across_frames(h.view(B, frames, L // frames, D), rope=rope)  # (B, F, S, D)
             h = h.reshape(B, L, D)  # (B, L, D)
-        x = torch.addcmul(x, gate_a, h)  # x + gate·h in one pass (B, L, D)
+        x = gated_residual(x, gate_a, h, fused=self.fused)  # x + gate·h (B, L, D)
         if self.cross is not None and self.cross_norm is not None and context is not None:
             x = x + self.cross(self.cross_norm(x), context, mask=context_mask)  # (B, L, D)
         h = ln_modulate(x, shift_m, scale_m, self.eps, fused=self.fused)  # (B, L, D)
-        x = torch.addcmul(x, gate_m, self.mlp(h))  # (B, L, D)
+        x = gated_residual(x, gate_m, self.mlp(h), fused=self.fused)  # (B, L, D)
         return x
 
 

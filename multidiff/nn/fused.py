@@ -30,6 +30,8 @@ __all__ = [
     "layer_norm",
     "modulate",
     "ln_modulate",
+    "gated_residual",
+    "split_linear",
     "apply_rotary",
     "rotary",
     "rms_rotary",
@@ -160,6 +162,152 @@ def ln_modulate(
         if fused_available(x):
             return _LNModulate.apply(x, shift, scale, eps)
     return modulate(layer_norm(x, eps), shift, scale)  # (B, L, D)
+
+
+class _GatedResidual(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        from . import _triton_kernels as K
+
+        B, L, D = x.shape
+        x, h, g = x.contiguous(), h.contiguous(), _rows(gate)
+        out_dtype = torch.promote_types(torch.promote_types(x.dtype, gate.dtype), h.dtype)  # as addcmul's
+        y = torch.empty(B, L, D, device=x.device, dtype=out_dtype)
+        block_r, block_d = _residual_tile(D)
+        grid = (-(-B * L // block_r), -(-D // block_d))
+        K.gated_residual_fwd[grid](
+            x, g, h, y, B * L, L, D, g.stride(0), BLOCK_R=block_r, BLOCK_D=block_d, num_warps=4
+        )
+        ctx.save_for_backward(g, h)
+        ctx.dtypes = (x.dtype, gate.dtype)
+        return y  # (B, L, D)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from . import _triton_kernels as K
+
+        g, h = ctx.saved_tensors
+        B, L, D = h.shape
+        dy = dy.contiguous()
+        dh = torch.empty_like(h)
+        block_r, block_d = _residual_tile(D)
+        # about 2,048 programs, as the LayerNorm backward: each sums dy·h over `rows` tokens of one sample
+        tiles = -(-D // block_d)
+        chunks = max(1, min(-(-L // block_r), -(-2048 // (B * tiles))))
+        rows = -(-L // chunks)
+        chunks = -(-L // rows)
+        dgate = torch.empty(B, chunks, D, device=h.device, dtype=torch.float32)
+        K.gated_residual_bwd[(B, chunks, tiles)](
+            dy, g, h, dh, dgate, L, D, g.stride(0), rows, chunks, BLOCK_R=block_r, BLOCK_D=block_d,
+            num_warps=4,
+        )  # fmt: skip
+        x_dtype, gate_dtype = ctx.dtypes
+        return dy.to(x_dtype), dgate.sum(1, keepdim=True).to(gate_dtype), dh  # the residual passes dy on
+
+
+def _residual_tile(D: int) -> tuple[int, int]:
+    """(tokens, width) tile of the gated-residual kernels: 16 tokens by up to 128 columns, 2,048
+    elements, 16 a thread at 4 warps (DiT widths are multiples of 64, so few lanes idle)."""
+    block_d = min(128, _block(D))
+    return 2048 // block_d, block_d
+
+
+def gated_residual(
+    x: torch.Tensor, gate: torch.Tensor, h: torch.Tensor, *, fused: bool = True
+) -> torch.Tensor:
+    """adaLN-Zero's gated residual ``x + gate·h`` (DiT, Peebles and Xie 2023, Sec. 3.2), one kernel each
+    way when :func:`fused_available`. Eager PyTorch's ``addcmul`` runs its broadcast as a strided
+    (unvectorised) loop, and its backward is three passes (``dy·gate``, ``dy·h``, the sum over tokens);
+    the kernels make it one pass forward and one backward, which writes ``dh`` and sums ``dy·h`` in float32.
+
+    Args:
+        x: Residual stream (B, L, D).
+        gate: (B, 1, D), broadcast over tokens.
+        h: Sub-layer output (B, L, D).
+        fused: Allow the Triton kernels; False always takes the reference path.
+
+    Returns:
+        (B, L, D) in the promoted dtype of x, gate and h.
+    """
+    if fused and x.dim() == 3 and h.shape == x.shape and gate.shape == (x.shape[0], 1, x.shape[2]):
+        if fused_available(x):
+            return _GatedResidual.apply(x, gate, h)
+    return torch.addcmul(x, gate, h)  # (B, L, D)
+
+
+class _SplitLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, parts: int
+    ) -> tuple[torch.Tensor, ...]:
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        x2 = x.reshape(-1, x.shape[-1]).to(dtype)  # (N, Din)
+        w = weight.to(dtype)  # (parts·D, Din)
+        b = None if bias is None else bias.to(dtype)
+        D = w.shape[0] // parts
+        outs = []
+        for i in range(parts):
+            wi = w[i * D : (i + 1) * D]  # (D, Din), contiguous rows
+            y = x2 @ wi.t() if b is None else torch.addmm(b[i * D : (i + 1) * D], x2, wi.t())  # (N, D)
+            outs.append(y.view(*x.shape[:-1], D))
+        ctx.save_for_backward(x2, w)
+        ctx.meta = (x.shape, x.dtype, weight.dtype, None if bias is None else bias.dtype, parts)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x2, w = ctx.saved_tensors
+        shape, x_dtype, w_dtype, b_dtype, parts = ctx.meta
+        D = w.shape[0] // parts
+        gs = [g.reshape(-1, D).to(w.dtype) for g in grads]  # parts x (N, D)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:  # dx = Σ_i g_i W_i, summed in the GEMMs' epilogues
+            dx = gs[0] @ w[:D]
+            for i in range(1, parts):
+                dx.addmm_(gs[i], w[i * D : (i + 1) * D])
+            dx = dx.view(shape).to(x_dtype)
+        if ctx.needs_input_grad[1]:  # each part's rows of dW written in place, no concatenation
+            dw = torch.empty_like(w)
+            for i in range(parts):
+                torch.mm(gs[i].t(), x2, out=dw[i * D : (i + 1) * D])
+            dw = dw.to(w_dtype)
+        if b_dtype is not None and ctx.needs_input_grad[2]:
+            db = torch.cat([g.sum(0) for g in gs]).to(b_dtype)  # (parts·D,)
+        return dx, dw, db, None
+
+
+def split_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, parts: int, *, fused: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """A packed projection (QKV's ``(3D, Din)`` weight) as ``parts`` separate outputs ``x W_iᵀ + b_i``.
+
+    Splitting one packed output into queries, keys and values costs nothing forward, but the backward
+    then stacks their gradients back into one (a ``cat`` over the whole projection) and, when attention
+    returns them head-major, copies that into token order: on DiT-XL/2's eager step 24 ms of 238
+    (``benchmarks/RESULTS.md``, call 15). Here each part is its own GEMM, so each gradient enters its
+    GEMMs where it lies: ``dx`` accumulates the parts in the GEMMs' epilogues and each part's rows of
+    ``dW`` are written in place. Under autocast the GEMMs run in the autocast dtype, as ``F.linear``.
+
+    The reference path (``fused=False``, and inside ``torch.compile``, which fuses the split itself)
+    is ``F.linear`` on each part's rows of the weight.
+
+    Args:
+        x: (..., Din).
+        weight: (parts·D, Din).
+        bias: (parts·D,) or None.
+        parts: How many equal row blocks the weight holds.
+
+    Returns:
+        ``parts`` tensors (..., D).
+    """
+    if fused and not torch.compiler.is_compiling() and weight.shape[0] % parts == 0:
+        return _SplitLinear.apply(x, weight, bias, parts)
+    D = weight.shape[0] // parts
+    return tuple(
+        F.linear(x, weight[i * D : (i + 1) * D], None if bias is None else bias[i * D : (i + 1) * D])
+        for i in range(parts)
+    )  # parts x (..., D)
 
 
 class _Rotary(torch.autograd.Function):

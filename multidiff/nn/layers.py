@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .fused import apply_rotary, group_norm_silu, layer_norm, modulate, rms_rotary, rotary
+from .fused import apply_rotary, group_norm_silu, layer_norm, modulate, rms_rotary, rotary, split_linear
 
 __all__ = [
     "Downsample",
@@ -411,8 +411,10 @@ class Attention(nn.Module):
             ``"math"`` (scoped to this layer's call through ``torch.nn.attention.sdpa_kernel``); empty
             leaves PyTorch's own choice.
         fused: Rotary embeddings (after QK-norm, when both are on) through one Triton kernel in eager
-            mode on CUDA (:mod:`multidiff.nn.fused`), and :meth:`across_frames` without gathering the
-            frames; False keeps the PyTorch ops and the gathering.
+            mode on CUDA (:mod:`multidiff.nn.fused`), the packed projections as separate GEMMs in eager
+            mode (:func:`~multidiff.nn.fused.split_linear`: no stacking of their gradients), and
+            :meth:`across_frames` without gathering the frames; False keeps the PyTorch ops and the
+            gathering.
     """
 
     def __init__(
@@ -473,13 +475,21 @@ class Attention(nn.Module):
                 raise ValueError("cross-attention layer called without context")
             Lk = context.shape[1]
             q = self.to_q(x).view(B, L, nH, Dh).transpose(1, 2)  # (B, nH, L, Dh)
-            kv = self.to_kv(context).view(B, Lk, 2, nH, Dh).permute(2, 0, 3, 1, 4)  # (2, B, nH, Lk, Dh)
-            k, v = kv.unbind(0)  # 2 x (B, nH, Lk, Dh)
+            if self._split(self.to_kv):
+                kv = split_linear(context, self.to_kv.weight, self.to_kv.bias, 2)  # 2 x (B, Lk, D)
+                k, v = (t.view(B, Lk, nH, Dh).transpose(1, 2) for t in kv)  # 2 x (B, nH, Lk, Dh)
+            else:
+                kv = self.to_kv(context).view(B, Lk, 2, nH, Dh).permute(2, 0, 3, 1, 4)  # (2, B, nH, Lk, Dh)
+                k, v = kv.unbind(0)  # 2 x (B, nH, Lk, Dh)
         else:
             if context is not None:
                 raise ValueError("self-attention layer got a context; build it with context_dim")
-            qkv = self.to_qkv(x).view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, B, nH, L, Dh)
-            q, k, v = qkv.unbind(0)  # 3 x (B, nH, L, Dh)
+            if self._split(self.to_qkv):
+                qkv = split_linear(x, self.to_qkv.weight, self.to_qkv.bias, 3)  # 3 x (B, L, D)
+                q, k, v = (t.view(B, L, nH, Dh).transpose(1, 2) for t in qkv)  # 3 x (B, nH, L, Dh)
+            else:
+                qkv = self.to_qkv(x).view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)  # (3, B, nH, L, Dh)
+                q, k, v = qkv.unbind(0)  # 3 x (B, nH, L, Dh)
         attn_mask = None
         keep = None
         if mask is not None:
@@ -493,6 +503,12 @@ class Attention(nn.Module):
         if keep is not None:
             out = out * keep[:, None, None].to(out.dtype)  # (B, L, D)
         return out
+
+    def _split(self, layer: nn.Module) -> bool:
+        """Whether the packed projection ``layer`` runs as :func:`~multidiff.nn.fused.split_linear`: a
+        plain ``nn.Linear`` (not LoRA's or float8's), ``fused`` on, eager mode. Under ``torch.compile``
+        the packed GEMM and its split stay as they are: Inductor fuses the split and the stacking."""
+        return self.fused and type(layer) is nn.Linear and not torch.compiler.is_compiling()
 
     def across_frames(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -517,13 +533,10 @@ class Attention(nn.Module):
         if not self.fused or self.is_cross or type(self.to_qkv) is not nn.Linear:
             t = self(x.transpose(1, 2).reshape(B * S, Fr, D), rope=rope)  # (B·S, F, D)
             return t.view(B, S, Fr, D).transpose(1, 2)  # (B, F, S, D)
-        w, b = self.to_qkv.weight, self.to_qkv.bias
+        qkv = split_linear(x, self.to_qkv.weight, self.to_qkv.bias, 3)  # 3 x (B, F, S, D)
         q, k, v = (
-            F.linear(x, w[i * D : (i + 1) * D], None if b is None else b[i * D : (i + 1) * D])
-            .view(B, Fr, S * self.heads, self.head_dim)
-            .transpose(1, 2)
-            for i in range(3)
-        )  # 3 x (B, S·nH, F, Dh)
+            t.view(B, Fr, S * self.heads, self.head_dim).transpose(1, 2) for t in qkv
+        )  # (B, S·nH, F, Dh)
         out = self._attend(q, k, v, rope, None)  # (B, S·nH, F, Dh)
         return self.proj(out.transpose(1, 2).reshape(B, Fr, S, D))  # (B, F, S, D)
 
