@@ -78,7 +78,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import _sync  # noqa: E402
+from train_throughput import _sync, flop_counter  # noqa: E402
 
 from multidiff.core.denoiser import Denoiser  # noqa: E402
 from multidiff.nn.dit import DIT_PRESETS, DiT  # noqa: E402
@@ -480,9 +480,7 @@ def count_host_syncs(fn: Callable[[], Any]) -> int:
 def forward_gflop(side: Side) -> float:
     """GFLOP of one network call of ``side`` (2 per multiply-add), eager, in the side's own precision
     (multidiff under bf16 autocast on CUDA, as its pipeline runs: needed once its weights are bf16)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     device_type = next(side.net.parameters()).device.type
     with counter, _amp(device_type, side.pipe is not None):
         side.forward(side.net)

@@ -75,3 +75,27 @@ def test_a_row_without_diffusers_is_in_the_table_and_written_at_once(tmp_path: P
     assert [r["side"] for r in rows] == ["ours"]
     row = f"| Mel-UNet-75M | eager | 2 | {rows[0]['samples_per_s']:.1f} | - | - | "
     assert row in (tmp_path / "results.md").read_text()
+
+
+def test_flop_count_does_not_depend_on_the_fused_path() -> None:
+    """split_linear sums a packed projection's input gradient with addmm_, which FlopCounterMode leaves
+    out by itself: the fused and the plain DiT must count the same FLOPs, the analytic GEMM count of
+    its linear layers (forward 2·N·Din·Dout, backward twice that) plus the attention's."""
+    import dataclasses
+
+    from multidiff.nn.dit import DiT, DiTConfig
+
+    torch = pytest.importorskip("torch")
+    cfg = DiTConfig(in_channels=4, patch=(2, 2), width=64, depth=2, heads=4, num_classes=3)
+    fused = DiT(cfg)
+    plain = DiT(dataclasses.replace(cfg, fused_kernels=False))
+    x, c, y = torch.randn(2, 4, 8, 8), torch.rand(2), torch.tensor([0, 2])
+
+    def step(model: torch.nn.Module) -> torch.Tensor:
+        return model(x, c, labels=y).square().mean()
+
+    counts = [tt.count_flops(m, step, "cpu") for m in (fused, plain)]
+    assert counts[0] == counts[1] > 0
+    # the QKV projections alone: 2 blocks x (forward + 2 backward GEMMs) x 2·(B·L)·D·3D
+    tokens = 2 * (8 // 2) * (8 // 2)
+    assert counts[0] > 2 * 3 * 2 * tokens * 64 * 3 * 64
