@@ -18,6 +18,7 @@ also take ``tiny`` get ``tiny=True`` under ``--tiny`` (a CPU smoke test). U-Net 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import gc
@@ -260,7 +261,10 @@ def make_train_step(
     graphs, which is what a launch-bound step (the video U-Net's, RESULTS.md) needs."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
     mode = compile if isinstance(compile, str) else None
-    run_model = torch.compile(model, mode=mode) if compile else model
+    run_model = model
+    if compile:  # as the model's own library compiles it (multidiff's UNet.compile sets Inductor options),
+        run_model = copy.copy(model)  # on a shallow copy: same parameters, and `model` stays eager
+        run_model.compile(mode=mode)
     graphs = mode in ("reduce-overhead", "max-autotune")
     dev_type = device.split(":")[0]
 

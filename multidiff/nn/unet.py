@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -546,6 +547,32 @@ class UNet(PretrainedMixin, nn.Module):
         if self.config.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(layer, h, *args, use_reentrant=False)  # type: ignore[no-any-return]
         return layer(h, *args)  # type: ignore[no-any-return]
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``torch.compile`` this U-Net in place (``nn.Module.compile``), with Inductor's layout
+        optimisation forced on: every convolution and the work between them in channels-last.
+
+        Inductor turns that optimisation off by itself for any graph with a convolution whose input
+        has twice its output's channels (``decide_layout_opt`` in ``torch/_inductor/graph.py``), which
+        every U-Net decoder's skip concatenation has. cuDNN's convolutions then convert each NCHW input
+        and output to NHWC and back: 26% of the mel U-Net's compiled training step on an H200, which
+        forcing the optimisation removes (33.5% of the matmul ceiling to 40.2%; the video U-Net in
+        CUDA graphs 18.8% to 21.8%: ``benchmarks/RESULTS.md``, call 23). The weights stay NCHW
+        (Inductor lays them out in the graph, with their bf16 cast), so checkpoints are unchanged.
+
+        Takes ``torch.compile``'s arguments; ``mode`` becomes its Inductor options (the two cannot
+        both be given to ``torch.compile``), and ``options`` given here win over this default.
+        """
+        if kwargs.get("backend", "inductor") == "inductor":
+            from torch._inductor import list_mode_options
+
+            mode = kwargs.pop("mode", None) or "default"
+            kwargs["options"] = {
+                **list_mode_options(mode),
+                "force_layout_optimization": True,
+                **(kwargs.get("options") or {}),
+            }
+        super().compile(*args, **kwargs)
 
     def forward(
         self,
