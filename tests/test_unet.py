@@ -285,3 +285,30 @@ def test_compile_smoke() -> None:
     ctx = _noise(2, 3, 4)
     compiled = torch.compile(model, fullgraph=True)
     torch.testing.assert_close(compiled(x, C_NOISE, context=ctx), model(x, C_NOISE, context=ctx))
+
+
+def test_compile_forces_inductor_layout_optimisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UNet.compile hands Inductor ``force_layout_optimization`` with the mode's own options (torch.compile
+    refuses mode and options together) and the compiled U-Net computes what the eager one does. Inductor
+    would otherwise turn channels-last off for a U-Net: its decoder's skip concatenations give
+    convolutions twice as many input as output channels."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.graph import GraphLowering
+
+    decide = GraphLowering.decide_layout_opt
+    seen: list[tuple[bool, bool]] = []
+
+    def spy(gm: torch.fx.GraphModule, *, is_inference: bool) -> bool:
+        seen.append((inductor_config.force_layout_optimization, inductor_config.max_autotune))
+        return decide(gm, is_inference=is_inference)
+
+    monkeypatch.setattr(GraphLowering, "decide_layout_opt", staticmethod(spy))
+    model = _model(in_channels=1, channels=(8, 16), attention_levels=())
+    x = _noise(2, 1, 8, 8)
+    expected = model(x, C_NOISE)
+    torch._dynamo.reset()
+    model.compile(mode="max-autotune-no-cudagraphs", options={"max_autotune": False})
+    torch.testing.assert_close(model(x, C_NOISE), expected, rtol=1e-4, atol=1e-5)
+    # forced on; the mode's options taken, and those given win over them
+    assert seen and all(s == (True, False) for s in seen), seen
+    assert not inductor_config.force_layout_optimization  # the global default untouched

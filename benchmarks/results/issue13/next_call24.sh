@@ -10,6 +10,6 @@ export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w24; mkdir -p $R $W
 pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
-timeout 500 python3 benchmarks/train_throughput.py --only Mel-UNet-75M --compile-only --steps 10 --warmup 3 \
+timeout 430 python3 benchmarks/train_throughput.py --only Mel-UNet-75M --compile-only --steps 10 --warmup 3 \
   --out $W/train-mel-compiled > $W/train-mel-compiled.log 2>&1
 kill $PK; pack; ls -R $W | head -20
