@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue-13 device call 23 (not run yet; same start as call4.sh: the wheels in .whl, carried). The U-Nets'
+# Issue-13 device call 23, run 2026-12-04 20:35-20:42 UTC on one H200, 391 s of wall time (same start as call4.sh: the wheels in .whl, carried). The U-Nets'
 # compiled bars (mel >= 40% of the ceiling, video >= 25%) after call 15's profile of the compiled mel
 # U-Net: 26% of its step is cuDNN converting NCHW to NHWC and back (nchwToNhwc/nhwcToNchw, 398 launches,
 # 31 ms of 137). Inductor's layout optimisation, which would keep the activations channels-last, turns

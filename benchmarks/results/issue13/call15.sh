@@ -1,5 +1,5 @@
 #!/bin/bash
-# Next issue-13 call (not run yet; same start as call4.sh): where the bars' remaining gaps are. Each fused
+# Issue-13 device call 15, run 2026-12-04 20:19-20:22 UTC on one H200, 183 s of wall time (same start as call4.sh): where the bars' remaining gaps are. Each fused
 # op's GPU time (fused_ops.py now also sums the profiler's CUDA events per call: call 13's autotuner timed
 # the LayerNorm kernels at 63 and 82 µs where the synchronised single call took 157 and 630 µs, so the op
 # table's wall times are mostly outside the kernels), the eager DiT-XL/2 step profiled (bar: 1.3x diffusers eager;

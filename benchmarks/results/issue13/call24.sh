@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue-13 device call 24 (not run yet; same start as call4.sh: the wheels in .whl, carried). The mel U-Net
+# Issue-13 device call 24, run 2026-12-04 20:50-20:54 UTC on one H200, 265 s of wall time (same start as call4.sh: the wheels in .whl, carried). The mel U-Net
 # compiled side by side with diffusers' UNet2DModel compiled (bar: >= 40% of the ceiling and >= 1.6x
 # diffusers; diffusers' compiled side never reached before: its compilation ran past 240 s in call 5).
 # Each side compiled as its library's Module.compile does (train_throughput.py now compiles a shallow copy

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue-13 device call 22 (not run yet; same start as call4.sh: the wheels in .whl, carried). The eager
+# Issue-13 device call 22, run 2026-12-04 20:28-20:32 UTC on one H200, 242 s of wall time (same start as call4.sh: the wheels in .whl, carried). The eager
 # DiT-XL/2 bar (>= 1.3x diffusers eager; call 13: 1.27x) after what call 15's profile of its step found:
 # 24 ms of 238 in stacking the QKV gradients (cat) and copying them to token order, and 14 ms in the
 # gated residuals' addcmul forward and its three-pass backward. Now: split_linear (each of q, k, v its own
