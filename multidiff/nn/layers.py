@@ -506,9 +506,15 @@ class Attention(nn.Module):
 
     def _split(self, layer: nn.Module) -> bool:
         """Whether the packed projection ``layer`` runs as :func:`~multidiff.nn.fused.split_linear`: a
-        plain ``nn.Linear`` (not LoRA's or float8's), ``fused`` on, eager mode. Under ``torch.compile``
-        the packed GEMM and its split stay as they are: Inductor fuses the split and the stacking."""
-        return self.fused and type(layer) is nn.Linear and not torch.compiler.is_compiling()
+        plain ``nn.Linear`` (not LoRA's or float8's), ``fused`` on, eager mode, gradients on. Under
+        ``torch.compile`` the packed GEMM and its split stay as they are (Inductor fuses the split and
+        the stacking), and without gradients one GEMM is fewer launches for the same work."""
+        return (
+            self.fused
+            and type(layer) is nn.Linear
+            and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        )
 
     def across_frames(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
