@@ -47,7 +47,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import _sync, count_flops, time_training  # noqa: E402
+from train_throughput import _sync, compiled_copy, count_flops, time_training  # noqa: E402
 
 from multidiff.nn.dit import DIT_PRESETS, DiT, DiTConfig  # noqa: E402
 from multidiff.train.fp8 import FP8_RECIPES, fp8_unavailable, to_float8_training  # noqa: E402
@@ -150,7 +150,7 @@ def train_losses(
     c_noise = ln(sigma)/4; the target is the noise (epsilon), the first C output channels.
     """
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
-    run_model = torch.compile(model) if compile else model
+    run_model = compiled_copy(model) if compile else model
     losses = []
     for k in range(steps):
         g = torch.Generator(device).manual_seed(k)

@@ -78,7 +78,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import _sync, flop_counter  # noqa: E402
+from train_throughput import _sync, compiled_copy, flop_counter  # noqa: E402
 
 from multidiff.core.denoiser import Denoiser  # noqa: E402
 from multidiff.nn.dit import DIT_PRESETS, DiT  # noqa: E402
@@ -534,7 +534,8 @@ def time_side(
     cuda = device.startswith("cuda")
     torch._dynamo.reset()
     _drop_graphs(side)
-    net = side.net if mode.compile is None else torch.compile(side.net, mode=mode.compile)
+    # compiled as its own Module.compile does (multidiff's UNet.compile adds Inductor options)
+    net = side.net if mode.compile is None else compiled_copy(side.net, mode.compile)
     run = functools.partial(side.run, net, mode.graphs)
     gc.collect()
     if cuda:

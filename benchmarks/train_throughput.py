@@ -252,6 +252,16 @@ def _mode_label(compiled: bool | str) -> str:
     return f"compile:{compiled}" if isinstance(compiled, str) else "compile" if compiled else "eager"
 
 
+def compiled_copy(model: nn.Module, mode: str | None = None) -> nn.Module:
+    """``model`` compiled the way its own library compiles it, ``Module.compile`` (multidiff's
+    ``UNet.compile`` adds Inductor options; diffusers' models keep ``torch.compile``'s), in a ``mode``
+    of ``torch.compile`` (None: the default). Compiled in place on a shallow copy: the same parameters,
+    and ``model`` itself stays eager."""
+    run = copy.copy(model)
+    run.compile(mode=mode)
+    return run
+
+
 def make_train_step(
     model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool | str
 ) -> Callable[[], torch.Tensor]:
@@ -261,10 +271,7 @@ def make_train_step(
     graphs, which is what a launch-bound step (the video U-Net's, RESULTS.md) needs."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
     mode = compile if isinstance(compile, str) else None
-    run_model = model
-    if compile:  # as the model's own library compiles it (multidiff's UNet.compile sets Inductor options),
-        run_model = copy.copy(model)  # on a shallow copy: same parameters, and `model` stays eager
-        run_model.compile(mode=mode)
+    run_model = compiled_copy(model, mode) if compile else model
     graphs = mode in ("reduce-overhead", "max-autotune")
     dev_type = device.split(":")[0]
 
