@@ -4,6 +4,8 @@
 # out of its 560 s inside the autotuning of ours alone (37 rounds). Call 19 fills the cache for ours
 # (autotune+graphs), call 20 for diffusers (max-autotune), call 21 times all four modes side by side in one
 # run (bar: one moving digit >= 3x diffusers compiled; call 2: 2.87x in the default mode).
+# Since call 24, generation_latency.py compiles ours through UNet.compile (Inductor's layout optimisation
+# forced on), which call 2 and call 16 did not.
 set -u
 export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w19; mkdir -p $R $W
