@@ -133,6 +133,8 @@ def test_split_linear_matches_the_rows_of_the_packed_linear() -> None:
         for a, r in zip(torch.autograd.grad(loss(got), inputs), torch.autograd.grad(loss(want), inputs)):
             torch.testing.assert_close(a, r)
         assert torch.autograd.gradcheck(lambda *t, n=parts: split_linear(*t, n), (x, w, b))
+    with pytest.raises(ValueError, match="equal parts"):
+        split_linear(x, torch.randn(25, 12, dtype=torch.float64), None, 3)
     w32 = torch.randn(24, 12, requires_grad=True)
     x32 = torch.randn(2, 5, 12, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):

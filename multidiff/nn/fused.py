@@ -301,7 +301,9 @@ def split_linear(
     Returns:
         ``parts`` tensors (..., D).
     """
-    if fused and not torch.compiler.is_compiling() and weight.shape[0] % parts == 0:
+    if weight.shape[0] % parts:
+        raise ValueError(f"split_linear: {weight.shape[0]} weight rows do not split into {parts} equal parts")
+    if fused and not torch.compiler.is_compiling():
         return _SplitLinear.apply(x, weight, bias, parts)
     D = weight.shape[0] // parts
     return tuple(
