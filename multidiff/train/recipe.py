@@ -278,9 +278,10 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         "--fused-kernels",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="eager mode on CUDA: norms with their modulation, and rotary embeddings, as multidiff's Triton "
-        "kernels (multidiff.nn.fused); --no-fused-kernels keeps plain PyTorch ops (a compiled backbone "
-        "uses Inductor's fusions either way). Saved in the backbone's config",
+        help="eager mode on CUDA: norms with their modulation, the DiT's gated residuals and rotary embeddings "
+        "as multidiff's Triton kernels, and q, k, v as separate GEMMs (multidiff.nn.fused); "
+        "--no-fused-kernels keeps plain PyTorch ops (a compiled backbone uses Inductor's fusions either "
+        "way). Saved in the backbone's config",
     )
     p.add_argument(
         "--fp8",
