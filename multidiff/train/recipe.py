@@ -272,7 +272,8 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
         action=argparse.BooleanOptionalAction,
         default=None,
         help="torch.compile the backbone: the first step compiles (a minute or two), later ones run "
-        "faster; default: on with CUDA, off on the CPU (--no-compile turns it off)",
+        "faster (a U-Net channels-last throughout: UNet.compile); default: on with CUDA, off on the CPU "
+        "(--no-compile turns it off)",
     )
     p.add_argument(
         "--fused-kernels",
