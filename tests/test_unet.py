@@ -303,6 +303,7 @@ def test_compile_forces_inductor_layout_optimisation(monkeypatch: pytest.MonkeyP
         return decide(gm, is_inference=is_inference)
 
     monkeypatch.setattr(GraphLowering, "decide_layout_opt", staticmethod(spy))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)  # a cached graph skips lowering
     model = _model(in_channels=1, channels=(8, 16), attention_levels=())
     x = _noise(2, 1, 8, 8)
     expected = model(x, C_NOISE)
