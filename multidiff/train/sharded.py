@@ -85,10 +85,10 @@ def is_sharded(model: nn.Module) -> bool:
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The blocks FSDP2 shards (and activation checkpointing recomputes) one by one: every
-    :class:`~multidiff.nn.dit.DiTBlock` and every :class:`~multidiff.nn.unet.UNetLayer`, outermost first
+    :class:`~multidiff.nn.dit.DiTBlock` and every :class:`~multidiff.nn.unet_blocks.UNetLayer`, outermost first
     (a block inside another unit is not listed again)."""
     from multidiff.nn.dit import DiTBlock
-    from multidiff.nn.unet import UNetLayer
+    from multidiff.nn.unet_blocks import UNetLayer
 
     units: list[nn.Module] = []
     inside: set[int] = set()
