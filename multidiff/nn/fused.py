@@ -83,6 +83,15 @@ def _rotary_blocks(Dh: int) -> tuple[int, int]:
     return max(1, 512 // block_h), block_h
 
 
+def _row_chunks(L: int, groups: int, most: int) -> tuple[int, int]:
+    """(rows, chunks): the L tokens of each of ``groups`` independent sums split into at most ``most``
+    chunks of ``rows`` tokens, enough programs in all to fill the card (about 2,048; 132 SMs on an
+    H200). The backward kernels write each chunk's partial sums, which are then added up."""
+    chunks = max(1, min(most, -(-2048 // groups)))
+    rows = -(-L // chunks)
+    return rows, -(-L // rows)
+
+
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, D) broadcast vector as (B, D) with unit stride along D."""
     v = x.squeeze(1)
@@ -120,11 +129,7 @@ class _LNModulate(torch.autograd.Function):
         B, L, D = x.shape
         dy = dy.contiguous()
         dx = torch.empty_like(x)
-        # Enough programs to fill the card (about 2,048; 132 SMs on an H200): each sums dy·x̂ and dy over
-        # `rows` tokens of one sample.
-        chunks = max(1, min(L, -(-2048 // B)))
-        rows = -(-L // chunks)
-        chunks = -(-L // rows)
+        rows, chunks = _row_chunks(L, B, L)  # each program sums dy·x̂ and dy over `rows` tokens of a sample
         dscale = torch.empty(B, chunks, D, device=x.device, dtype=torch.float32)
         dshift = torch.empty_like(dscale)
         block = _block(D)
@@ -191,11 +196,9 @@ class _GatedResidual(torch.autograd.Function):
         dy = dy.contiguous()
         dh = torch.empty_like(h)
         block_r, block_d = _residual_tile(D)
-        # about 2,048 programs, as the LayerNorm backward: each sums dy·h over `rows` tokens of one sample
         tiles = -(-D // block_d)
-        chunks = max(1, min(-(-L // block_r), -(-2048 // (B * tiles))))
-        rows = -(-L // chunks)
-        chunks = -(-L // rows)
+        # each program sums dy·h over `rows` tokens of one sample, at least one tile of them
+        rows, chunks = _row_chunks(L, B * tiles, -(-L // block_r))
         dgate = torch.empty(B, chunks, D, device=h.device, dtype=torch.float32)
         K.gated_residual_bwd[(B, chunks, tiles)](
             dy, g, h, dh, dgate, L, D, g.stride(0), rows, chunks, BLOCK_R=block_r, BLOCK_D=block_d,
