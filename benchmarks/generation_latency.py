@@ -18,7 +18,9 @@ Modes (``--modes``, run in the order given; each side runs the ones it has, a ro
 
     mode             multidiff (Pipeline.sample / generate)            diffusers (the network)
     eager            graphs=False, nothing compiled                    nothing compiled
-    graphs           graphs=True (the default on CUDA), not compiled   (none)
+    graphs           graphs=True (the default on CUDA: the denoiser     (none)
+                     and an audio pipeline's vocoder replayed), not
+                     compiled
     compile          backbone torch.compile'd, graphs=False            torch.compile'd
     reduce-overhead  (none: graphs is its counterpart)                 torch.compile(mode="reduce-overhead")
     compile+graphs   backbone torch.compile'd inside our CUDA graphs   (none)
@@ -491,12 +493,15 @@ CAPTURE_FAILED = "graphs.py: cannot capture"  # CudaGraphed's warning when it fa
 
 
 def _drop_graphs(side: Side) -> None:
-    """Forget the CUDA graphs of ``side``'s pipeline between modes, freeing their memory pool so that one mode's
-    graphs do not count in the next one's peak memory (``CudaGraphed`` itself drops stale graphs when the
-    backbone is swapped, eager for compiled). The pipeline has no public reset, hence the private attribute.
+    """Forget the CUDA graphs of ``side``'s pipeline between modes (its denoiser's and an audio pipeline's
+    vocoder's), freeing their memory pools so that one mode's graphs do not count in the next one's peak
+    memory (``CudaGraphed`` itself drops stale graphs when the backbone is swapped, eager for compiled). The
+    pipeline has no public reset, hence the private attributes.
     """
     if side.pipe is not None:
         side.pipe._graphed = None
+        if hasattr(side.pipe, "_graphed_vocoder"):  # an audio pipeline's replayed vocoder
+            side.pipe._graphed_vocoder = None
 
 
 def _graphs_held(side: Side) -> int:

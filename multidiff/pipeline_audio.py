@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from multidiff.core.denoiser import Denoiser
 from multidiff.modalities.base import Extent
 from multidiff.modalities.mel import mel_frame_mask
+from multidiff.nn.graphs import CudaGraphed, use_graphs
 from multidiff.pipeline import Pipeline
 
 __all__ = ["AudioPipeline", "mel_frame_mask"]
@@ -35,6 +36,28 @@ class AudioPipeline(Pipeline):
         if not isinstance(adapter, MelAdapter):
             raise ValueError(f"AudioPipeline needs a MelAdapter, got {type(adapter).__name__}")
         super().__init__(denoiser, adapter, **kwargs)
+        self._graphed_vocoder: CudaGraphed | None = None  # made on the first graphed decode, dropped by to()
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> AudioPipeline:
+        """As :meth:`Pipeline.to`; the vocoder's graphs, which belong to the old device, are dropped."""
+        before = self.device
+        super().to(device, dtype)
+        if self.device != before:
+            self._graphed_vocoder = None
+        return self
+
+    def replayed_vocoder(self) -> CudaGraphed:
+        """The adapter's vocoder replayed from CUDA graphs (kept across calls, so later calls replay).
+
+        Griffin-Lim's iterations are a few thousand small kernels, launch-bound for one clip the way a
+        small denoiser is; one graph per mel shape replays them with one call (see
+        :class:`~multidiff.nn.graphs.CudaGraphed`). :meth:`generate` decodes through it when ``graphs`` is
+        on (the default on CUDA).
+        """
+        vocoder = self.adapter.vocoder  # type: ignore[union-attr]
+        if self._graphed_vocoder is None or self._graphed_vocoder.module is not vocoder:
+            self._graphed_vocoder = CudaGraphed(vocoder)
+        return self._graphed_vocoder
 
     @property
     def sample_rate(self) -> int:
@@ -70,6 +93,9 @@ class AudioPipeline(Pipeline):
             Waveforms ``[B, C, N]`` at :attr:`sample_rate`, ``N = round(seconds · sample_rate)``.
         """
         extent = seconds if isinstance(seconds, Extent) else Extent(seconds=seconds)
+        if use_graphs(kwargs.get("graphs"), self.device):  # the vocoder replayed too, as the denoiser is
+            graphed = self.replayed_vocoder()
+            kwargs["decode"] = {"vocoder": torch.no_grad()(graphed), **dict(kwargs.get("decode") or {})}
         return super().generate(num, extent, **kwargs)
 
     def continue_audio(self, clip: Tensor, seconds: float, **kwargs: Any) -> Tensor:

@@ -85,10 +85,12 @@ def test_graph_check_once_per_case_and_graphed_mode(monkeypatch: pytest.MonkeyPa
     graphs=False), so graphed and ungraphed latents agree exactly; computed once for the case's two
     multidiff sides, and saved after every row."""
     import multidiff.pipeline
+    import multidiff.pipeline_audio
 
     monkeypatch.setattr(gl.Options, "cuda", property(lambda self: True))  # the graphed modes run
     monkeypatch.setattr(gl.Options, "ref", lambda self, model: model.eval())  # but float32 weights
-    monkeypatch.setattr(multidiff.pipeline, "use_graphs", lambda graphs, device: False)
+    for module in (multidiff.pipeline, multidiff.pipeline_audio):  # the denoiser's and the vocoder's graphs
+        monkeypatch.setattr(module, "use_graphs", lambda graphs, device: False)
     monkeypatch.setattr(gl, "_first_call", lambda side, run, mode: run())
     saved = []
     case = gl.run_case("spoken-digits", gl.Options("cpu", tiny=True), ["graphs", "eager"], 1, 1,

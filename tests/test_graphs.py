@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pipeline import tiny_denoiser
+from test_pipeline import tiny_audio_pipeline, tiny_denoiser
 from torch import nn
 
 from multidiff.nn.graphs import CudaGraphed, _signature
@@ -63,6 +63,35 @@ def test_a_float_sigma_and_its_tensor_share_a_key() -> None:
     assert _signature(x, 0.5, {"steps": [1, 2]}) is None  # unhashable: eager
 
 
+def test_a_module_without_sigma_has_its_own_key_and_calls_through() -> None:
+    """A vocoder is graphed as ``f(x)``: no σ in its key or its call, off CUDA the plain call."""
+    x = torch.randn(2, *SHAPE)
+    key, tensors, names = _signature(x, None, {})
+    assert len(tensors) == 1 and tensors[0] is x and names == []
+    assert key != _signature(x, 0.5, {})[0]
+    pipe = tiny_audio_pipeline()
+    g = CudaGraphed(pipe.adapter.vocoder)
+    mel = torch.randn(1, pipe.adapter.spec.n_mels, 10)
+    torch.testing.assert_close(g(mel), pipe.adapter.vocoder(mel), rtol=0, atol=0)
+    assert g.graphs == 0
+
+
+def test_audio_generate_decodes_through_the_vocoder_it_is_given() -> None:
+    """Off CUDA no graphed vocoder is made; a vocoder passed to decode replaces the adapter's own."""
+    pipe = tiny_audio_pipeline()
+    wave = pipe.generate(1, 0.1, seed=2, progress=False)
+    assert pipe._graphed_vocoder is None
+    seen = []
+
+    def vocoder(mel: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(mel.shape))
+        return pipe.adapter.vocoder(mel)
+
+    again = pipe.generate(1, 0.1, seed=2, progress=False, decode={"vocoder": vocoder})
+    assert seen == [(1, pipe.adapter.spec.n_mels, pipe.adapter.latent_shape(0.1)[-1])]
+    torch.testing.assert_close(again, wave, rtol=0, atol=0)
+
+
 def test_graphs_true_off_cuda_is_refused() -> None:
     pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler="euler", steps=2))
     with pytest.raises(ValueError, match="graphs=True needs a pipeline on a CUDA device"):
@@ -94,3 +123,20 @@ def test_graphed_sampling_equals_eager_and_replays() -> None:
     torch.testing.assert_close(second, eager, rtol=1e-5, atol=1e-5)
     pipe.to("cpu")
     assert pipe._graphed is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_graphed_audio_equals_eager_and_the_vocoder_replays() -> None:
+    """generate() on CUDA replays the denoiser and the Griffin-Lim vocoder: the same waveform as eager."""
+    pipe = tiny_audio_pipeline(num_classes=2, sampling=SamplingConfig(sampler="dpmpp_2m", steps=4)).to("cuda")
+    eager = pipe.generate(1, 0.25, seed=1, label="class1", progress=False, graphs=False)
+    assert pipe._graphed_vocoder is None
+    first = pipe.generate(1, 0.25, seed=1, label="class1", progress=False)  # graphs=None: on, on CUDA
+    vocoder = pipe._graphed_vocoder
+    assert vocoder is not None and vocoder.graphs == 1
+    second = pipe.generate(1, 0.25, seed=1, label="class1", progress=False)
+    assert pipe._graphed_vocoder is vocoder and vocoder.graphs == 1  # replayed, not captured again
+    for wave in (first, second):
+        torch.testing.assert_close(wave, eager, rtol=1e-4, atol=1e-4)
+    pipe.to("cpu")
+    assert pipe._graphed_vocoder is None

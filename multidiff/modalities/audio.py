@@ -15,7 +15,7 @@ periodic Hann window, a Slaney-normalised mel filterbank (Slaney 1998, Auditory 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,12 @@ class MelAdapter(Adapter):
         return latents / self.config.sigma_data * self.std[:, None] + self.mean[:, None]
 
     def decode(
-        self, latents: torch.Tensor, extent: Extent | None = None, length: int | None = None
+        self,
+        latents: torch.Tensor,
+        extent: Extent | None = None,
+        length: int | None = None,
+        *,
+        vocoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Latents ``[B, C, M, T]`` -> waveform ``[B, C, N]`` through the vocoder.
 
@@ -180,6 +185,8 @@ class MelAdapter(Adapter):
             latents: Normalised log-mel.
             extent: Trim or zero-pad the output to ``extent.seconds`` (default: the vocoder's length).
             length: The same in samples.
+            vocoder: Called in place of :attr:`vocoder` on the log-mel ``[B·C, M, T]``: the same vocoder
+                replayed from a CUDA graph (what :class:`~multidiff.pipeline_audio.AudioPipeline` passes).
         """
         if extent is not None and extent.seconds is not None:
             length = self.num_samples_of(extent)
@@ -189,7 +196,7 @@ class MelAdapter(Adapter):
                 f"expected latents [B, {self.config.channels}, {self.spec.n_mels}, T], got {tuple(latents.shape)}"
             )
         mel = self.denormalise(latents.float()).reshape(b * c, m, t)  # (B*C, M, T)
-        wave = self.vocoder(mel)  # (B*C, N)
+        wave = (self.vocoder if vocoder is None else vocoder)(mel)  # (B*C, N)
         if length is not None:
             n = wave.shape[-1]
             wave = wave[..., :length] if n >= length else F.pad(wave, (0, length - n))

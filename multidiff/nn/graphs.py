@@ -1,4 +1,4 @@
-"""CUDA-graph replay of a denoiser, for generation that is bound by kernel launches.
+"""CUDA-graph replay of a denoiser (or a vocoder), for generation that is bound by kernel launches.
 
 Generating one clip with a small model is launch-bound: every sampler step calls the whole
 :class:`~multidiff.core.denoiser.Denoiser` (the EDM preconditioning and the backbone), hundreds of small
@@ -6,7 +6,8 @@ kernels whose launch costs more host time than the GPU spends on them (12-26 ms 
 models). A CUDA graph records those launches once and replays them with one call.
 :class:`CudaGraphed` wraps the denoiser, captures one graph per input signature with torch's own API
 (``torch.cuda.CUDAGraph``, ``torch.cuda.graph``) and replays it on later calls; anything it cannot
-capture runs eagerly.
+capture runs eagerly. The same holds for an audio pipeline's Griffin-Lim vocoder, a few thousand small
+kernels over its iterations, which the audio pipeline replays with the same class (``f(x) -> Tensor``).
 """
 
 from __future__ import annotations
@@ -56,23 +57,26 @@ def _sigma_vector(sigma: Tensor | float, x: Tensor) -> Tensor:
 
 
 def _signature(
-    x: Tensor, sigma: Tensor | float, cond: Mapping[str, Any]
+    x: Tensor, sigma: Tensor | float | None, cond: Mapping[str, Any]
 ) -> tuple[Hashable, list[Tensor], list[str]] | None:
     """The graph key of a call, its tensors in a fixed order and the names of the tensor keywords.
 
-    The key holds the shape, dtype and device of x, σ and every tensor keyword (in name order), the
-    values of the other keywords, and the caller's CUDA autocast state. A Python-number σ counts as the
-    float32 tensor [B] it is turned into, so a sampler passing floats does not make a new key each step.
+    The key holds the shape, dtype and device of x, σ (None for a module called without one) and every
+    tensor keyword (in name order), the values of the other keywords, and the caller's CUDA autocast
+    state. A Python-number σ counts as the float32 tensor [B] it is turned into, so a sampler passing
+    floats does not make a new key each step.
 
     Returns:
         ``(key, tensors, names)``, or None when a keyword is neither a tensor nor hashable (run eagerly).
     """
-    sigma = _sigma_vector(sigma, x)
-    tensors = [x, sigma]
-    parts: list[Hashable] = [
-        (tuple(x.shape), x.dtype, x.device),
-        (tuple(sigma.shape), sigma.dtype, sigma.device),
-    ]
+    tensors = [x]
+    parts: list[Hashable] = [(tuple(x.shape), x.dtype, x.device)]
+    if sigma is None:
+        parts.append(None)
+    else:
+        sigma = _sigma_vector(sigma, x)
+        tensors.append(sigma)
+        parts.append((tuple(sigma.shape), sigma.dtype, sigma.device))
     names = []
     for name in sorted(cond):
         value = cond[name]
@@ -106,7 +110,8 @@ def _mirrored_autocast() -> torch.autocast:
 
 
 class CudaGraphed(nn.Module):
-    """A module ``f(x, sigma, **cond) -> Tensor`` replayed from CUDA graphs, one per input signature.
+    """A module ``f(x, sigma, **cond) -> Tensor`` (or ``f(x, **cond)``) replayed from CUDA graphs, one per
+    input signature.
 
     Why: one-clip generation with a small model is launch-bound (12-26 ms a step, mostly spent launching
     the denoiser's kernels rather than running them); a graph replays all of a step's kernels with one call.
@@ -138,7 +143,8 @@ class CudaGraphed(nn.Module):
     keyword that is neither a tensor nor hashable, or while another graph is being captured.
 
     Args:
-        module: The module to replay, ``forward(x, sigma, **cond) -> Tensor``.
+        module: The module to replay, ``forward(x, sigma, **cond) -> Tensor``; called without σ (a vocoder),
+            ``forward(x, **cond) -> Tensor``.
         max_graphs: Graphs kept at once (>= 1).
     """
 
@@ -168,15 +174,15 @@ class CudaGraphed(nn.Module):
         self._weights = []
         self._children = []
 
-    def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float | None = None, **cond: Any) -> Tensor:
         if not x.is_cuda or torch.is_grad_enabled() or torch.cuda.is_current_stream_capturing():
-            return self.module(x, sigma, **cond)
+            return self._call(x, sigma, cond)
         signature = _signature(x, sigma, cond)
         if signature is None:
-            return self.module(x, sigma, **cond)
+            return self._call(x, sigma, cond)
         key, tensors, names = signature
         if key in self._eager or any(not t.is_cuda for t in tensors):
-            return self.module(x, sigma, **cond)
+            return self._call(x, sigma, cond)
         if self._stale():
             self.reset()
         with torch.cuda.device(x.device), _mirrored_autocast():
@@ -184,7 +190,7 @@ class CudaGraphed(nn.Module):
             if entry is None:
                 entry = self._capture(key, tensors, names, cond)
                 if entry is None:
-                    return self.module(x, sigma, **cond)
+                    return self._call(x, sigma, cond)
             else:
                 self._graphs.move_to_end(key)
                 for static, new in zip(entry.inputs, tensors):
@@ -192,11 +198,16 @@ class CudaGraphed(nn.Module):
             entry.graph.replay()
             return entry.output.clone()
 
+    def _call(self, x: Tensor, sigma: Tensor | float | None, cond: Mapping[str, Any]) -> Tensor:
+        """The module itself: ``module(x, sigma, **cond)``, or ``module(x, **cond)`` without σ."""
+        return self.module(x, **cond) if sigma is None else self.module(x, sigma, **cond)
+
     def _call_static(self, inputs: list[Tensor], names: list[str], cond: Mapping[str, Any]) -> Tensor:
         """The module on the static buffers (tensor keywords from the buffers, the others as given)."""
+        positional = len(inputs) - len(names)  # x, and σ where the call had one
         kwargs = dict(cond)
-        kwargs.update(zip(names, inputs[2:]))
-        return self.module(inputs[0], inputs[1], **kwargs)
+        kwargs.update(zip(names, inputs[positional:]))
+        return self._call(inputs[0], inputs[1] if positional == 2 else None, kwargs)
 
     def _capture(
         self, key: Hashable, tensors: list[Tensor], names: list[str], cond: Mapping[str, Any]
