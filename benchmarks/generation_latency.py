@@ -41,7 +41,8 @@ work, with their ratio (issue 13's bar: one-clip generation >= 3x faster) and ea
 
 Time: median of ``--runs`` calls after ``--warmup``, synchronised, decode included (vocoder or
 Griffin-Lim, frames to uint8). Precision is each library's own path: multidiff fp32 weights under bf16
-autocast, diffusers bf16 weights and latents (``--ref-autocast``: multidiff's policy for both). Peak
+autocast (its graphs read bf16 copies of the linear and convolution weights, the same numbers as the casts
+they replace), diffusers bf16 weights and latents (``--ref-autocast``: multidiff's policy for both). Peak
 memory: ``max_memory_allocated`` over the timed calls, weights and CUDA-graph pools included, the idle side
 on the CPU; host syncs: one more call under ``set_sync_debug_mode``. Results are written after every row (a
 side in a mode), so a run cut short keeps what it measured; put the modes that matter most first.
@@ -143,6 +144,8 @@ class Options:
         if not self.cuda:
             return "fp32"
         if ours:
+            # graphed, fp32 weights are read through bf16 copies of the linear and convolution weights
+            # (CudaGraphed), which gives the same output as autocast casting them at every step
             return "bf16 weights, bf16 autocast" if self.ours_bf16 else "fp32 weights, bf16 autocast"
         return "fp32 weights, bf16 autocast" if self.ref_autocast else "bf16 weights and latents"
 

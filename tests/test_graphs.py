@@ -8,7 +8,8 @@ import torch
 from test_pipeline import tiny_audio_pipeline, tiny_denoiser
 from torch import nn
 
-from multidiff.nn.graphs import CudaGraphed, _signature
+from multidiff.nn.dit import DiT, DiTConfig
+from multidiff.nn.graphs import CudaGraphed, _Shadows, _signature, autocast_shadows
 from multidiff.pipeline import Pipeline, SamplingConfig
 
 torch.set_num_threads(1)
@@ -92,6 +93,57 @@ def test_audio_generate_decodes_through_the_vocoder_it_is_given() -> None:
     torch.testing.assert_close(again, wave, rtol=0, atol=0)
 
 
+def _tiny_dit() -> DiT:
+    torch.manual_seed(0)
+    dit = DiT(DiTConfig(in_channels=2, width=32, depth=2, heads=2, num_classes=3))
+    with torch.no_grad():
+        for p in dit.parameters():
+            if not p.any():  # the zero-initialised adaLN and output layers: a non-trivial function
+                p.normal_(0, 0.05)
+    return dit.eval()
+
+
+def test_low_precision_weight_copies_give_the_autocast_result_exactly() -> None:
+    """Under autocast, the module run with bf16 copies of its linear and convolution weights in place
+    (what the graphs read) equals the module casting its float32 weights at every call, bit for bit."""
+    unet = tiny_denoiser(num_classes=3)
+    dit = _tiny_dit()
+    labels = torch.tensor([0, 3])
+    for module, x in ((unet, torch.randn(2, *SHAPE)), (dit, torch.randn(2, 2, 8, 8))):
+        shadows = autocast_shadows(module, torch.bfloat16)
+        layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        assert len(shadows) == sum(1 for m in layers for _ in m.parameters(recurse=False))
+        assert all(t.dtype == torch.bfloat16 for t in shadows.values())
+        kept = {n for n, _ in module.named_parameters() if n not in shadows}  # autocast keeps them float32
+        assert any(n.endswith("label_embed.table.weight") for n in kept), kept
+        sigma = torch.tensor([1.5, 0.2])
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+            plain = module(x, sigma, labels=labels)
+            copied = torch.func.functional_call(module, shadows, (x, sigma), {"labels": labels})
+        torch.testing.assert_close(copied, plain, rtol=0, atol=0)
+
+
+def test_weight_copies_follow_in_place_updates_and_tied_weights_share_one() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4))
+    model[2].weight = model[0].weight  # tied
+    shadows = _Shadows.of(model, torch.bfloat16)
+    assert set(shadows.tensors) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert shadows.tensors["0.weight"] is shadows.tensors["2.weight"] and len(shadows.sources) == 3
+    before = shadows.tensors["2.bias"].clone()
+    with torch.no_grad():
+        model[0].weight.mul_(2.0)  # an in-place update (load_state_dict, EMA): its version moves
+    shadows.refresh()
+    torch.testing.assert_close(
+        shadows.tensors["0.weight"], model[0].weight.detach().bfloat16(), rtol=0, atol=0
+    )
+    torch.testing.assert_close(shadows.tensors["2.bias"], before, rtol=0, atol=0)  # untouched, not recopied
+    with torch.autocast("cpu", torch.bfloat16):
+        x = torch.randn(3, 4)
+        torch.testing.assert_close(
+            torch.func.functional_call(model, shadows.tensors, (x,)), model(x), rtol=0, atol=0
+        )
+
+
 def test_graphs_true_off_cuda_is_refused() -> None:
     pipe = Pipeline(tiny_denoiser(), sampling=SamplingConfig(sampler="euler", steps=2))
     with pytest.raises(ValueError, match="graphs=True needs a pipeline on a CUDA device"):
@@ -140,3 +192,19 @@ def test_graphed_audio_equals_eager_and_the_vocoder_replays() -> None:
         torch.testing.assert_close(wave, eager, rtol=1e-4, atol=1e-4)
     pipe.to("cpu")
     assert pipe._graphed_vocoder is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_replays_read_bf16_weight_copies_that_follow_in_place_updates() -> None:
+    """Under bf16 autocast the graphs read bf16 copies of the float32 weights: the replay equals the eager
+    call, and still does after the weights change in place (the copies are copied again)."""
+    d = tiny_denoiser(num_classes=3).to("cuda").eval()
+    g = CudaGraphed(d)
+    x, sigma = torch.randn(2, *SHAPE, device="cuda"), torch.tensor([1.5, 0.2], device="cuda")
+    labels = torch.tensor([0, 3], device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        for _ in range(3):
+            graphed, eager = g(x, sigma, labels=labels), d(x, sigma, labels=labels)
+            torch.testing.assert_close(graphed, eager, rtol=0, atol=0)
+            next(p for p in d.backbone.parameters() if p.ndim == 4).mul_(1.5)  # a conv weight, in place
+    assert g.graphs == 1 and torch.bfloat16 in g._shadows

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CudaGraphed", "use_graphs"]
+__all__ = ["CudaGraphed", "autocast_shadows", "use_graphs"]
 
 
 def use_graphs(graphs: bool | None, device: torch.device) -> bool:
@@ -109,6 +109,50 @@ def _mirrored_autocast() -> torch.autocast:
     )
 
 
+def autocast_shadows(module: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]:
+    """``dtype`` copies of the weights autocast casts on every call, by parameter name.
+
+    Under autocast, linear layers and convolutions (transposed ones too) run in the low-precision dtype
+    with every input cast to it, bias included. Their float32 parameters are therefore cast again at each
+    call: one small kernel per weight, a third of a small U-Net's kernels. Running the module with these
+    copies in their place (``torch.func.functional_call``) gives the same result, since the cast rounds the
+    same way, without those kernels. Other parameters (norms, embeddings) are left out: autocast keeps
+    their ops in float32.
+    """
+    shadows: dict[str, Tensor] = {}
+    made: dict[int, Tensor] = {}  # one copy per parameter, however many names it has (tied weights)
+    for prefix, layer in module.named_modules(remove_duplicate=False):
+        if isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)):
+            for name, p in layer.named_parameters(recurse=False):
+                if p.dtype == torch.float32:
+                    copy = made.setdefault(id(p), p.detach().to(dtype))
+                    shadows[f"{prefix}.{name}" if prefix else name] = copy
+    return shadows
+
+
+@dataclass
+class _Shadows:
+    """The low-precision copies for one autocast dtype, and the version of each source when last copied."""
+
+    tensors: dict[str, Tensor]
+    sources: list[tuple[Tensor, Tensor, int]]  # (parameter, its copy, the parameter's _version then)
+
+    @classmethod
+    def of(cls, module: nn.Module, dtype: torch.dtype) -> _Shadows:
+        """The copies of :func:`autocast_shadows` and their sources, a tied weight copied once."""
+        tensors = autocast_shadows(module, dtype)
+        params = dict(module.named_parameters(remove_duplicate=False))
+        unique = {id(t): name for name, t in tensors.items()}.values()
+        return cls(tensors, [(params[name], tensors[name], params[name]._version) for name in unique])
+
+    def refresh(self) -> None:
+        """Copy again, in place (the graphs keep reading the same memory), each parameter updated in place."""
+        for i, (param, shadow, version) in enumerate(self.sources):
+            if param._version != version:
+                shadow.copy_(param.detach())
+                self.sources[i] = (param, shadow, param._version)
+
+
 class CudaGraphed(nn.Module):
     """A module ``f(x, sigma, **cond) -> Tensor`` (or ``f(x, **cond)``) replayed from CUDA graphs, one per
     input signature.
@@ -126,18 +170,23 @@ class CudaGraphed(nn.Module):
     pool. Later calls with that signature copy their tensors into the static buffers (``copy_``), replay
     the graph and return a clone of the static output, since samplers keep earlier outputs that the next
     replay would overwrite. Warm-up, capture and replay run under an autocast that mirrors the caller's
-    (enabled, dtype) with the weight-cast cache off (see :func:`_mirrored_autocast`).
+    (enabled, dtype) with the weight-cast cache off (see :func:`_mirrored_autocast`). Under a bf16 or fp16
+    autocast the graphs read low-precision copies of the float32 linear and convolution weights
+    (:func:`autocast_shadows`), made at the first capture, so that a replay does not cast every weight again;
+    the output is the same as with the casts.
 
     Static-buffer contract: the graphs read the module's parameters and buffers where they were at
-    capture, so in-place updates (``load_state_dict``, an EMA ``copy_``) are seen by later replays; moving
-    or casting the module (new storage) is detected and drops the graphs, and so does :meth:`reset`.
+    capture, so in-place updates (``load_state_dict``, an EMA ``copy_``) are seen by later replays (a
+    weight's low-precision copy is copied again when its version counter moves); moving or casting the
+    module (new storage) is detected and drops the graphs, and so does :meth:`reset`.
     The module must not synchronise with the host (``.item()``, data-dependent Python branches) nor
     allocate from pageable host memory after its warm-up; if capture fails, the wrapper warns once and
     runs that signature eagerly from then on.
 
     Memory: each graph keeps its static inputs and output, and the shared pool keeps the largest
     intermediate activations of one call, i.e. about one extra forward pass of memory; at most
-    ``max_graphs`` graphs are kept, the least recently used dropped first.
+    ``max_graphs`` graphs are kept, the least recently used dropped first. The low-precision weight copies
+    add half the float32 size of the linear and convolution weights.
 
     Eager calls (no graph): without CUDA, with gradients enabled, with any tensor off CUDA, with a
     keyword that is neither a tensor nor hashable, or while another graph is being captured.
@@ -159,6 +208,7 @@ class CudaGraphed(nn.Module):
         self._pool: Any = None  # one memory pool for all graphs, made at the first capture
         self._weights: list[tuple[Tensor, int]] = []  # (parameter or buffer, its data_ptr) at capture
         self._children: list[int] = []  # ids of the module's children at capture
+        self._shadows: dict[torch.dtype, _Shadows] = {}  # low-precision weights per autocast dtype
         self._warned = False
 
     @property
@@ -173,6 +223,7 @@ class CudaGraphed(nn.Module):
         self._pool = None
         self._weights = []
         self._children = []
+        self._shadows = {}
 
     def forward(self, x: Tensor, sigma: Tensor | float | None = None, **cond: Any) -> Tensor:
         if not x.is_cuda or torch.is_grad_enabled() or torch.cuda.is_current_stream_capturing():
@@ -186,6 +237,9 @@ class CudaGraphed(nn.Module):
         if self._stale():
             self.reset()
         with torch.cuda.device(x.device), _mirrored_autocast():
+            shadows = self._autocast_shadows()
+            if shadows is not None:  # weights updated in place since the last call: their copies follow
+                shadows.refresh()
             entry = self._graphs.get(key)
             if entry is None:
                 entry = self._capture(key, tensors, names, cond)
@@ -207,7 +261,21 @@ class CudaGraphed(nn.Module):
         positional = len(inputs) - len(names)  # x, and σ where the call had one
         kwargs = dict(cond)
         kwargs.update(zip(names, inputs[positional:]))
-        return self._call(inputs[0], inputs[1] if positional == 2 else None, kwargs)
+        shadows = self._autocast_shadows()
+        if shadows is None:
+            return self._call(inputs[0], inputs[1] if positional == 2 else None, kwargs)
+        args = tuple(inputs[:positional])
+        return torch.func.functional_call(self.module, shadows.tensors, args, kwargs)
+
+    def _autocast_shadows(self) -> _Shadows | None:
+        """The low-precision weight copies for the current CUDA autocast (made on first use), or None when
+        autocast is off or not to bf16/fp16."""
+        dtype = torch.get_autocast_dtype("cuda")
+        if not torch.is_autocast_enabled("cuda") or dtype not in (torch.bfloat16, torch.float16):
+            return None
+        if dtype not in self._shadows:
+            self._shadows[dtype] = _Shadows.of(self.module, dtype)
+        return self._shadows[dtype]
 
     def _capture(
         self, key: Hashable, tensors: list[Tensor], names: list[str], cond: Mapping[str, Any]
