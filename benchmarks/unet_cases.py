@@ -44,14 +44,26 @@ __all__ = ["UNET_CASES", "case_mel_unet", "case_video_unet"]
 
 
 def _variants(cfg: Any) -> dict[str, Callable[[], nn.Module]]:
-    """Ours without the fused kernels, and both ways with channels-last weights and activations (built
-    when ``train_throughput.py --variants`` times them)."""
+    """Ours without the fused kernels, both ways with channels-last weights and activations, and with
+    ATen's GroupNorm under torch.compile instead of per-channel statistics (built when
+    ``train_throughput.py --variants`` times them)."""
     plain = dataclasses.replace(cfg, fused_kernels=False)
     return {
         "plain_ops": lambda: UNet(plain),
         "channels_last": lambda: UNet(cfg).to(memory_format=torch.channels_last),
         "channels_last_plain": lambda: UNet(plain).to(memory_format=torch.channels_last),
+        "aten_group_norm": lambda: _aten_group_norm(UNet(cfg)),
     }
+
+
+def _aten_group_norm(model: UNet) -> UNet:
+    """``model`` with every GroupNorm on ATen's ``group_norm`` under torch.compile (``by_channel=False``)."""
+    from multidiff.nn.layers import GroupNorm
+
+    for m in model.modules():
+        if isinstance(m, GroupNorm):
+            m.by_channel = False
+    return model
 
 
 def case_mel_unet(device: str, tiny: bool = False, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

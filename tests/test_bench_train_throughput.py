@@ -99,3 +99,14 @@ def test_flop_count_does_not_depend_on_the_fused_path() -> None:
     # the QKV projections alone: 2 blocks x (forward + 2 backward GEMMs) x 2·(B·L)·D·3D
     tokens = 2 * (8 // 2) * (8 // 2)
     assert counts[0] > 2 * 3 * 2 * tokens * 64 * 3 * 64
+
+
+def test_the_aten_group_norm_variant_turns_per_channel_statistics_off_in_every_norm() -> None:
+    import unet_cases
+
+    from multidiff.nn.layers import GroupNorm
+
+    spec = unet_cases.case_mel_unet("cpu", tiny=True)
+    norms = [m for m in spec["variants"]["aten_group_norm"]().modules() if isinstance(m, GroupNorm)]
+    assert norms and not any(m.by_channel for m in norms)
+    assert all(m.by_channel for m in spec["ours"].modules() if isinstance(m, GroupNorm))

@@ -277,3 +277,73 @@ def test_norms_run_in_the_autocast_dtype_with_float32_statistics(kind):
     assert got.dtype == torch.bfloat16 and via_torch.dtype == torch.float32
     err = (got.float() - ref(x)).norm() / ref(x).norm()
     assert 0 < err < 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------
+# GroupNorm from per-channel statistics (what torch.compile runs)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 5, 6), (3, 12, 7), (2, 8, 3, 4, 5)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_by_channel_equals_group_norm_with_its_gradients(shape, affine) -> None:
+    """Per-channel statistics combined per group (law of total variance) are GroupNorm's, in either layout;
+    so are the gradients of the input, weight and bias."""
+    from multidiff.nn.fused import group_norm_by_channel
+
+    g = torch.Generator().manual_seed(0)
+    x0 = (
+        torch.randn(*shape, generator=g, dtype=torch.float64) * 3
+        + torch.randn(shape[1], 1, generator=g).view(1, shape[1], *([1] * (len(shape) - 2))).double() * 5
+    )  # per-channel offsets: the variance of the means matters
+    weight = (torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.5).requires_grad_(affine)
+    bias = torch.randn(shape[1], generator=g, dtype=torch.float64).requires_grad_(affine)
+    up = torch.randn(*shape, generator=g, dtype=torch.float64)
+    layouts = [x0, x0.to(memory_format=torch.channels_last)] if len(shape) == 4 else [x0]
+    for x in layouts:
+        x = x.detach().requires_grad_()
+        w, b = (weight, bias) if affine else (None, None)
+        ref = F.group_norm(x, 4, w, b, eps=1e-5)
+        out = group_norm_by_channel(x, 4, w, b, eps=1e-5)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        inputs = [x, weight, bias] if affine else [x]
+        grads = torch.autograd.grad((ref * up).sum(), inputs)
+        ours = torch.autograd.grad((out * up).sum(), inputs)
+        for a, r in zip(ours, grads):
+            torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9)
+
+
+def test_group_norm_by_channel_keeps_float32_statistics_for_bf16_under_autocast() -> None:
+    """bf16 activations with a large common offset: the output is in the autocast dtype and within bf16
+    rounding of the float64 answer (statistics accumulate in float32)."""
+    from multidiff.nn.fused import group_norm_by_channel
+
+    x = (torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(1)) + 50).bfloat16()
+    w, b = torch.rand(16) + 0.5, torch.randn(16)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = group_norm_by_channel(x, 4, w, b)
+    ref = F.group_norm(x.double(), 4, w.double(), b.double(), eps=1e-5)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_compiled_group_norm_takes_per_channel_statistics_unless_told_not_to() -> None:
+    """Under torch.compile the layer's graph reduces per channel (var_mean) instead of calling group_norm;
+    by_channel=False keeps ATen's group_norm; eager mode is unchanged either way."""
+    import torch._dynamo
+
+    from multidiff.nn.layers import GroupNorm
+
+    x = torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)
+    for by_channel, present, absent in ((True, "var_mean", "group_norm"), (False, "group_norm", "var_mean")):
+        torch._dynamo.reset()
+        norm = GroupNorm(4, 8, by_channel=by_channel)
+        seen: list[str] = []
+
+        def backend(gm, inputs, seen=seen):
+            seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+            return gm.forward
+
+        out = torch.compile(norm, backend=backend)(x)
+        assert any(present in t for t in seen) and not any(absent in t for t in seen), seen
+        torch.testing.assert_close(out, F.group_norm(x, 4, norm.weight, norm.bias), rtol=1e-5, atol=1e-5)

@@ -18,7 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .fused import apply_rotary, group_norm_silu, layer_norm, modulate, rms_rotary, rotary, split_linear
+from .fused import (
+    apply_rotary,
+    group_norm_by_channel,
+    group_norm_silu,
+    layer_norm,
+    modulate,
+    rms_rotary,
+    rotary,
+    split_linear,
+)
 
 __all__ = [
     "Downsample",
@@ -80,17 +89,22 @@ class GroupNorm(nn.GroupNorm):
     memory traffic. Outside autocast it is ``nn.GroupNorm``, so float32 results are unchanged.
 
     :meth:`silu` is the norm with ADM's modulation and the SiLU after it, one Triton kernel in eager
-    mode on CUDA when ``fused`` (:func:`~multidiff.nn.fused.group_norm_silu`).
+    mode on CUDA when ``fused`` (:func:`~multidiff.nn.fused.group_norm_silu`). Under ``torch.compile``
+    the statistics are taken per channel and combined per group
+    (:func:`~multidiff.nn.fused.group_norm_by_channel`), which Inductor fuses without gathering a
+    channels-last tensor into groups; ``by_channel=False`` keeps ATen's ``group_norm`` there too.
 
     Args:
         *args: ``nn.GroupNorm``'s (num_groups, num_channels, eps, affine).
         fused: Allow the Triton kernel in :meth:`silu`.
+        by_channel: Per-channel statistics under ``torch.compile``.
         **kwargs: ``nn.GroupNorm``'s.
     """
 
-    def __init__(self, *args: Any, fused: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fused: bool = True, by_channel: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fused = fused
+        self.by_channel = by_channel
 
     def silu(
         self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
@@ -100,6 +114,8 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` (B, C, *) over groups of channels; keeps the dtype of the autocast region."""
+        if self.by_channel and torch.compiler.is_compiling():
+            return group_norm_by_channel(x, self.num_groups, self.weight, self.bias, self.eps)
         return _in_autocast_dtype(
             super().forward, F.group_norm, x, self.num_groups, self.weight, self.bias, self.eps
         )
