@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         help="also time the cases' alternative multidiff models: those named (plain_ops, sdpa_cudnn, "
         "sdpa_flash, fp8_tensorwise, fp8_rowwise, fp32_residual, channels_last, channels_last_plain, "
-        "aten_group_norm), or all without names",
+        "by_channel_group_norm), or all without names",
     )
     ap.add_argument(
         "--sides", nargs="+", metavar="SIDE", help="run only these: ours, ref, ours:VARIANT (default: all)"

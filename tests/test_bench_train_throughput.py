@@ -101,12 +101,12 @@ def test_flop_count_does_not_depend_on_the_fused_path() -> None:
     assert counts[0] > 2 * 3 * 2 * tokens * 64 * 3 * 64
 
 
-def test_the_aten_group_norm_variant_turns_per_channel_statistics_off_in_every_norm() -> None:
+def test_the_by_channel_variant_turns_per_channel_statistics_on_in_every_norm() -> None:
     import unet_cases
 
     from multidiff.nn.layers import GroupNorm
 
     spec = unet_cases.case_mel_unet("cpu", tiny=True)
-    norms = [m for m in spec["variants"]["aten_group_norm"]().modules() if isinstance(m, GroupNorm)]
-    assert norms and not any(m.by_channel for m in norms)
-    assert all(m.by_channel for m in spec["ours"].modules() if isinstance(m, GroupNorm))
+    norms = [m for m in spec["variants"]["by_channel_group_norm"]().modules() if isinstance(m, GroupNorm)]
+    assert norms and all(m.by_channel for m in norms)
+    assert not any(m.by_channel for m in spec["ours"].modules() if isinstance(m, GroupNorm))

@@ -328,8 +328,8 @@ def test_group_norm_by_channel_keeps_float32_statistics_for_bf16_under_autocast(
 
 
 def test_compiled_group_norm_takes_per_channel_statistics_unless_told_not_to() -> None:
-    """Under torch.compile the layer's graph reduces per channel (var_mean) instead of calling group_norm;
-    by_channel=False keeps ATen's group_norm; eager mode is unchanged either way."""
+    """With by_channel, the layer's compiled graph reduces per channel (var_mean) instead of calling
+    group_norm; without (the default), ATen's group_norm; the result is GroupNorm's either way."""
     import torch._dynamo
 
     from multidiff.nn.layers import GroupNorm
