@@ -1,10 +1,11 @@
 #!/bin/bash
 # Next issue-13 call (not run yet; same start as call4.sh), after next_call26.sh: one moving digit and one
 # DiT-XL/2 sample, ours compiled inside our CUDA graphs against diffusers' reduce-overhead (bar: >= 3x).
-# Until now every step cast each float32 weight again inside the graph (call 2: moving digit 0.0782 s
-# against 0.2243, 2.87x; 262 of the video U-Net's 377 parameters); the graphs now read bf16 copies. The DiT
-# with float32 weights (call 1: 0.2509 s graphed, against 0.1792 with bf16 weights) and with the
-# SD-VAE-sized decode on both sides (the bar counts the decode).
+# The graphs now read bf16 copies of the float32 weights instead of casting each at every step: for the
+# DiT that was 29% (call 1: 0.2509 s graphed with float32 weights, 0.1792 with bf16 weights); for the moving
+# digit bf16 weights gained nothing measurable (call 8: 0.0893 s, call 2 with float32 weights 0.0782,
+# call 16 0.0873), so its row is a repeat of the closest case (2.87x) with the code as it now is. The DiT
+# with the SD-VAE-sized decode on both sides (the bar counts the decode).
 set -u
 export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w27; mkdir -p $R $W
