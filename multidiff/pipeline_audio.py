@@ -49,7 +49,7 @@ class AudioPipeline(Pipeline):
     def replayed_vocoder(self) -> CudaGraphed:
         """The adapter's vocoder replayed from CUDA graphs (kept across calls, so later calls replay).
 
-        Griffin-Lim's iterations are a few thousand small kernels, launch-bound for one clip the way a
+        Griffin-Lim's iterations are about 1,500 small kernels, launch-bound for one clip the way a
         small denoiser is; one graph per mel shape replays them with one call (see
         :class:`~multidiff.nn.graphs.CudaGraphed`). :meth:`generate` decodes through it when ``graphs`` is
         on (the default on CUDA).
@@ -95,7 +95,12 @@ class AudioPipeline(Pipeline):
         extent = seconds if isinstance(seconds, Extent) else Extent(seconds=seconds)
         if use_graphs(kwargs.get("graphs"), self.device):  # the vocoder replayed too, as the denoiser is
             graphed = self.replayed_vocoder()
-            kwargs["decode"] = {"vocoder": torch.no_grad()(graphed), **dict(kwargs.get("decode") or {})}
+
+            def vocoder(mel: Tensor) -> Tensor:
+                with torch.no_grad():  # graphs replay only without gradients
+                    return graphed(mel)
+
+            kwargs["decode"] = {"vocoder": vocoder, **dict(kwargs.get("decode") or {})}
         return super().generate(num, extent, **kwargs)
 
     def continue_audio(self, clip: Tensor, seconds: float, **kwargs: Any) -> Tensor:

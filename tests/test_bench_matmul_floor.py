@@ -66,7 +66,6 @@ def test_replay_runs_the_recorded_ops_on_tensors_of_their_layouts() -> None:
     ops = mf.record(lambda: (a @ b, torch.addmm(torch.zeros(5), a, b)))
     assert [o.op for o in ops] == [torch.ops.aten.mm.default, torch.ops.aten.addmm.default]
     assert ops[0].args[0] == mf.Layout((6, 3), (4, 1), torch.float32)
-    seen = []
     with mf.Recorder() as again:
         mf.materialise(ops, torch.device("cpu"))()
     seen = [(o.op, o.args) for o in again.ops]

@@ -123,25 +123,84 @@ def test_low_precision_weight_copies_give_the_autocast_result_exactly() -> None:
         torch.testing.assert_close(copied, plain, rtol=0, atol=0)
 
 
+def test_only_plain_linear_and_convolution_layers_are_copied() -> None:
+    """Subclasses may read their weight otherwise (a float8 linear scales it) and parametrized layers compute
+    it: neither is copied. An embedding tied to a linear head keeps its float32 weight under its own name."""
+    from torch.nn.utils import parametrizations
+
+    class Scaled(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * self.weight.abs().max()
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = nn.Embedding(5, 4), nn.Linear(4, 5, bias=False)
+            self.head.weight = self.embed.weight  # tied
+            self.plain, self.scaled = nn.Linear(4, 4), Scaled(4, 4)
+            self.normed = parametrizations.weight_norm(nn.Linear(4, 4))
+            self.up = nn.ConvTranspose1d(4, 4, 2)
+
+        def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            e = self.embed(ids)  # (B, 4)
+            h = self.normed(self.scaled(self.plain(e))) + self.up(e[..., None]).sum(-1)
+            return e, self.head(h)
+
+    model = Model()
+    shadows = autocast_shadows(model, torch.bfloat16)
+    assert set(shadows) == {"plain.weight", "plain.bias", "head.weight", "up.weight", "up.bias"}
+    ids = torch.tensor([1, 3])
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        e, out = torch.func.functional_call(model, shadows, (ids,), tie_weights=False)
+        e_ref, out_ref = model(ids)
+    assert e.dtype == torch.float32  # the embedding read its own float32 weight
+    torch.testing.assert_close((e, out), (e_ref, out_ref), rtol=0, atol=0)
+
+
 def test_weight_copies_follow_in_place_updates_and_tied_weights_share_one() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4))
     model[2].weight = model[0].weight  # tied
     shadows = _Shadows.of(model, torch.bfloat16)
     assert set(shadows.tensors) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert shadows.tensors["0.weight"] is shadows.tensors["2.weight"] and len(shadows.sources) == 3
-    before = shadows.tensors["2.bias"].clone()
+    x = torch.randn(3, 4)
+    with torch.autocast("cpu", torch.bfloat16):
+        torch.testing.assert_close(
+            torch.func.functional_call(model, shadows.tensors, (x,), tie_weights=False),
+            model(x),
+            rtol=0,
+            atol=0,
+        )
+    shadows.tensors["2.bias"].zero_()  # a marker: copying this unchanged bias again would overwrite it
     with torch.no_grad():
         model[0].weight.mul_(2.0)  # an in-place update (load_state_dict, EMA): its version moves
     shadows.refresh()
     torch.testing.assert_close(
         shadows.tensors["0.weight"], model[0].weight.detach().bfloat16(), rtol=0, atol=0
     )
-    torch.testing.assert_close(shadows.tensors["2.bias"], before, rtol=0, atol=0)  # untouched, not recopied
-    with torch.autocast("cpu", torch.bfloat16):
-        x = torch.randn(3, 4)
-        torch.testing.assert_close(
-            torch.func.functional_call(model, shadows.tensors, (x,)), model(x), rtol=0, atol=0
-        )
+    assert not shadows.tensors["2.bias"].any()  # its source did not change: not copied again
+    assert not shadows.stale()
+    model.double()  # new storage in another dtype: the copies no longer stand for the weights
+    assert shadows.stale()
+
+
+def test_audio_generate_with_graphs_on_decodes_through_the_replayed_vocoder(monkeypatch) -> None:
+    """The graphed branch, on the CPU (graphs forced on; CudaGraphed calls through off CUDA): the vocoder is
+    wrapped once, kept across calls, and the waveform is the eager one."""
+    import multidiff.pipeline
+    import multidiff.pipeline_audio
+
+    pipe = tiny_audio_pipeline()
+    eager = pipe.generate(1, 0.1, seed=2, progress=False)
+    for module in (multidiff.pipeline, multidiff.pipeline_audio):
+        monkeypatch.setattr(module, "use_graphs", lambda graphs, device: True)
+    first = pipe.generate(1, 0.1, seed=2, progress=False)
+    wrapper = pipe._graphed_vocoder
+    assert isinstance(wrapper, CudaGraphed) and wrapper.module is pipe.adapter.vocoder
+    second = pipe.generate(1, 0.1, seed=2, progress=False)
+    assert pipe._graphed_vocoder is wrapper
+    for wave in (first, second):
+        torch.testing.assert_close(wave, eager, rtol=0, atol=0)
 
 
 def test_graphs_true_off_cuda_is_refused() -> None:
@@ -202,8 +261,8 @@ def test_replays_read_bf16_weight_copies_that_follow_in_place_updates() -> None:
     g = CudaGraphed(d)
     x, sigma = torch.randn(2, *SHAPE, device="cuda"), torch.tensor([1.5, 0.2], device="cuda")
     labels = torch.tensor([0, 3], device="cuda")
-    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
-        for _ in range(3):
+    for _ in range(3):  # a fresh autocast each pass: its cast cache would hold the eager call's old casts
+        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
             graphed, eager = g(x, sigma, labels=labels), d(x, sigma, labels=labels)
             torch.testing.assert_close(graphed, eager, rtol=0, atol=0)
             next(p for p in d.backbone.parameters() if p.ndim == 4).mul_(1.5)  # a conv weight, in place

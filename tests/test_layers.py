@@ -284,7 +284,7 @@ def test_norms_run_in_the_autocast_dtype_with_float32_statistics(kind):
 # ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 5, 6), (3, 12, 7), (2, 8, 3, 4, 5)])
+@pytest.mark.parametrize("shape", [(2, 8, 5, 6), (3, 12, 7), (2, 8, 3, 4, 5), (3, 8)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_group_norm_by_channel_equals_group_norm_with_its_gradients(shape, affine) -> None:
     """Per-channel statistics combined per group (law of total variance) are GroupNorm's, in either layout;

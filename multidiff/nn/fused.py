@@ -531,6 +531,12 @@ class _GroupNormSiLU(torch.autograd.Function):
         return dx, dgain.to(gain.dtype), dbias.to(bias.dtype), None, None, None, None
 
 
+def _out_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a norm returns: the autocast dtype under autocast on x's device, else x's."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
 def group_norm_silu(
     norm: nn.GroupNorm,
     x: torch.Tensor,
@@ -572,9 +578,7 @@ def group_norm_silu(
         else:
             gain = torch.ones(1, C, device=x.device, dtype=torch.float32)
             bias = torch.zeros_like(gain)
-        dev = x.device.type
-        out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-        return _GroupNormSiLU.apply(x, gain, bias, norm.num_groups, norm.eps, silu, out_dtype)
+        return _GroupNormSiLU.apply(x, gain, bias, norm.num_groups, norm.eps, silu, _out_dtype(x))
     h = norm(x)  # (N, C, H, W)
     if scale is not None and shift is not None:
         h = torch.addcmul(shift, h, 1 + scale)  # (N, C, H, W)
@@ -597,11 +601,12 @@ def group_norm_by_channel(
     over the spatial axes only, per channel (contiguous across channels in channels-last, within a row in
     NCHW), as the eager Triton kernel does; the group's mean and variance then come from its channels' by
     the law of total variance (equal counts: the mean of the means, and the mean of the variances plus
-    the variance of the means), which is exact. The normalisation is one multiply-add per element with a
+    the variance of the means), which is exact in exact arithmetic (in floating point it agrees with
+    ATen's to rounding). The normalisation is one multiply-add per element with a
     per-(N, C) gain and offset, into which Inductor also fuses a following modulation and SiLU.
 
     Args:
-        x: (N, C, *spatial).
+        x: (N, C, *spatial), spatial possibly empty.
         groups: Groups G (C must be a multiple).
         weight: Affine gain (C,) or None.
         bias: Affine bias (C,) or None.
@@ -611,9 +616,10 @@ def group_norm_by_channel(
         (N, C, *spatial) in the autocast dtype under autocast (else x's); statistics in float32 (float64 for
         float64 inputs).
     """
+    if x.dim() == 2:  # (N, C): one value per channel
+        return group_norm_by_channel(x[..., None], groups, weight, bias, eps)[..., 0]
     N, C = x.shape[:2]
-    dev = x.device.type
-    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    out_dtype, dev = _out_dtype(x), x.device.type
     acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for float64 inputs
     with torch.autocast(dev, enabled=False):
         var_c, mean_c = torch.var_mean(x.to(acc), dim=tuple(range(2, x.dim())), correction=0)  # (N, C)

@@ -6,7 +6,7 @@ kernels whose launch costs more host time than the GPU spends on them (12-26 ms 
 models). A CUDA graph records those launches once and replays them with one call.
 :class:`CudaGraphed` wraps the denoiser, captures one graph per input signature with torch's own API
 (``torch.cuda.CUDAGraph``, ``torch.cuda.graph``) and replays it on later calls; anything it cannot
-capture runs eagerly. The same holds for an audio pipeline's Griffin-Lim vocoder, a few thousand small
+capture runs eagerly. The same holds for an audio pipeline's Griffin-Lim vocoder, about 1,500 small
 kernels over its iterations, which the audio pipeline replays with the same class (``f(x) -> Tensor``).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CudaGraphed", "autocast_shadows", "use_graphs"]
+__all__ = ["AUTOCAST_LAYERS", "CudaGraphed", "autocast_shadows", "use_graphs"]
 
 
 def use_graphs(graphs: bool | None, device: torch.device) -> bool:
@@ -42,7 +42,8 @@ def use_graphs(graphs: bool | None, device: torch.device) -> bool:
 
 @dataclass
 class _Graph:
-    """One captured graph: the static tensors it reads (x, σ, then tensor keywords) and the one it writes."""
+    """One captured graph: the static tensors it reads (x, σ where the call has one, then tensor keywords)
+    and the one it writes."""
 
     graph: torch.cuda.CUDAGraph
     inputs: list[Tensor]
@@ -109,6 +110,19 @@ def _mirrored_autocast() -> torch.autocast:
     )
 
 
+#: The layers whose forward is exactly ``F.linear`` or ``F.conv*`` on their weight and bias. Subclasses are
+#: left out: they may read the weight otherwise (torchao's float8 linear scales it, LoRA wrappers add to it).
+AUTOCAST_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+
 def autocast_shadows(module: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]:
     """``dtype`` copies of the weights autocast casts on every call, by parameter name.
 
@@ -116,41 +130,57 @@ def autocast_shadows(module: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]
     with every input cast to it, bias included. Their float32 parameters are therefore cast again at each
     call: one small kernel per weight, a third of a small U-Net's kernels. Running the module with these
     copies in their place (``torch.func.functional_call``) gives the same result, since the cast rounds the
-    same way, without those kernels. Other parameters (norms, embeddings) are left out: autocast keeps
-    their ops in float32.
+    same way, without those kernels. Only the weight and bias of the exact layer classes of
+    :data:`AUTOCAST_LAYERS` without parametrizations are copied; other parameters (norms, embeddings, a
+    weight tied to an embedding under its other name) keep their float32 tensors.
     """
+    from torch.nn.utils import parametrize
+
     shadows: dict[str, Tensor] = {}
-    made: dict[int, Tensor] = {}  # one copy per parameter, however many names it has (tied weights)
+    made: dict[int, Tensor] = {}  # one copy per parameter, however many layers share it (tied weights)
     for prefix, layer in module.named_modules(remove_duplicate=False):
-        if isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)):
-            for name, p in layer.named_parameters(recurse=False):
-                if p.dtype == torch.float32:
-                    copy = made.setdefault(id(p), p.detach().to(dtype))
-                    shadows[f"{prefix}.{name}" if prefix else name] = copy
+        if type(layer) not in AUTOCAST_LAYERS or parametrize.is_parametrized(layer):
+            continue
+        for name in ("weight", "bias"):
+            p = layer._parameters.get(name)
+            if p is not None and p.dtype == torch.float32:
+                copy = made.setdefault(id(p), p.detach().to(dtype))
+                shadows[f"{prefix}.{name}" if prefix else name] = copy
     return shadows
 
 
 @dataclass
 class _Shadows:
-    """The low-precision copies for one autocast dtype, and the version of each source when last copied."""
+    """The low-precision copies for one autocast dtype, and what each source was when last copied.
+
+    An in-place update moves a parameter's version counter (``copy_``, ``load_state_dict``, an EMA's
+    ``lerp_``), which :meth:`refresh` follows; writes through ``param.data`` do not move it and are not
+    seen. A parameter that now lives elsewhere or in another dtype (a moved or cast module) makes the
+    copies :meth:`stale`.
+    """
 
     tensors: dict[str, Tensor]
-    sources: list[tuple[Tensor, Tensor, int]]  # (parameter, its copy, the parameter's _version then)
+    sources: list[tuple[Tensor, Tensor, int, int]]  # (parameter, its copy, its _version, its data_ptr)
 
     @classmethod
     def of(cls, module: nn.Module, dtype: torch.dtype) -> _Shadows:
         """The copies of :func:`autocast_shadows` and their sources, a tied weight copied once."""
-        tensors = autocast_shadows(module, dtype)
+        with torch.inference_mode(False):  # ordinary tensors, which later calls may update in place
+            tensors = autocast_shadows(module, dtype)
         params = dict(module.named_parameters(remove_duplicate=False))
         unique = {id(t): name for name, t in tensors.items()}.values()
-        return cls(tensors, [(params[name], tensors[name], params[name]._version) for name in unique])
+        return cls(tensors, [(p, tensors[n], p._version, p.data_ptr()) for n in unique for p in (params[n],)])
 
     def refresh(self) -> None:
         """Copy again, in place (the graphs keep reading the same memory), each parameter updated in place."""
-        for i, (param, shadow, version) in enumerate(self.sources):
+        for i, (param, shadow, version, ptr) in enumerate(self.sources):
             if param._version != version:
                 shadow.copy_(param.detach())
-                self.sources[i] = (param, shadow, param._version)
+                self.sources[i] = (param, shadow, param._version, ptr)
+
+    def stale(self) -> bool:
+        """Whether a source parameter moved to other storage or another dtype since the copies were made."""
+        return any(p.data_ptr() != ptr or p.dtype != torch.float32 for p, _, _, ptr in self.sources)
 
 
 class CudaGraphed(nn.Module):
@@ -177,8 +207,9 @@ class CudaGraphed(nn.Module):
 
     Static-buffer contract: the graphs read the module's parameters and buffers where they were at
     capture, so in-place updates (``load_state_dict``, an EMA ``copy_``) are seen by later replays (a
-    weight's low-precision copy is copied again when its version counter moves); moving or casting the
-    module (new storage) is detected and drops the graphs, and so does :meth:`reset`.
+    weight's low-precision copy is copied again when its version counter moves, which writes through
+    ``param.data`` do not do); moving or casting the module (new storage) is detected and drops the graphs,
+    and so does :meth:`reset`.
     The module must not synchronise with the host (``.item()``, data-dependent Python branches) nor
     allocate from pageable host memory after its warm-up; if capture fails, the wrapper warns once and
     runs that signature eagerly from then on.
@@ -265,7 +296,8 @@ class CudaGraphed(nn.Module):
         if shadows is None:
             return self._call(inputs[0], inputs[1] if positional == 2 else None, kwargs)
         args = tuple(inputs[:positional])
-        return torch.func.functional_call(self.module, shadows.tensors, args, kwargs)
+        # tie_weights=False: a weight tied to a non-linear layer (an embedding) keeps its float32 tensor there
+        return torch.func.functional_call(self.module, shadows.tensors, args, kwargs, tie_weights=False)
 
     def _autocast_shadows(self) -> _Shadows | None:
         """The low-precision weight copies for the current CUDA autocast (made on first use), or None when
@@ -280,19 +312,21 @@ class CudaGraphed(nn.Module):
     def _capture(
         self, key: Hashable, tensors: list[Tensor], names: list[str], cond: Mapping[str, Any]
     ) -> _Graph | None:
-        """Warm up and capture one graph (torch's pattern); None, after marking ``key`` eager, on failure."""
-        inputs = [t.clone() for t in tensors]  # the static buffers, outside the graph pool
+        """Warm up and capture one graph (torch's pattern); None, after marking ``key`` eager, on failure (of
+        the warm-up too: the eager call that follows then shows the module's own error, if it has one)."""
+        with torch.inference_mode(False):  # static buffers that later calls may copy into outside it
+            inputs = [t.clone() for t in tensors]  # outside the graph pool
         current = torch.cuda.current_stream()
-        side = torch.cuda.Stream()
-        side.wait_stream(current)
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._call_static(inputs, names, cond)
-        current.wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         try:
+            side = torch.cuda.Stream()
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._call_static(inputs, names, cond)
+            current.wait_stream(side)
             with torch.cuda.graph(graph, pool=self._pool):  # its exit ends the capture, also on error
                 output = self._call_static(inputs, names, cond)
         except Exception as err:
@@ -326,7 +360,9 @@ class CudaGraphed(nn.Module):
     def _stale(self) -> bool:
         """Whether the graphs no longer match the module: a parameter or buffer seen at capture lives elsewhere
         (a moved or cast module), or a child was replaced (e.g. the backbone swapped for its compiled wrapper,
-        which shares the weights but not the kernels)."""
+        which shares the weights but not the kernels); or the low-precision copies' sources moved."""
+        if any(shadows.stale() for shadows in self._shadows.values()):
+            return True
         if not self._weights:
             return False
         return any(t.data_ptr() != ptr for t, ptr in self._weights) or self._children != [
