@@ -128,7 +128,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: str) -> int:
     """Run a recipe's ``main(argv)`` as the command does: bad input (a folder, a setting, a busy run folder)
     is one line ``multidiff: error: ...`` and exit 2; a failure of the machine (a full disk, a permission) one
-    line naming the path and exit 1; an interrupted training exits 128 + the signal after its checkpoint;
+    line naming the path and exit 1, as is ``torch.compile`` failing (``--compile``); an interrupted training exits 128 + the signal after its checkpoint;
     ``--debug`` shows the traceback instead. The recipes' own ``__main__`` blocks call this too."""
     from multidiff.train import TrainingInterrupted
 
@@ -156,6 +156,13 @@ def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: s
         if debug:
             raise
         print(f"multidiff: error: {what}: {err.strerror or err} ({err.filename})", file=sys.stderr)
+        return 1
+    except Exception as err:  # torch.compile (--compile) failing on this machine: say so, not a traceback
+        if debug or not type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"multidiff: error: {what}: torch.compile failed ({type(err).__name__}: {first}); run without "
+              "--compile, or add --debug for the traceback", file=sys.stderr)  # fmt: skip
         return 1
     finally:
         warnings.formatwarning = saved

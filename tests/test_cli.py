@@ -186,3 +186,27 @@ def test_generate_compile_compiles_the_backbone_and_samples_as_eager(tmp_path) -
     torch.testing.assert_close(
         compiled.sample(1, shape, **kw), eager.sample(1, shape, **kw), rtol=1e-4, atol=1e-4
     )
+
+
+def test_a_failing_torch_compile_is_one_line_and_exit_1(capsys) -> None:
+    """An error raised by torch.compile's machinery (here one of Inductor's own exception types) is reported
+    as one line naming --compile, exit 1; --debug shows the traceback; other errors are not swallowed."""
+    from torch._inductor.exc import InductorError
+
+    from multidiff.cli import run_recipe
+
+    def fails(argv):
+        raise InductorError(RuntimeError("CppCompileError: no C++ compiler\nmore lines"), None)
+
+    assert run_recipe(fails, ["--compile"], "generate audio") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("multidiff: error: generate audio: torch.compile failed (InductorError: ")
+    assert "no C++ compiler" in err and "run without --compile" in err and err.count("\n") == 1
+    with pytest.raises(InductorError):
+        run_recipe(fails, ["--compile", "--debug"], "generate audio")
+
+    def bug(argv):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_recipe(bug, [], "generate audio")
