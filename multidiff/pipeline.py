@@ -53,7 +53,7 @@ from multidiff.core.guidance import (
 from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
 from multidiff.modalities.base import Adapter, Extent, load_adapter
-from multidiff.nn.graphs import CudaGraphed, use_graphs
+from multidiff.nn.graphs import CudaGraphed, replayer, use_graphs
 from multidiff.serialize import (
     CONFIG_NAME,
     FORMAT_VERSION,
@@ -314,9 +314,7 @@ class Pipeline:
         :class:`~multidiff.nn.graphs.CudaGraphed` one (kept across calls, so later calls replay)."""
         d: Callable[..., Tensor] = self.denoiser
         if graphs:
-            if self._graphed is None or self._graphed.module is not self.denoiser:
-                self._graphed = CudaGraphed(self.denoiser)
-            d = self._graphed
+            d = self._graphed = replayer(self._graphed, self.denoiser)
         if self.window is not None and length is not None and length > self.window:
             d = WindowedDenoiser(d, self.window, self.overlap or 0, self.time_axis)
         if uncond is None and "labels" in cond and self.null_label is not None:

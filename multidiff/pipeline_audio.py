@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from multidiff.core.denoiser import Denoiser
 from multidiff.modalities.base import Extent
 from multidiff.modalities.mel import mel_frame_mask
-from multidiff.nn.graphs import CudaGraphed, use_graphs
+from multidiff.nn.graphs import CudaGraphed, replayer, use_graphs
 from multidiff.pipeline import Pipeline
 
 __all__ = ["AudioPipeline", "mel_frame_mask"]
@@ -54,9 +54,7 @@ class AudioPipeline(Pipeline):
         :class:`~multidiff.nn.graphs.CudaGraphed`). :meth:`generate` decodes through it when ``graphs`` is
         on (the default on CUDA).
         """
-        vocoder = self.adapter.vocoder  # type: ignore[union-attr]
-        if self._graphed_vocoder is None or self._graphed_vocoder.module is not vocoder:
-            self._graphed_vocoder = CudaGraphed(vocoder)
+        self._graphed_vocoder = replayer(self._graphed_vocoder, self.adapter.vocoder)  # type: ignore[union-attr]
         return self._graphed_vocoder
 
     @property

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AUTOCAST_LAYERS", "CudaGraphed", "autocast_shadows", "use_graphs"]
+__all__ = ["AUTOCAST_LAYERS", "CudaGraphed", "autocast_shadows", "replayer", "use_graphs"]
 
 
 def use_graphs(graphs: bool | None, device: torch.device) -> bool:
@@ -48,6 +48,12 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     inputs: list[Tensor]
     output: Tensor
+
+
+def replayer(current: CudaGraphed | None, module: nn.Module) -> CudaGraphed:
+    """``current`` if it replays ``module``, else a new :class:`CudaGraphed` of it (what a pipeline keeps across
+    calls, so that later calls replay the graphs the first one captured)."""
+    return current if current is not None and current.module is module else CudaGraphed(module)
 
 
 def _sigma_vector(sigma: Tensor | float, x: Tensor) -> Tensor:
