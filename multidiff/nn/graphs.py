@@ -367,10 +367,8 @@ class CudaGraphed(nn.Module):
         """Whether the graphs no longer match the module: a parameter or buffer seen at capture lives elsewhere
         (a moved or cast module), or a child was replaced (e.g. the backbone swapped for its compiled wrapper,
         which shares the weights but not the kernels); or the low-precision copies' sources moved."""
-        if any(shadows.stale() for shadows in self._shadows.values()):
-            return True
-        if not self._weights:
-            return False
+        if not self._weights:  # nothing captured yet: only the weight copies can be out of date
+            return any(shadows.stale() for shadows in self._shadows.values())
         return any(t.data_ptr() != ptr for t, ptr in self._weights) or self._children != [
             id(m) for m in self.module.children()
         ]
