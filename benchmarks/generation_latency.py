@@ -794,6 +794,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--decode", action="store_true", help="DiT cases: an SD-VAE-sized decode on both sides")
     ap.add_argument("--ours-bf16", action="store_true", help="multidiff: bf16 weights under bf16 autocast")
     ap.add_argument("--ref-autocast", action="store_true", help="diffusers: fp32 weights, bf16 autocast")
+    ap.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="both sides: cuDNN times its convolution algorithms per shape at the first call (warm-up)",
+    )
     ap.add_argument("--tiny", action="store_true", help="tiny models, 2 steps (CPU smoke test)")
     args = ap.parse_args(argv)
     runs = args.runs if args.runs is not None else 2 if args.tiny else 10
@@ -809,6 +814,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # Benchmark-level backend settings (the library never sets these).
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    benchmark_before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark or benchmark_before
+    try:
+        return _run(args, modes, runs, warmup, argv)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_before
+
+
+def _run(
+    args: argparse.Namespace, modes: list[str], runs: int, warmup: int, argv: list[str] | None
+) -> list[dict]:
+    """Every case asked for, its rows written after each, then the tables printed."""
     import diffusers
 
     opts = Options(
@@ -827,6 +844,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "python": platform.python_version(),
         "command": shlex.join(command),
         "modes": modes,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
     }
     print(json.dumps(env), flush=True)
     results: list[dict] = []

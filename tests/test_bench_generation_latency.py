@@ -25,7 +25,7 @@ def test_tiny_run_times_both_sides_of_every_case(tmp_path: Path) -> None:
     gl.main(["--tiny", "--device", "cpu", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "generation_latency.json").read_text())
     assert result["env"]["command"].endswith(f"--tiny --device cpu --out {tmp_path}")
-    assert result["env"]["modes"] == ["eager", "graphs"]
+    assert result["env"]["modes"] == ["eager", "graphs"] and result["env"]["cudnn_benchmark"] is False
     assert [c["name"] for c in result["cases"]] == list(gl.CASES)
     table = (tmp_path / "generation_latency.md").read_text()
     for case in result["cases"]:
@@ -78,6 +78,11 @@ def test_modes_map_to_the_sides_that_have_them(tmp_path: Path) -> None:
              "--modes", "eager", "autotune+graphs", "max-autotune", "--out", str(tmp_path / "nc")])  # fmt: skip
     rows = json.loads((tmp_path / "nc" / "generation_latency.json").read_text())["cases"][0]["rows"]
     assert {r["mode"] for r in rows} == {"eager"}
+    # cuDNN's algorithm search: recorded, on for the run only
+    gl.main(["--tiny", "--device", "cpu", "--only", "DiT-XL/2-b1", "--no-compile", "--modes", "eager",
+             "--cudnn-benchmark", "--out", str(tmp_path / "cb")])  # fmt: skip
+    assert json.loads((tmp_path / "cb" / "generation_latency.json").read_text())["env"]["cudnn_benchmark"]
+    assert torch.backends.cudnn.benchmark is False
 
 
 def test_graph_check_once_per_case_and_graphed_mode(monkeypatch: pytest.MonkeyPatch) -> None:

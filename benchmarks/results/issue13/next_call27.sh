@@ -1,18 +1,17 @@
 #!/bin/bash
-# Next issue-13 call (not run yet; same start as call4.sh), after next_call26.sh: one moving digit and one
-# DiT-XL/2 sample, ours compiled inside our CUDA graphs against diffusers' reduce-overhead (bar: >= 3x).
-# The graphs now read bf16 copies of the float32 weights instead of casting each at every step: for the
-# DiT that was 29% (call 1: 0.2509 s graphed with float32 weights, 0.1792 with bf16 weights); for the moving
-# digit bf16 weights gained nothing measurable (call 8: 0.0893 s, call 2 with float32 weights 0.0782,
-# call 16 0.0873), so its row is a repeat of the closest case (2.87x) with the code as it now is. The DiT
-# with the SD-VAE-sized decode on both sides (the bar counts the decode).
+# Next issue-13 call (not run yet; same start as call4.sh), after next_call26.sh: one moving digit, ours
+# compiled inside our CUDA graphs against diffusers' reduce-overhead (bar: >= 3x; the closest case: 2.87x in
+# call 2, 0.0782 s against 0.2243), twice: as the code now is, then with cuDNN timing its convolution
+# algorithms per shape (--cudnn-benchmark, both sides; off by default in torch, and every convolution here is
+# small: 32 frames of 32x32 at 32-128 channels). The graphs now read bf16 copies of the float32 weights
+# instead of casting each at every step; bf16 weights gained this case nothing measurable in call 8.
 set -u
 export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w27; mkdir -p $R $W
 pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
-timeout 280 python3 benchmarks/generation_latency.py --only moving-digits --runs 5 --warmup 2 \
+timeout 270 python3 benchmarks/generation_latency.py --only moving-digits --runs 5 --warmup 2 \
   --modes compile+graphs reduce-overhead --out $W/latency/moving-digits > $W/latency-md.log 2>&1; pack
-timeout 290 python3 benchmarks/generation_latency.py --only DiT-XL/2-b1 --runs 5 --warmup 2 \
-  --decode --modes compile+graphs reduce-overhead --out $W/latency/dit-b1 > $W/latency-dit.log 2>&1
+timeout 270 python3 benchmarks/generation_latency.py --only moving-digits --runs 5 --warmup 2 --cudnn-benchmark \
+  --modes compile+graphs reduce-overhead --out $W/latency/moving-digits-cudnn > $W/latency-md-cudnn.log 2>&1
 kill $PK; pack; ls -R $W | head -40
