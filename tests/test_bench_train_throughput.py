@@ -33,6 +33,16 @@ def _rows(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["rows"]
 
 
+def test_cudnn_benchmark_is_recorded_and_on_for_the_run_only(tmp_path: Path) -> None:
+    import torch
+
+    tt.main([*BASE, "--sides", "ours", "--cudnn-benchmark", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "results.json").read_text())["env"]["cudnn_benchmark"] is True
+    assert torch.backends.cudnn.benchmark is False
+    tt.main([*BASE, "--sides", "ours", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "results.json").read_text())["env"]["cudnn_benchmark"] is False
+
+
 def test_variants_then_diffusers_and_the_ratio_table(tmp_path: Path) -> None:
     tt.main([*BASE, "--variants", "plain_ops", "channels_last", "--out", str(tmp_path)])
     rows = _rows(tmp_path)
