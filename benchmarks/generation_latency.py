@@ -81,7 +81,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_throughput import _sync, compiled_copy, flop_counter  # noqa: E402
+from train_throughput import (  # noqa: E402
+    CUDNN_BENCHMARK_HELP,
+    _sync,
+    backend_settings,
+    compiled_copy,
+    flop_counter,
+)
 
 from multidiff.core.denoiser import Denoiser  # noqa: E402
 from multidiff.nn.dit import DIT_PRESETS, DiT  # noqa: E402
@@ -794,11 +800,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--decode", action="store_true", help="DiT cases: an SD-VAE-sized decode on both sides")
     ap.add_argument("--ours-bf16", action="store_true", help="multidiff: bf16 weights under bf16 autocast")
     ap.add_argument("--ref-autocast", action="store_true", help="diffusers: fp32 weights, bf16 autocast")
-    ap.add_argument(
-        "--cudnn-benchmark",
-        action="store_true",
-        help="both sides: cuDNN times its convolution algorithms per shape at the first call (warm-up)",
-    )
+    ap.add_argument("--cudnn-benchmark", action="store_true", help=CUDNN_BENCHMARK_HELP)
     ap.add_argument("--tiny", action="store_true", help="tiny models, 2 steps (CPU smoke test)")
     args = ap.parse_args(argv)
     runs = args.runs if args.runs is not None else 2 if args.tiny else 10
@@ -811,15 +813,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not modes:
         ap.error("no mode left to run (--no-compile leaves eager and graphs)")
 
-    # Benchmark-level backend settings (the library never sets these).
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    benchmark_before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark or benchmark_before
-    try:
+    with backend_settings(args.cudnn_benchmark):
         return _run(args, modes, runs, warmup, argv)
-    finally:
-        torch.backends.cudnn.benchmark = benchmark_before
 
 
 def _run(

@@ -52,7 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_throughput import (  # noqa: E402
     COMPILE_MODES,
+    CUDNN_BENCHMARK_HELP,
     _sync,
+    backend_settings,
     case_dit_b2,
     case_dit_xl2,
     case_video_dit_b2,
@@ -518,6 +520,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument(
         "--trace", action="store_true", help="also a chrome trace per case and mode (needs --out)"
     )
+    ap.add_argument("--cudnn-benchmark", action="store_true", help=CUDNN_BENCHMARK_HELP)
     args = ap.parse_args(argv)
     if args.steps < 1 or args.warmup < 1:
         ap.error(f"--steps and --warmup must be >= 1, got {args.steps} and {args.warmup}")
@@ -526,9 +529,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.trace and args.out is None:
         ap.error("--trace needs --out")
 
-    # Benchmark-level backend settings, as in train_throughput.py (the library never sets these).
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    with backend_settings(args.cudnn_benchmark):
+        return _profile(args, argv)
+
+
+def _profile(args: argparse.Namespace, argv: list[str] | None) -> list[dict[str, Any]]:
+    """Every case asked for, profiled, its rows written after each, then the overview printed."""
     import diffusers
 
     cuda = args.device.startswith("cuda")
@@ -541,6 +547,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "command": shlex.join(
             ["python", "benchmarks/profile_steps.py", *(sys.argv[1:] if argv is None else argv)]
         ),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
     }
     print(json.dumps(env), flush=True)
     rows: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ also take ``tiny`` get ``tiny=True`` under ``--tiny`` (a CPU smoke test). U-Net 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -252,6 +253,29 @@ def _mode_label(compiled: bool | str) -> str:
     return f"compile:{compiled}" if isinstance(compiled, str) else "compile" if compiled else "eager"
 
 
+CUDNN_BENCHMARK_HELP = (
+    "both sides: cuDNN times its convolution algorithms per shape at the first calls (the warm-up), as the "
+    "training recipes have it (torch's default: off)"
+)
+
+
+@contextlib.contextmanager
+def backend_settings(cudnn_benchmark: bool = False) -> Any:
+    """The benchmarks' backend settings, restored on exit (the library never sets them; the training recipes
+    set the last): TF32 for float32 matmuls and convolutions, and cuDNN's algorithm search when asked."""
+    flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")
+    saved = [getattr(o, a) for o, a in flags], torch.backends.cudnn.benchmark
+    try:
+        for o, a in flags:
+            setattr(o, a, True)
+        torch.backends.cudnn.benchmark = cudnn_benchmark or saved[1]
+        yield
+    finally:
+        for (o, a), v in zip(flags, saved[0]):
+            setattr(o, a, v)
+        torch.backends.cudnn.benchmark = saved[1]
+
+
 def compiled_copy(model: nn.Module, mode: str | None = None) -> nn.Module:
     """``model`` compiled the way its own library compiles it, ``Module.compile`` (multidiff's
     ``UNet.compile`` adds Inductor options; diffusers' models keep ``torch.compile``'s), in a ``mode``
@@ -468,24 +492,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--sides", nargs="+", metavar="SIDE", help="run only these: ours, ref, ours:VARIANT (default: all)"
     )
-    ap.add_argument(
-        "--cudnn-benchmark",
-        action="store_true",
-        help="both sides: cuDNN times its convolution algorithms per shape in the warm-up, as the training "
-        "recipes have it (torch's default: off)",
-    )
+    ap.add_argument("--cudnn-benchmark", action="store_true", help=CUDNN_BENCHMARK_HELP)
     ap.add_argument("--out", type=Path, help="write results.json and results.md here")
     args = ap.parse_args(argv)
-
-    # Benchmark-level backend settings (the library never sets these; the training recipes set the last).
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    benchmark_before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark or benchmark_before
-    try:
+    with backend_settings(args.cudnn_benchmark):
         _run(args)
-    finally:
-        torch.backends.cudnn.benchmark = benchmark_before
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -33,12 +33,14 @@ def _rows(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["rows"]
 
 
-def test_cudnn_benchmark_is_recorded_and_on_for_the_run_only(tmp_path: Path) -> None:
+def test_backend_settings_are_recorded_and_hold_for_the_run_only(tmp_path: Path) -> None:
     import torch
 
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     tt.main([*BASE, "--sides", "ours", "--cudnn-benchmark", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "results.json").read_text())["env"]["cudnn_benchmark"] is True
-    assert torch.backends.cudnn.benchmark is False
+    assert torch.backends.cudnn.benchmark is False  # the settings are the run's only, TF32 too
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     tt.main([*BASE, "--sides", "ours", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "results.json").read_text())["env"]["cudnn_benchmark"] is False
 
