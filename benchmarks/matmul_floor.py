@@ -220,7 +220,8 @@ CASES: dict[str, Callable[[bool], Case]] = {
 
 
 def measure(case: Case, device: torch.device, runs: int, compile: bool) -> dict[str, Any]:
-    """The floor of ``case``: its ops recorded, their time alone and the whole forward's, per step and loop."""
+    """The floor of ``case``: its ops recorded, their time alone and the whole forward's, per step and
+    per loop."""
     amp = torch.autocast(device.type, torch.bfloat16)
     net = case.net.to(device, torch.bfloat16).eval()
     args, kwargs = case.inputs(device)

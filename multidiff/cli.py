@@ -128,8 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: str) -> int:
     """Run a recipe's ``main(argv)`` as the command does: bad input (a folder, a setting, a busy run folder)
     is one line ``multidiff: error: ...`` and exit 2; a failure of the machine (a full disk, a permission) one
-    line naming the path and exit 1, as is ``torch.compile`` failing (``--compile``); an interrupted training exits 128 + the signal after its checkpoint;
-    ``--debug`` shows the traceback instead. The recipes' own ``__main__`` blocks call this too."""
+    line naming the path and exit 1, as is ``torch.compile`` failing (its cause, and how to turn it off); an
+    interrupted training exits 128 + the signal after its checkpoint; ``--debug`` shows the traceback
+    instead. The recipes' own ``__main__`` blocks call this too."""
     from multidiff.train import TrainingInterrupted
 
     debug = "--debug" in argv
@@ -157,12 +158,16 @@ def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: s
             raise
         print(f"multidiff: error: {what}: {err.strerror or err} ({err.filename})", file=sys.stderr)
         return 1
-    except Exception as err:  # torch.compile (--compile) failing on this machine: say so, not a traceback
-        if debug or not type(err).__module__.startswith(("torch._dynamo", "torch._inductor")):
+    except Exception as err:  # torch.compile failing on this machine: say so, not a traceback
+        from multidiff.nn.graphs import compiler_error
+
+        if debug or not compiler_error(err):
             raise
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        print(f"multidiff: error: {what}: torch.compile failed ({type(err).__name__}: {first}); run without "
-              "--compile, or add --debug for the traceback", file=sys.stderr)  # fmt: skip
+        cause = getattr(err, "inner_exception", None) or err  # Inductor's own error wraps the cause
+        first = (str(cause).strip().splitlines() or [""])[0][:300]
+        off = "--no-compile" if what.startswith("train") else "no --compile"
+        print(f"multidiff: error: {what}: torch.compile failed ({type(cause).__name__}: {first}); run with "
+              f"{off}, or add --debug for the traceback", file=sys.stderr)  # fmt: skip
         return 1
     finally:
         warnings.formatwarning = saved

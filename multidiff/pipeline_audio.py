@@ -54,7 +54,8 @@ class AudioPipeline(Pipeline):
         :class:`~multidiff.nn.graphs.CudaGraphed`). :meth:`generate` decodes through it when ``graphs`` is
         on (the default on CUDA).
         """
-        self._graphed_vocoder = replayer(self._graphed_vocoder, self.adapter.vocoder)  # type: ignore[union-attr]
+        vocoder = self.adapter.vocoder  # type: ignore[union-attr]
+        self._graphed_vocoder = replayer(self._graphed_vocoder, vocoder)
         return self._graphed_vocoder
 
     @property

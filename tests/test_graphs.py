@@ -49,6 +49,23 @@ def test_graphs_go_stale_when_weights_move_or_the_backbone_is_swapped() -> None:
     assert g._stale()
     g.reset()
     assert not g._stale()
+    g._remember()
+    layer = next(m for m in d.backbone.modules() if isinstance(m, nn.Conv2d))
+    layer.weight = nn.Parameter(
+        layer.weight.detach().clone()
+    )  # another tensor (load_state_dict(assign=True))
+    assert g._stale()
+
+
+def test_before_any_capture_the_weight_copies_go_stale_when_their_sources_move() -> None:
+    d = tiny_denoiser(num_classes=3)
+    g = CudaGraphed(d)
+    g._shadows[torch.bfloat16] = _Shadows.of(d, torch.bfloat16)  # made by a call whose capture then failed
+    assert not g._stale()
+    d.double()
+    assert g._stale()
+    g.reset()
+    assert g._shadows == {} and not g._stale()
 
 
 def test_a_float_sigma_and_its_tensor_share_a_key() -> None:

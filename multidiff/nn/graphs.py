@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AUTOCAST_LAYERS", "CudaGraphed", "autocast_shadows", "replayer", "use_graphs"]
+__all__ = ["AUTOCAST_LAYERS", "CudaGraphed", "autocast_shadows", "compiler_error", "replayer", "use_graphs"]
 
 
 def use_graphs(graphs: bool | None, device: torch.device) -> bool:
@@ -50,9 +50,14 @@ class _Graph:
     output: Tensor
 
 
+def compiler_error(err: BaseException) -> bool:
+    """Whether ``err`` was raised by torch.compile's machinery (Dynamo or Inductor)."""
+    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
 def replayer(current: CudaGraphed | None, module: nn.Module) -> CudaGraphed:
-    """``current`` if it replays ``module``, else a new :class:`CudaGraphed` of it (what a pipeline keeps across
-    calls, so that later calls replay the graphs the first one captured)."""
+    """``current`` if it replays ``module``, else a new :class:`CudaGraphed` of it (what a pipeline keeps
+    across calls, so that later calls replay the graphs the first one captured)."""
     return current if current is not None and current.module is module else CudaGraphed(module)
 
 
@@ -243,7 +248,8 @@ class CudaGraphed(nn.Module):
         self._graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
         self._eager: set[Hashable] = set()  # signatures whose capture failed
         self._pool: Any = None  # one memory pool for all graphs, made at the first capture
-        self._weights: list[tuple[Tensor, int]] = []  # (parameter or buffer, its data_ptr) at capture
+        self._weights: list[Tensor] = []  # every parameter and buffer at capture, held: the graphs read them
+        self._layout: list[tuple[int, int]] = []  # (id, data_ptr) of each
         self._children: list[int] = []  # ids of the module's children at capture
         self._shadows: dict[torch.dtype, _Shadows] = {}  # low-precision weights per autocast dtype
         self._warned = False
@@ -259,6 +265,7 @@ class CudaGraphed(nn.Module):
         self._eager.clear()
         self._pool = None
         self._weights = []
+        self._layout = []
         self._children = []
         self._shadows = {}
 
@@ -326,6 +333,7 @@ class CudaGraphed(nn.Module):
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
+        capturing = False
         try:
             side = torch.cuda.Stream()
             side.wait_stream(current)
@@ -333,11 +341,14 @@ class CudaGraphed(nn.Module):
                 for _ in range(2):
                     self._call_static(inputs, names, cond)
             current.wait_stream(side)
+            capturing = True
             with torch.cuda.graph(graph, pool=self._pool):  # its exit ends the capture, also on error
                 output = self._call_static(inputs, names, cond)
         except Exception as err:
             # capture_end failing (an invalidated capture) skips torch.cuda.graph's restoring of the stream
             torch.cuda.set_stream(current)
+            if not capturing and compiler_error(err):
+                raise  # a compiled module failing to compile in the warm-up fails eagerly too: once, as it is
             self._eager.add(key)
             if not self._warned:
                 self._warned = True
@@ -358,17 +369,23 @@ class CudaGraphed(nn.Module):
             self._graphs.popitem(last=False)
         return entry
 
+    def _tensors(self) -> list[Tensor]:
+        return [*self.module.parameters(), *self.module.buffers()]
+
     def _remember(self) -> None:
-        """Note what the graphs read: every parameter and buffer where it lives, and the module's children."""
-        self._weights = [(t, t.data_ptr()) for t in (*self.module.parameters(), *self.module.buffers())]
+        """Note what the graphs read: every parameter and buffer, which tensor and where it lives, and the
+        module's children."""
+        self._weights = self._tensors()
+        self._layout = [(id(t), t.data_ptr()) for t in self._weights]
         self._children = [id(m) for m in self.module.children()]
 
     def _stale(self) -> bool:
-        """Whether the graphs no longer match the module: a parameter or buffer seen at capture lives elsewhere
-        (a moved or cast module), or a child was replaced (e.g. the backbone swapped for its compiled wrapper,
-        which shares the weights but not the kernels); or the low-precision copies' sources moved."""
+        """Whether the graphs no longer match the module: a parameter or buffer is another tensor than at
+        capture (one assigned anew, ``load_state_dict(assign=True)``) or lives elsewhere (a moved or cast
+        module), or a child was replaced (e.g. the backbone swapped for its compiled wrapper, which shares the
+        weights but not the kernels); before any capture, whether the low-precision copies' sources moved."""
         if not self._weights:  # nothing captured yet: only the weight copies can be out of date
             return any(shadows.stale() for shadows in self._shadows.values())
-        return any(t.data_ptr() != ptr for t, ptr in self._weights) or self._children != [
+        return [(id(t), t.data_ptr()) for t in self._tensors()] != self._layout or self._children != [
             id(m) for m in self.module.children()
         ]

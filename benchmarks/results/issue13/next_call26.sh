@@ -1,6 +1,6 @@
 #!/bin/bash
 # Next issue-13 call (not run yet; same start as call4.sh: the wheels in .whl, carried). The one-clip bar
-# (>= 3x diffusers' compiled loop), first of two calls (next_call27.sh: the moving digit and the DiT):
+# (>= 3x diffusers' compiled loop), first of three calls (next_call27.sh: the moving digit; next_call28.sh: the DiT):
 #  1. tests/test_graphs.py on CUDA: graphed audio equals eager and the vocoder replays; the replays read bf16
 #     copies of the float32 linear and convolution weights, equal to eager bit for bit, also after an
 #     in-place update;

@@ -10,10 +10,10 @@ export PYTHONUNBUFFERED=1
 R=${OUT:-/tmp/out}; W=/tmp/w30; mkdir -p $R $W
 pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
-timeout 390 python3 benchmarks/train_throughput.py --only Video-UNet --compile-only --compile-mode reduce-overhead \
+timeout 440 python3 benchmarks/train_throughput.py --only Video-UNet --compile-only --compile-mode reduce-overhead \
   --sides ours ours:by_channel_group_norm --variants by_channel_group_norm --steps 10 --warmup 3 \
   --out $W/train-video-graphs > $W/train-video-graphs.log 2>&1; pack
-timeout 180 python3 benchmarks/train_throughput.py --only Video-UNet --compile-only --compile-mode reduce-overhead \
+timeout 130 python3 benchmarks/train_throughput.py --only Video-UNet --compile-only --compile-mode reduce-overhead \
   --sides ours --cudnn-benchmark --steps 10 --warmup 3 --out $W/train-video-graphs-cudnn \
   > $W/train-video-graphs-cudnn.log 2>&1
 kill $PK; pack; ls -R $W | head -20
