@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from torch.autograd import DeviceType
 from torch.autograd.profiler_util import Kernel
 
@@ -41,12 +42,14 @@ def test_tiny_cpu_run_profiles_every_default_case(tmp_path: Path) -> None:
             "1",
             "--warmup",
             "1",
+            "--cudnn-benchmark",
             "--out",
             str(tmp_path),
         ]
     )
     result = json.loads((tmp_path / "profile.json").read_text())
     assert result["env"]["command"].endswith(f"--out {tmp_path}")
+    assert result["env"]["cudnn_benchmark"] is True and torch.backends.cudnn.benchmark is False  # the run's only
     rows = result["rows"]
     assert [r["case"] for r in rows] == list(ps.DEFAULT_CASES)
     md = (tmp_path / "profile.md").read_text()
