@@ -248,8 +248,8 @@ class CudaGraphed(nn.Module):
         self._graphs: OrderedDict[Hashable, _Graph] = OrderedDict()
         self._eager: set[Hashable] = set()  # signatures whose capture failed
         self._pool: Any = None  # one memory pool for all graphs, made at the first capture
-        self._weights: list[Tensor] = []  # every parameter and buffer at capture, held: the graphs read them
-        self._layout: list[tuple[int, int]] = []  # (id, data_ptr) of each
+        # (owner, its parameter or buffer table, name, tensor, data_ptr) at capture; held: the graphs read them
+        self._weights: list[tuple[nn.Module, dict, str, Tensor, int]] = []
         self._children: list[int] = []  # ids of the module's children at capture
         self._shadows: dict[torch.dtype, _Shadows] = {}  # low-precision weights per autocast dtype
         self._warned = False
@@ -265,7 +265,6 @@ class CudaGraphed(nn.Module):
         self._eager.clear()
         self._pool = None
         self._weights = []
-        self._layout = []
         self._children = []
         self._shadows = {}
 
@@ -369,23 +368,26 @@ class CudaGraphed(nn.Module):
             self._graphs.popitem(last=False)
         return entry
 
-    def _tensors(self) -> list[Tensor]:
-        return [*self.module.parameters(), *self.module.buffers()]
-
     def _remember(self) -> None:
-        """Note what the graphs read: every parameter and buffer, which tensor and where it lives, and the
-        module's children."""
-        self._weights = self._tensors()
-        self._layout = [(id(t), t.data_ptr()) for t in self._weights]
+        """Note what the graphs read: every parameter and buffer (held, with the module that owns it under
+        which name, and where it lives), and the module's children."""
+        self._weights = [
+            (owner, table, name, t, t.data_ptr())
+            for owner in self.module.modules()
+            for table in (owner._parameters, owner._buffers)
+            for name, t in table.items()
+            if t is not None
+        ]
         self._children = [id(m) for m in self.module.children()]
 
     def _stale(self) -> bool:
         """Whether the graphs no longer match the module: a parameter or buffer is another tensor than at
         capture (one assigned anew, ``load_state_dict(assign=True)``) or lives elsewhere (a moved or cast
         module), or a child was replaced (e.g. the backbone swapped for its compiled wrapper, which shares the
-        weights but not the kernels); before any capture, whether the low-precision copies' sources moved."""
+        weights but not the kernels); before any capture, whether the low-precision copies' sources moved.
+        A module deeper down replaced by another is not seen: :meth:`reset` after such surgery."""
         if not self._weights:  # nothing captured yet: only the weight copies can be out of date
             return any(shadows.stale() for shadows in self._shadows.values())
-        return [(id(t), t.data_ptr()) for t in self._tensors()] != self._layout or self._children != [
-            id(m) for m in self.module.children()
-        ]
+        return any(
+            table.get(name) is not t or t.data_ptr() != ptr for _, table, name, t, ptr in self._weights
+        ) or self._children != [id(m) for m in self.module.children()]
