@@ -349,6 +349,8 @@ class CudaGraphed(nn.Module):
             if not capturing and compiler_error(err):
                 raise  # a compiled module failing to compile in the warm-up fails eagerly too: once, as it is
             self._eager.add(key)
+            if not self._graphs:  # nothing replays: the weight copies would only hold memory
+                self._shadows = {}
             if not self._warned:
                 self._warned = True
                 root: BaseException = err
