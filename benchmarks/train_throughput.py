@@ -286,16 +286,37 @@ def compiled_copy(model: nn.Module, mode: str | None = None) -> nn.Module:
     return run
 
 
+def regional_copy(model: nn.Module, mode: str | None = None) -> nn.Module:
+    """``model`` with each block of its down, mid and up stacks compiled on its own (:func:`compiled_copy` of
+    each) and the rest eager: diffusers' "regional compilation", which compiles a U-Net's repeated blocks in a
+    fraction of the time its whole graph takes. A shallow copy with its own table of children, so that
+    ``model`` and its blocks stay eager; the parameters are shared."""
+    run = copy.copy(model)
+    run._modules = dict(model._modules)  # replacing a child of run leaves model's children as they are
+    for name in ("down_blocks", "up_blocks"):
+        if isinstance(model._modules.get(name), nn.ModuleList):
+            run._modules[name] = nn.ModuleList([compiled_copy(b, mode) for b in model._modules[name]])
+    if model._modules.get("mid_block") is not None:
+        run._modules["mid_block"] = compiled_copy(model._modules["mid_block"], mode)
+    return run
+
+
 def make_train_step(
-    model: nn.Module, step: Callable[[nn.Module], torch.Tensor], device: str, *, compile: bool | str
+    model: nn.Module,
+    step: Callable[[nn.Module], torch.Tensor],
+    device: str,
+    *,
+    compile: bool | str,
+    regional: bool = False,
 ) -> Callable[[], torch.Tensor]:
     """One training step (what :func:`time_training` times and ``profile_steps.py`` profiles): zero grads, forward under bf16 autocast,
     backward, AdamW (fused on CUDA). ``compile``: False (eager), True (``torch.compile``'s default mode)
     or a ``torch.compile`` mode; ``"reduce-overhead"`` replays the forward and backward graphs as CUDA
-    graphs, which is what a launch-bound step (the video U-Net's, RESULTS.md) needs."""
+    graphs, which is what a launch-bound step (the video U-Net's, RESULTS.md) needs. ``regional``: compiled
+    block by block (:func:`regional_copy`) instead of whole."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
     mode = compile if isinstance(compile, str) else None
-    run_model = compiled_copy(model, mode) if compile else model
+    run_model = (regional_copy if regional else compiled_copy)(model, mode) if compile else model
     graphs = mode in ("reduce-overhead", "max-autotune")
     dev_type = device.split(":")[0]
 
@@ -320,12 +341,13 @@ def time_training(
     compile: bool | str,
     steps: int,
     warmup: int,
+    regional: bool = False,
 ) -> dict[str, float]:
     """Median seconds per training step, peak memory over the timed steps and the first step's time
     (compilation, the fused kernels' autotuning). The peak is taken after the warm-up, so what happens once
     (autotuning's timing buffers, compilation) is not counted as the memory a step needs."""
     fused = device.startswith("cuda")
-    train_step = make_train_step(model, step, device, compile=compile)
+    train_step = make_train_step(model, step, device, compile=compile, regional=regional)
     gc.collect()
     if fused:
         torch.cuda.empty_cache()
@@ -369,10 +391,12 @@ def run_case(
     variants: bool | list[str] = False,
     sides: list[str] | None = None,
     on_row: Callable[[dict], None] | None = None,
+    ref_regional: bool = False,
 ) -> list[dict]:
     """Run one case: both models (and, with ``variants``, the case's alternative multidiff models,
     key ``variants``: name -> module, or a callable building it, run by ``step_ours``), each mode;
-    diffusers' model last; ``sides`` keeps only those named (``ours``, ``ref``, ``ours:VARIANT``).
+    diffusers' model last (compiled block by block with ``ref_regional``); ``sides`` keeps only those
+    named (``ours``, ``ref``, ``ours:VARIANT``).
     Idle models wait on the CPU; ``on_row`` gets every row as soon as it is measured."""
     kwargs = {"tiny": True} if tiny and "tiny" in inspect.signature(case).parameters else {}
     spec = case(device, **kwargs)
@@ -399,14 +423,17 @@ def run_case(
         params = sum(p.numel() for p in model.parameters())
         for compiled in compile_modes:
             torch._dynamo.reset()
-            r = time_training(model, steps_fn[side], device, compile=compiled, steps=steps, warmup=warmup)
+            regional = ref_regional and side == "ref" and bool(compiled)
+            r = time_training(
+                model, steps_fn[side], device, compile=compiled, steps=steps, warmup=warmup, regional=regional
+            )
             rows.append(
                 dict(
                     case=spec["name"],
                     side=side,
                     model=type(model).__name__,
                     params=params,
-                    mode=_mode_label(compiled),
+                    mode=_mode_label(compiled) + (" regional" if regional else ""),
                     batch=spec["batch"],
                     step_ms=1000 * r["step_s"],
                     samples_per_s=spec["batch"] / r["step_s"],
@@ -434,21 +461,22 @@ def run_case(
 
 def table(rows: list[dict]) -> str:
     """Markdown table with the ours/diffusers speed and memory ratios per case and mode (a multidiff row
-    without its diffusers row, e.g. under ``--sides ours``, gets dashes there)."""
+    without its diffusers row, e.g. under ``--sides ours``, gets dashes there; diffusers compiled block by
+    block, ``--ref-regional``, stands against ours compiled in the same mode and is marked so)."""
     lines = [
         "| case | mode | batch | multidiff samples/s | diffusers samples/s | speed ratio | "
         "multidiff TFLOP/s | diffusers TFLOP/s | multidiff peak GiB | diffusers peak GiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    refs = {(r["case"], r["mode"]): r for r in rows if r["side"] == "ref"}
+    refs = {(r["case"], r["mode"].removesuffix(" regional")): r for r in rows if r["side"] == "ref"}
     for o in rows:
         if o["side"] == "ref":
             continue
         d = refs.get((o["case"], o["mode"]))
         label = o["case"] if o["side"] == "ours" else f"{o['case']} [{o['side'][5:]}]"
         theirs = (
-            (f"{d['samples_per_s']:.1f}", f"{o['samples_per_s'] / d['samples_per_s']:.2f}x", f"{d['tflops']:.0f}",
-             f"{d['peak_gib']:.2f}")
+            (f"{d['samples_per_s']:.1f}" + (" (regional)" if d["mode"].endswith(" regional") else ""),
+             f"{o['samples_per_s'] / d['samples_per_s']:.2f}x", f"{d['tflops']:.0f}", f"{d['peak_gib']:.2f}")
             if d is not None
             else ("-",) * 4
         )  # fmt: skip
@@ -493,6 +521,12 @@ def main(argv: list[str] | None = None) -> None:
         "--sides", nargs="+", metavar="SIDE", help="run only these: ours, ref, ours:VARIANT (default: all)"
     )
     ap.add_argument("--cudnn-benchmark", action="store_true", help=CUDNN_BENCHMARK_HELP)
+    ap.add_argument(
+        "--ref-regional",
+        action="store_true",
+        help="compile diffusers' side block by block (its down, mid and up blocks each on their own, as "
+        "diffusers' regional compilation does): minutes less to compile a large U-Net",
+    )
     ap.add_argument("--out", type=Path, help="write results.json and results.md here")
     args = ap.parse_args(argv)
     with backend_settings(args.cudnn_benchmark):
@@ -540,6 +574,7 @@ def _run(args: argparse.Namespace) -> None:
             variants=False if args.variants is None else args.variants or True,
             sides=args.sides,
             on_row=keep,
+            ref_regional=args.ref_regional,
         )
     print()
     print(table(rows))

@@ -122,3 +122,21 @@ def test_the_by_channel_variant_turns_per_channel_statistics_on_in_every_norm() 
     norms = [m for m in spec["variants"]["by_channel_group_norm"]().modules() if isinstance(m, GroupNorm)]
     assert norms and all(m.by_channel for m in norms)
     assert not any(m.by_channel for m in spec["ours"].modules() if isinstance(m, GroupNorm))
+
+
+def test_regional_compilation_compiles_the_blocks_of_a_copy_and_is_marked_in_the_table() -> None:
+    """--ref-regional: the copy's down, mid and up blocks are compiled each on its own, the rest and the
+    original model stay eager, the parameters are shared; its row stands against ours in the same mode."""
+    import unet_cases
+
+    ref = unet_cases.case_video_unet("cpu", tiny=True)["ref"]
+    run = tt.regional_copy(ref)
+    blocks = [*run.down_blocks, run.mid_block, *run.up_blocks]
+    assert blocks and all(b._compiled_call_impl is not None for b in blocks)
+    assert all(b._compiled_call_impl is None for b in (*ref.down_blocks, ref.mid_block, *ref.up_blocks))
+    assert run.conv_in is ref.conv_in and run._compiled_call_impl is None
+    assert [id(p) for p in run.parameters()] == [id(p) for p in ref.parameters()]
+    row = dict(case="Video-UNet", batch=8, tflops=1.0, peak_gib=1.0)
+    rows = [dict(row, side="ours", mode="compile", samples_per_s=150.0),
+            dict(row, side="ref", mode="compile regional", samples_per_s=50.0)]  # fmt: skip
+    assert "| Video-UNet | compile | 8 | 150.0 | 50.0 (regional) | 3.00x |" in tt.table(rows)
