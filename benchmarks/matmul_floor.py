@@ -286,18 +286,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.runs < 1:
         ap.error("--runs must be >= 1")
     device, targets = torch.device(args.device), dict(args.target)
+    env = dict(date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+               torch=torch.__version__, python=platform.python_version(), device=args.device,
+               card=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+               command=" ".join(["python", *sys.argv]) if argv is None else " ".join(argv))  # fmt: skip
     rows = []
     for name in args.only or list(CASES):
         rows.append(measure(CASES[name](args.tiny), device, args.runs, args.compile))
         print(table(rows[-1:], targets), flush=True)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        env = dict(date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                   torch=torch.__version__, python=platform.python_version(), device=args.device,
-                   card=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-                   command=" ".join(["python", *sys.argv]) if argv is None else " ".join(argv))  # fmt: skip
-        (args.out / "matmul_floor.json").write_text(json.dumps(dict(env=env, rows=rows), indent=2) + "\n")
-        (args.out / "matmul_floor.md").write_text(table(rows, targets))
+        if args.out is not None:  # after every case, so a run cut short keeps what it measured
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "matmul_floor.json").write_text(json.dumps(dict(env=env, rows=rows), indent=2) + "\n")
+            (args.out / "matmul_floor.md").write_text(table(rows, targets))
     return rows
 
 

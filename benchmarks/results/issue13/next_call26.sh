@@ -19,8 +19,8 @@ pack() { tar czf $R/.r.tgz -C $W . && mv -f $R/.r.tgz $R/results.tgz; }
 (while sleep 20; do pack; done) & PK=$!
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $W/card.txt 2>&1
 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py > $W/tests-graphs.log 2>&1; pack
-timeout 230 python3 benchmarks/matmul_floor.py --compile --target DiT-XL/2-b1=0.0634 \
+timeout 250 python3 benchmarks/matmul_floor.py --compile --target DiT-XL/2-b1=0.0634 \
   --target spoken-digits=0.0204 --target moving-digits=0.0748 --out $W/floor > $W/floor.log 2>&1; pack
-timeout 270 python3 benchmarks/generation_latency.py --only spoken-digits --runs 5 --warmup 2 \
+timeout 250 python3 benchmarks/generation_latency.py --only spoken-digits --runs 5 --warmup 2 \
   --modes compile+graphs graphs reduce-overhead --out $W/latency/spoken-digits > $W/latency-sd.log 2>&1
 kill $PK; pack; ls -R $W | head -40
