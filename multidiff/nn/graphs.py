@@ -139,7 +139,8 @@ def autocast_shadows(module: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]
 
     Under autocast, linear layers and convolutions (transposed ones too) run in the low-precision dtype
     with every input cast to it, bias included. Their float32 parameters are therefore cast again at each
-    call: one small kernel per weight, a third of a small U-Net's kernels. Running the module with these
+    call: one small kernel per weight (262 of the moving-digit U-Net's 377 parameters; 1.35 GB written a
+    step for DiT-XL/2). Running the module with these
     copies in their place (``torch.func.functional_call``) gives the same result, since the cast rounds the
     same way, without those kernels. Only the weight and bias of the exact layer classes of
     :data:`AUTOCAST_LAYERS` without parametrizations are copied; other parameters (norms, embeddings, a
