@@ -128,6 +128,7 @@ MODES = ("eager", "graphs", "compile", "reduce-overhead", "compile+graphs")  # t
 ALL_MODES = (*MODES, "autotune+graphs", "max-autotune")  # and those on request (minutes of autotuning)
 GRAPH_TOLERANCE = 1e-2  # max |graphed - ungraphed| above this fraction of the latents' std is flagged
 SD_VAE_SCALE = 0.18215
+TINY_DIT = dict(width=32, depth=2, heads=2, num_classes=10)  # --tiny: DiT-XL/2's shape at CPU-test size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +244,7 @@ def dit_case(opts: Options, batch: int) -> dict[str, Any]:
 
     cfg, size, steps, guidance, dev = DIT_PRESETS["DiT-XL/2"], 32, 50, 4.0, opts.device
     if opts.tiny:
-        cfg, size, steps = dataclasses.replace(cfg, width=32, depth=2, heads=2, num_classes=10), 8, 2
+        cfg, size, steps = dataclasses.replace(cfg, **TINY_DIT), 8, 2
     # as DiT-XL/2 converted from diffusers: time features shifted by 1, one LayerNorm eps (convert.py)
     dit = DiT(dataclasses.replace(cfg, noise_freq_shift=1.0, norm_eps=1e-6))
     with torch.no_grad():  # fill the zero-initialised adaLN and output layers: a non-trivial function

@@ -43,10 +43,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from generation_latency import TINY_DIT, Options, _bundled  # noqa: E402
 from train_throughput import _sync, compiled_copy  # noqa: E402
 
 from multidiff.nn.dit import DIT_PRESETS, DiT  # noqa: E402
-from multidiff.nn.unet import UNet  # noqa: E402
 
 aten = torch.ops.aten
 #: The ops the floor keeps, by kind: what cuBLAS, cuDNN and the attention kernels run.
@@ -181,7 +181,7 @@ def dit_case(tiny: bool) -> Case:
     cfg = DIT_PRESETS["DiT-XL/2"]
     size, steps = 32, 50
     if tiny:
-        cfg, size, steps = dataclasses.replace(cfg, width=32, depth=2, heads=2, num_classes=10), 8, 2
+        cfg, size, steps = dataclasses.replace(cfg, **TINY_DIT), 8, 2
 
     def inputs(dev: torch.device):
         x = torch.randn(2, cfg.in_channels, size, size, device=dev)
@@ -191,14 +191,8 @@ def dit_case(tiny: bool) -> Case:
 
 
 def _bundled_case(name: str, tiny: bool) -> Case:
-    from multidiff.models import resolve
-    from multidiff.pipeline import load_pipeline
-
-    pipe = load_pipeline(resolve(name))
+    pipe = _bundled(name, Options("cpu", tiny=tiny))  # with tiny, its backbone swapped for a small one
     net = pipe.backbone
-    if tiny:
-        small = dict(channels=(16, 32), num_res_blocks=1, attention_levels=(1,), norm_groups=8, head_dim=16)
-        net = UNet(dataclasses.replace(net.config, **small))
     cfg = net.config
     extent = ((2, 8, 8) if tiny else (16, 32, 32)) if cfg.video else ((0.1,) if tiny else (1.0,))
     shape = pipe.adapter.latent_shape(*extent)
