@@ -161,6 +161,7 @@ def test_rotary_kernel_matches_reference_on_strided_heads() -> None:
             qkv = torch.randn(B, L, 3 * nH * Dh).to(dtype).requires_grad_()
             q = qkv.view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)[0]  # strided (B, nH, L, Dh)
             y = fused.rotary(q, cos, sin)
+            assert type(y.grad_fn).__name__ == "_RotaryBackward"  # the kernel ran, not the reference
             ref = apply_rotary(q.double(), cos.double(), sin.double())
             g = torch.randn(B, nH, L, Dh, dtype=torch.float64)
             (gk,) = torch.autograd.grad(y, qkv, g.to(dtype))
@@ -186,6 +187,7 @@ def test_qk_norm_rotary_kernel_matches_reference() -> None:
             k = qkv.view(B, L, 3, nH, Dh).permute(2, 0, 3, 1, 4)[1]  # strided (B, nH, L, Dh)
             w = (1 + 0.3 * torch.randn(Dh)).requires_grad_()
             y = fused.rms_rotary(k, w, 1e-6, cos, sin)
+            assert type(y.grad_fn).__name__ == "_RMSRotaryBackward"  # the kernel ran, not the reference
             ref = apply_rotary(F.rms_norm(k.double(), (Dh,), w.double(), 1e-6), cos.double(), sin.double())
             g = torch.randn(B, nH, L, Dh, dtype=torch.float64)
             got = torch.autograd.grad(y, (qkv, w), g.to(dtype))
@@ -216,12 +218,22 @@ def test_video_dit_with_fused_kernels_matches_plain_ops() -> None:
         x = torch.randn(2, 3, 3, 4, 6)
         c = torch.tensor([0.3, -1.0])
         labels = torch.tensor([1, 4])
-        outs, grads = [], []
+        calls = {}  # kernel launches per autograd Function, counted by wrapping each one's apply
+        for kind in (fused._LNModulate, fused._GatedResidual, fused._RMSRotary):
+            def counted(*args, _kind=kind, _apply=kind.apply):
+                calls[_kind.__name__] = calls.get(_kind.__name__, 0) + 1
+                return _apply(*args)
+            kind.apply = counted
+        outs, grads, launched = [], [], []
         for model in (fused_model, plain):
+            calls.clear()
             out = model(x, c, labels=labels)
+            launched.append(dict(calls))
             out.square().mean().backward()
             outs.append(out)
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        # depth 2, each block two adaLN norms and two gated residuals, q and k normed; the final layer's norm
+        assert launched == [{"_LNModulate": 5, "_GatedResidual": 4, "_RMSRotary": 4}, {}], launched
         assert (outs[0] - outs[1]).abs().max().item() < 1e-5 * outs[1].abs().max().item()
         assert (grads[0] - grads[1]).abs().max().item() < 1e-4 * grads[1].abs().max().item()
         """

@@ -59,10 +59,11 @@ def train_dit(
     activation_checkpointing: bool = False,
     fail_at: int | None = None,
     shard: bool = True,
-) -> None:
+) -> int:
     """A recipe's loop (start_training, Session) on a tiny video DiT with ``shard=True``; every checkpoint
     holds ``pipeline.safetensors``, the EMA weights copied into a plain module (what a pipeline folder holds).
-    ``fail_at``: the save at that step raises while adding its files (a crash mid-save)."""
+    ``fail_at``: the save at that step raises while adding its files (a crash mid-save). Returns the step
+    it started from (the checkpoint's when it resumed: a restart from 0 would end on the same bits)."""
     net = _net()
     plain = copy.deepcopy(net)  # the pipeline's copy, taken before sharding
     args = train.TrainSettings(
@@ -77,7 +78,7 @@ def train_dit(
     data = Clips()
     micro = BATCH // (ACCUM * dist.world_size)
     layout = StreamLayout(len(data), micro, ACCUM, dist.world_size, seed=3)
-    step = training.step
+    step = start = training.step
     batches = iter(train.stream_loader(data, layout, rank=dist.rank, start_step=step))
 
     def pipeline_file(folder: Path) -> None:
@@ -99,6 +100,7 @@ def train_dit(
             step = session.step(step, [next(batches) for _ in range(ACCUM)], loss_fn)
             if not session.end_step(step, layout.position(step).to_dict()):
                 break
+    return start
 
 
 def _free_port() -> int:
@@ -117,7 +119,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         train_dit(Path(out) / "whole", STEPS, dist, activation_checkpointing=True)  # uninterrupted
         train_dit(Path(out) / "parts", 2, dist, activation_checkpointing=True)  # stopped at step 2 ...
-        train_dit(Path(out) / "parts", STEPS, dist, activation_checkpointing=True)  # ... and resumed
+        assert train_dit(Path(out) / "parts", STEPS, dist, activation_checkpointing=True) == 2  # ... resumed
     finally:
         train.cleanup_distributed()
 
@@ -174,7 +176,7 @@ def test_two_process_checkpoint_resumes_on_one_process(two_process_runs: Path, t
     run.mkdir()
     shutil.copytree(src / "ckpt-00000002", run / "ckpt-00000002")
     (run / "latest").write_text("ckpt-00000002\n")
-    train_dit(run, STEPS, train.DistInfo())
+    assert train_dit(run, STEPS, train.DistInfo()) == 2
     one = train.latest_checkpoint(run)
     assert one.step == STEPS and one.state["world_size"] == 1
     a, b = _all(train.latest_checkpoint(src)), _all(one)
@@ -195,7 +197,7 @@ def test_crash_mid_save_leaves_the_last_good_checkpoint(tmp_path: Path) -> None:
     assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp-")]  # no half-written folder left
     ckpt = train.latest_checkpoint(run)
     assert ckpt.step == 2 and sharded.is_sharded_checkpoint(ckpt)
-    train_dit(run, STEPS, train.DistInfo())  # rerun: resumes from step 2
+    assert train_dit(run, STEPS, train.DistInfo()) == 2  # rerun: resumes from step 2
     assert train.latest_checkpoint(run).step == STEPS
 
 
@@ -204,7 +206,7 @@ def test_a_sharded_checkpoint_resumes_without_shard(tmp_path: Path) -> None:
     single files, and the run ends where one that kept ``--shard`` ends (one process: the same arithmetic)."""
     train_dit(tmp_path / "kept", STEPS, train.DistInfo())
     train_dit(tmp_path / "dropped", 2, train.DistInfo())
-    train_dit(tmp_path / "dropped", STEPS, train.DistInfo(), shard=False)
+    assert train_dit(tmp_path / "dropped", STEPS, train.DistInfo(), shard=False) == 2
     kept, dropped = train.latest_checkpoint(tmp_path / "kept"), train.latest_checkpoint(tmp_path / "dropped")
     assert not sharded.is_sharded_checkpoint(dropped) and dropped.has("model")
     for part, stem in (("model", "model"), ("ema", "ema")):

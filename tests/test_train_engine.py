@@ -68,8 +68,10 @@ def train_toy(
     dropout: float = 0.0,
     ckpt_every: int = 3,
     stop_after: int | None = None,
+    steps_run: list[int] | None = None,
 ) -> tuple[nn.Module, EMA, torch.optim.Optimizer]:
-    """The recipe's loop in miniature, built from the engine's helpers."""
+    """The recipe's loop in miniature, built from the engine's helpers; ``steps_run`` collects the steps
+    this invocation took (a resume takes only those after its checkpoint)."""
     torch.manual_seed(0)
     model = Denoiser(ToyNet(dropout=dropout), "edm")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -102,6 +104,8 @@ def train_toy(
             guard=guard,
         )
         step += 1
+        if steps_run is not None:
+            steps_run.append(step)
         if run_dir is not None and step % ckpt_every == 0:
             train.save_training_state(
                 run_dir,
@@ -206,11 +210,13 @@ def test_resume_is_bit_identical(tmp_path) -> None:
     # "Crash" after step 4 (last checkpoint at 3), then rerun the same command: resumes from step 3.
     train_toy(tmp_path / "b", 6, one, micro=4, dropout=0.2, stop_after=4)
     assert train.latest_checkpoint(tmp_path / "b").step == 3
-    resumed = _all_tensors(*train_toy(tmp_path / "b", 6, one, micro=4, dropout=0.2))
+    taken: list[int] = []
+    resumed = _all_tensors(*train_toy(tmp_path / "b", 6, one, micro=4, dropout=0.2, steps_run=taken))
+    assert taken == [4, 5, 6]  # resumed after the checkpoint, not started again (which ends on the same bits)
     assert full.keys() == resumed.keys()
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
-    # Without restoring the state the result differs (the comparison can fail).
+    # The state after the checkpoint's 3 steps differs from the end (the comparison can fail).
     fresh = _all_tensors(*train_toy(None, 3, one, micro=4, dropout=0.2))
     assert not torch.equal(fresh["model.backbone.conv1.weight"], full["model.backbone.conv1.weight"])
 
@@ -368,7 +374,8 @@ def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
     data = ToyData()
     layout = StreamLayout(len(data), 4, 1, 1, seed=7)
 
-    def run(max_minutes: float | None) -> int:
+    def run(max_minutes: float | None) -> tuple[int, int]:
+        """(the step it started at, the step it stopped at)"""
         torch.manual_seed(0)
         model = Denoiser(ToyNet(), "edm")
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -377,6 +384,7 @@ def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
         ckpt = train.latest_checkpoint(tmp_path)
         if ckpt is not None:
             step = train.restore_training_state(ckpt, dist=one, model=model, optimizer=opt, ema=ema)
+        start = step
         batches = iter(train.stream_loader(data, layout, rank=0, start_step=step))
         args = train.TrainSettings(
             steps=5, batch=4, lr=1e-2, warmup=0, ema_decay=0.9, grad_clip=1.0, log_every=1, preview_every=0,
@@ -390,12 +398,12 @@ def test_session_max_minutes_stops_with_a_checkpoint(tmp_path, capsys) -> None:
                 step = session.step(step, [next(batches)], loss_fn)
                 if not session.end_step(step, layout.position(step).to_dict()):
                     break
-        return step
+        return start, step
 
-    assert run(0.0) == 1  # a deadline already past: one step, then stop
+    assert run(0.0) == (0, 1)  # a deadline already past: one step, then stop
     assert train.latest_checkpoint(tmp_path).step == 1
     assert "--max-minutes 0 reached at step 1" in capsys.readouterr().out
-    assert run(None) == 5  # rerun: resumes at step 1 and finishes
+    assert run(None) == (1, 5)  # rerun: resumes at step 1 and finishes
     assert train.latest_checkpoint(tmp_path).step == 5
 
 
