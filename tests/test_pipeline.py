@@ -53,7 +53,9 @@ def tiny_denoiser(
         emb_dim=32,
     )
     unet = UNet(cfg)
-    torch.nn.init.normal_(unet.conv_out.weight, std=0.05)  # the output layer starts at zero otherwise
+    for name, p in unet.named_parameters():  # zero-initialised layers (the output, each residual branch's
+        if name.endswith("conv_out.weight") or name.endswith("conv2.weight"):  # last conv) would hide labels
+            torch.nn.init.normal_(p, std=0.05)
     return Denoiser(unet, prediction, schedule, sigma_data=0.5)
 
 
@@ -183,6 +185,7 @@ def test_guidance_uses_the_null_label() -> None:
     x, sigma = torch.randn(2, 1, 16, 8), torch.tensor([1.0, 2.0])
     c = pipe.denoiser(x, sigma, labels=labels)
     u = pipe.denoiser(x, sigma, labels=torch.full((2,), 3))
+    assert (c - u).abs().max() > 1e-3  # the label reaches the output, so the check below can fail
     torch.testing.assert_close(d(x, sigma, labels=labels), u + 3.0 * (c - u), rtol=1e-5, atol=1e-5)
     assert pipe.guided_denoiser({}, guidance=3.0) is pipe.denoiser  # nothing to guide without labels
     with pytest.raises(ValueError, match="out of range"):
@@ -215,6 +218,45 @@ def test_bf16_weights_sample_in_bf16_save_exactly_and_cast_back(tmp_path) -> Non
     pipe.to("cpu")
     assert pipe.backbone.conv_out.weight.dtype == torch.bfloat16
     assert pipe.backbone.conv_in.weight.dtype == torch.float32
+
+
+def test_guidance_interval_and_rescale_come_from_the_sampling_config(tmp_path) -> None:
+    """``SamplingConfig.guidance_interval`` and ``guidance_rescale`` reach the guided denoiser and survive a
+    save/load: outside the interval the conditional prediction is returned, inside rescaled guidance."""
+    from multidiff.core.guidance import cfg
+
+    sampling = SamplingConfig(steps=2, guidance=6.0, guidance_interval=(0.5, 5.0), guidance_rescale=0.7)
+    pipe = Pipeline(tiny_denoiser(num_classes=3), sampling=sampling)
+    labels = pipe.label_tensor([0, 2, 1], 3)
+    x, sigma = torch.randn(3, 1, 16, 8), torch.tensor([0.2, 2.0, 9.0])  # below, inside, above (0.5, 5]
+    want = cfg(pipe.denoiser, 6.0, uncond={"labels": 3}, interval=(0.5, 5.0), rescale=0.7)(x, sigma, labels=labels)
+    got = pipe.guided_denoiser({"labels": labels}, guidance=6.0)(x, sigma, labels=labels)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    c = pipe.denoiser(x, sigma, labels=labels)
+    u = pipe.denoiser(x, sigma, labels=torch.full((3,), 3))
+    torch.testing.assert_close(got[[0, 2]], c[[0, 2]], rtol=0, atol=1e-6)  # outside: unguided
+    plain = u + 6.0 * (c - u)  # inside: guided, and rescaled (not plain guidance)
+    assert (got[1] - c[1]).abs().max() > 1e-2 and (got[1] - plain[1]).abs().max() > 1e-3
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = load_pipeline(tmp_path / "p")
+    assert tuple(loaded.sampling.guidance_interval) == (0.5, 5.0) and loaded.sampling.guidance_rescale == 0.7
+    again = loaded.guided_denoiser({"labels": labels}, guidance=6.0)(x, sigma, labels=labels)
+    torch.testing.assert_close(again, got, rtol=0, atol=1e-6)
+
+
+def test_sigma_grids_follow_the_sampling_config() -> None:
+    from multidiff.core.schedules import exponential, karras
+
+    d = tiny_denoiser()
+    lo, hi = d.schedule.sigma_min, d.schedule.sigma_max
+    karras5 = Pipeline(d, sampling=SamplingConfig(grid="karras", rho=5.0)).sigmas(8)
+    assert torch.equal(karras5, karras(8, lo, hi, 5.0)) and not torch.equal(karras5, karras(8, lo, hi, 7.0))
+    assert torch.equal(Pipeline(d, sampling=SamplingConfig(grid="exponential")).sigmas(8), exponential(8, lo, hi))
+    pipe = Pipeline(d, sampling=SamplingConfig(steps=6))
+    assert torch.equal(pipe.sigmas(), d.schedule.default_grid(6))
+    assert torch.equal(pipe.sigmas(8, grid="karras"), karras(8, lo, hi, 7.0))  # the call overrides the config
+    with pytest.raises(ValueError, match="unknown grid"):
+        pipe.sigmas(8, grid="cosine")
 
 
 def test_inpainting_keeps_the_known_region() -> None:
@@ -347,6 +389,14 @@ def test_continuation_keeps_the_clip_frames() -> None:
     torch.testing.assert_close(latents[keep], known.expand_as(latents)[keep], rtol=0, atol=1e-6)
     waves = pipe.continue_audio(clip, 0.5, num=2, seed=0, progress=False)
     assert waves.shape == (2, 1, 4000)
+    # the two samples share the clip's part and differ after it (Griffin-Lim spreads a little across the seam)
+    first, rest = (waves[0] - waves[1]).abs()[0, :1500].mean(), (waves[0] - waves[1]).abs()[0, 2500:].mean()
+    assert first < 0.2 * rest, (first, rest)
+    mel_clip = pipe.adapter.encode(clip[None])  # the kept part, vocoded again, keeps the clip's mels
+    mel_out = pipe.adapter.encode(waves[:1, :, :2000])
+    inner = slice(3, mel_clip.shape[-1] - 4)  # frames whose windows lie inside the clip, both cuts
+    err = (mel_out[..., inner] - mel_clip[..., inner]).abs().mean()  # normalised log-mels span about 40
+    assert err < 1.0, err  # (a generated continuation is about 11 away from the clip's frames)
 
 
 def test_audio_to_audio_and_labels_by_name() -> None:
@@ -354,6 +404,13 @@ def test_audio_to_audio_and_labels_by_name() -> None:
     wave = 0.3 * torch.sin(2 * math.pi * 500 * torch.arange(1600) / 8000)[None]
     out = pipe.audio_to_audio(wave, 0.5, seed=0, label="class0", progress=False)
     assert out.shape == (1, 1, 1600)
+    # the strength sets how far from the input it starts: a light touch stays near it, full strength does not
+    mel_in = pipe.adapter.encode(wave[None])
+    dist = {}
+    for strength in (0.1, 1.0):
+        wave_out = pipe.audio_to_audio(wave, strength, seed=0, label="class0", progress=False)
+        dist[strength] = (pipe.adapter.encode(wave_out) - mel_in).abs().mean().item()
+    assert dist[0.1] < 0.5 * dist[1.0], dist
     with pytest.raises(ValueError, match="unknown label 'dog'"):
         pipe.generate(1, 0.1, label="dog", progress=False)
     a = pipe.generate(1, 0.1, label="class1", seed=0, progress=False)
