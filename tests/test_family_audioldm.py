@@ -165,3 +165,50 @@ def test_audioldm_refusals(folder, tmp_path):
     (bad / "model_index.json").write_text(json.dumps(index2))
     with pytest.raises(ValueError, match="AudioLDM2Pipeline is not supported"):
         load_family(bad)
+
+
+def _with_scheduler(folder, tmp_path, **changes):
+    """The folder with its scheduler config changed (the other components linked)."""
+    out = tmp_path / "pipe"
+    out.mkdir()
+    for item in folder.iterdir():
+        if item.name != "scheduler":
+            (out / item.name).symlink_to(item)
+    (out / "scheduler").mkdir()
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, **changes}))
+    return out
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"timestep_spacing": "trailing"}, {"steps_offset": 0}, {"steps_offset": 3}],
+    ids=["leading-offset-1", "trailing", "leading-offset-0", "leading-offset-3"],
+)
+def test_audioldm_default_grid_is_the_schedulers(folder, tmp_path, changes):
+    """Without ``sigmas=``, the pipeline's own grid is the σ grid of the folder's scheduler at each spacing
+    (AudioLDM's own: leading with offset 1). The fixture's DDIM has ``set_alpha_to_one``, so diffusers' grid
+    ends at σ = 0 as multidiff's does."""
+    path = _with_scheduler(folder, tmp_path, **changes)
+    pipe = load_family(path)
+    scheduler = diffusers.DDIMScheduler.from_pretrained(str(path / "scheduler"), local_files_only=True)
+    for steps in (4, 7):
+        torch.testing.assert_close(pipe.sigmas(steps), sigmas_from_scheduler(scheduler, steps), rtol=1e-5, atol=0)
+
+
+def test_audioldm_trailing_waveform_matches_diffusers_on_its_own_grid(folder, tmp_path):
+    path = _with_scheduler(folder, tmp_path, timestep_spacing="trailing")
+    pipe = load_family(path)
+    ref_pipe = reference(diffusers.AudioLDMPipeline, path, local_files_only=True)
+    steps, seconds, seed, prompt = 4, 0.16, 1, ["a door creaks"]
+    shape = pipe.adapter.latent_shape(Extent(seconds=seconds))
+    s0 = float(pipe.sigmas(steps)[0])
+    noise = noise_like(torch.empty(1, *shape), [torch.Generator().manual_seed(seed)])
+    with torch.no_grad():
+        ref = ref_pipe(
+            prompt, audio_length_in_s=seconds, num_inference_steps=steps, guidance_scale=2.0,
+            latents=noise * (s0 / math.sqrt(1 + s0**2)), output_type="pt",
+        ).audios  # fmt: skip
+    ours = pipe.generate(1, Extent(seconds=seconds), prompt=prompt, guidance=2.0, steps=steps, seed=seed, progress=False)
+    rel = float((ours[:, 0] - ref).norm() / ref.norm())
+    assert rel < 1e-4, rel

@@ -216,8 +216,10 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
 
     ``pipe.generate(num, Extent(seconds=...), prompt=..., guidance=2.5, steps=..., seed=...)`` returns
     waveforms ``[B, 1, N]`` at ``pipe.adapter.sample_rate``. The sampler defaults to the multidiff sampler that
-    is the scheduler's algorithm (DDIM for AudioLDM), on the schedule's default σ grid; pass ``sigmas=`` (e.g.
-    :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) for diffusers' exact grid.
+    is the scheduler's algorithm (DDIM for AudioLDM), on the scheduler's own timestep spacing ("leading" with
+    its ``steps_offset``, or "trailing"; "linspace" takes the schedule's default Karras grid), ending at σ = 0
+    as every multidiff grid does; pass ``sigmas=`` (e.g.
+    :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) for diffusers' exact grid, its last σ included.
 
     Raises:
         ValueError: A component of another class than AudioLDM's, a missing folder, or a scheduler setting
@@ -247,10 +249,11 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
     schedule = schedule_from_config(sconfig, name)
     prediction = prediction_from_config(sconfig, name)
     spacing = sconfig.get("timestep_spacing", "leading")
-    if spacing == "trailing" or (spacing == "leading" and int(sconfig.get("steps_offset", 0)) == 0):
+    if spacing in ("trailing", "leading"):  # the scheduler's own spacing (linspace: the default grid)
         import dataclasses
 
-        schedule = dataclasses.replace(schedule, grid=spacing)  # the scheduler's own spacing
+        offset = int(sconfig.get("steps_offset", 0)) if spacing == "leading" else 0
+        schedule = dataclasses.replace(schedule, grid=spacing, steps_offset=offset)
     kw = {"local_files_only": True}
     unet = diffusers.UNet2DConditionModel.from_pretrained(str(folder / "unet"), **kw).eval()
     if unet.config.class_embed_type != "simple_projection":
