@@ -74,8 +74,17 @@ def test_all_samplers_end_on_the_denoised_value_at_sigma_zero():
     x = torch.randn(4, 3, dtype=torch.float64) * 10
     g = schedules.karras(6, 0.02, 10.0)
     for name, fn in S.SAMPLERS.items():
-        out = fn(gm, x.clone(), g, generator=torch.Generator().manual_seed(0))
+        last = {}
+
+        def recorded(x_, sigma, _last=last, **cond):
+            _last["sigma"], _last["x0"] = sigma, gm(x_, sigma, **cond)
+            return _last["x0"]
+
+        out = fn(recorded, x.clone(), g, generator=torch.Generator().manual_seed(0))
         assert out.shape == x.shape and torch.isfinite(out).all(), name
+        # the step to σ = 0 returns the denoiser's last prediction, made at the grid's last σ > 0
+        assert torch.equal(out, last["x0"]), name
+        assert float(torch.as_tensor(last["sigma"]).flatten()[0]) == pytest.approx(float(g[-2])), name
 
 
 STOCHASTIC = {
