@@ -113,14 +113,16 @@ def folder(tmp_path_factory):
     return _audioldm_folder(tmp_path_factory.mktemp("audioldm") / "pipe")
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.5])
-def test_audioldm_waveform_matches_diffusers(folder, guidance):
+@pytest.mark.parametrize("guidance,alpha_to_one", [(1.0, True), (2.5, True), (2.5, False)])
+def test_audioldm_waveform_matches_diffusers(folder, tmp_path, guidance, alpha_to_one):
+    if not alpha_to_one:  # AudioLDM's own setting: DDIM's grid ends above σ = 0
+        folder = _with_scheduler(folder, tmp_path, set_alpha_to_one=False)
     pipe = load_family(folder)
     assert family_of(folder) == "AudioLDMPipeline" and pipe.sampling.sampler == "ddim"
     ref_pipe = reference(diffusers.AudioLDMPipeline, folder, local_files_only=True)
     steps, seconds, seed, prompt = 4, 0.16, 3, ["a hammer hits wood", "rain on a roof"]
     grid = sigmas_from_scheduler(ref_pipe.scheduler, steps)
-    assert grid[-1] == 0  # set_alpha_to_one: DDIM's last step lands on x0
+    assert (grid[-1] == 0) == alpha_to_one  # set_alpha_to_one: DDIM's last step lands on x0
     shape = pipe.adapter.latent_shape(Extent(seconds=seconds))
     assert shape == (4, 8, 4)  # 16 mel frames of hop 160 at 16 kHz, 8 mel bins, VAE factor 2
     # multidiff draws sample k from seed + k and starts at σ_0 in unscaled space; diffusers starts from the

@@ -30,8 +30,16 @@ from torch import nn
 
 from multidiff.families import _common
 from multidiff.modalities.base import Adapter, Extent
+from multidiff.pipeline import Pipeline
 
-__all__ = ["AudioLDMAdapter", "ClapTextEncoder", "SpeechT5Vocoder", "load_audioldm", "load_audioldm2"]
+__all__ = [
+    "AudioLDMAdapter",
+    "AudioLDMFamilyPipeline",
+    "ClapTextEncoder",
+    "SpeechT5Vocoder",
+    "load_audioldm",
+    "load_audioldm2",
+]
 
 # diffusers scheduler -> the multidiff sampler that is the same algorithm on a σ grid
 SAMPLER_OF_SCHEDULER: dict[str, str] = {
@@ -211,6 +219,19 @@ class ClapTextEncoder(nn.Module):
         return emb[:, None], torch.ones(emb.shape[0], 1, dtype=torch.bool, device=device)  # (B, 1, D), (B, 1)
 
 
+class AudioLDMFamilyPipeline(Pipeline):
+    """AudioLDM's pipeline. On a σ grid that ends above 0 (``sigmas=`` from a DDIM scheduler without
+    ``set_alpha_to_one``, AudioLDM's own setting), diffusers' last step returns the VP-scaled state
+    ``x / √(1 + σ²)`` there and its VAE decodes that: so does this pipeline, giving diffusers' output."""
+
+    def sample(  # type: ignore[override]
+        self, num: int, shape: Sequence[int], *, sigmas: Any = None, **kwargs: Any
+    ) -> Any:
+        latents = super().sample(num, shape, sigmas=sigmas, **kwargs)
+        last = 0.0 if sigmas is None else float(torch.as_tensor(sigmas)[-1])
+        return latents / math.sqrt(1 + last**2) if last > 0 else latents
+
+
 def load_audioldm(folder: str | Path, *, device: str | torch.device | None = None) -> Any:
     """Load an ``AudioLDMPipeline`` folder as a multidiff :class:`~multidiff.pipeline.Pipeline`.
 
@@ -230,7 +251,6 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
 
     from multidiff.core.denoiser import Denoiser
     from multidiff.interop.diffusers import DiffusersBackbone, prediction_from_config, schedule_from_config
-    from multidiff.pipeline import Pipeline
     from multidiff.serialize import SamplingConfig
 
     folder = Path(folder)
@@ -271,7 +291,7 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
     sampling = SamplingConfig(
         sampler=SAMPLER_OF_SCHEDULER.get(name, "dpmpp_2m"), steps=10, guidance=2.5, precision="fp32"
     )
-    pipe = Pipeline(denoiser, AudioLDMAdapter(vae, vocoder), sampling=sampling, text_encoder=text)
+    pipe = AudioLDMFamilyPipeline(denoiser, AudioLDMAdapter(vae, vocoder), sampling=sampling, text_encoder=text)
     return pipe.to(device) if device is not None else pipe
 
 
