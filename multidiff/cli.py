@@ -96,12 +96,12 @@ def _ui(argv: Sequence[str]) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="multidiff",
         description="Diffusion models for audio, video and image latents.",
         epilog="Run 'multidiff COMMAND MODALITY --help' for the options of a recipe.",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for command, help_text in (
         ("train", "train a model on a folder (resumes when rerun)"),
         ("generate", "generate media with a trained model"),
@@ -132,6 +132,7 @@ def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: s
     interrupted training exits 128 + the signal after its checkpoint; ``--debug`` shows the traceback
     instead. The recipes' own ``__main__`` blocks call this too."""
     from multidiff.train import TrainingInterrupted
+    from multidiff.train.step import NonFiniteLossError
 
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -153,6 +154,11 @@ def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: s
             raise
         print(f"multidiff: error: {what}: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:  # training diverged: the message says what to change
+        if debug:
+            raise
+        print(f"multidiff: error: {what}: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # a full disk, a permission: say so and name the path
         if debug:
             raise

@@ -86,11 +86,15 @@ def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loade
         ValueError: For a bad count, a folder without a pipeline, or ``--prompt`` for a model without
             captions (each names the option or the folder).
     """
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.num < 1 or args.batch < 1:
         raise ValueError("--num and --batch must be >= 1")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from multidiff.train.distributed import parse_device
+
+    device = parse_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from multidiff.models import resolve_source
 
     args.ckpt = resolve_source(args.ckpt, args.model)  # a path, or a bundled model's folder

@@ -154,6 +154,7 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    run = train.claim_run(args.out, "train audio")  # new, empty, or a run of this recipe; marked as one
     if train.is_family_folder(
         args.init
     ):  # a pretrained family: only the recipe of its modality fine-tunes it
@@ -170,7 +171,6 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
-    run = Path(args.out)
     if args.text_encoder and not args.captions:
         raise ValueError("--text-encoder needs --captions")
 

@@ -132,6 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    run = train.claim_run(args.out, "train image")  # new, empty, or a run of this recipe; marked as one
     if train.is_family_folder(
         args.init
     ):  # a pretrained family: only the recipe of its modality fine-tunes it
@@ -147,7 +148,6 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
-    run = Path(args.out)
 
     # --- the image adapter: pixels in [-1, 1], or a VAE whose latents are cached
     image_config = (

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from diffusers import AutoencoderKL
 
-    out, device = Path(args.out), torch.device(args.device)
+    out, device = Path(args.out), train.parse_device(args.device)
     config = {k: getattr(args, k) for k in SETTINGS}
     dist = DistInfo(device=device)
     # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)

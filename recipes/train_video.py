@@ -206,6 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
+    run = train.claim_run(args.out, "train video")  # new, empty, or a run of this recipe; marked as one
     if train.is_family_folder(
         args.init
     ):  # a pretrained family (diffusers folder): its own parts, its objective
@@ -225,7 +226,6 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
-    run = Path(args.out)
     if args.text_encoder and not args.captions:
         raise ValueError("--text-encoder needs --captions")
     if args.patch is not None and (args.patch < 1 or args.backbone != "dit"):

@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> Path:
     from tqdm import tqdm
 
     out = Path(args.out)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = train.parse_device(args.device)
     if device.type == "cuda":  # the recipe, not the library, owns backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -59,24 +59,37 @@ TRAIN_CASES = {
     "--batch 3 --accum 2": ["--batch", "3", "--accum", "2"],
     "--fp8 on the U-Net": ["--fp8", "tensorwise"],
     "--fp8 on the CPU": ["--fp8", "rowwise", "--backbone", "dit"],
+    "--seed -5": ["--seed", "-5"],
+    "--device tpu": ["--device", "tpu"],
+    "--sampler bogus": ["--sampler", "bogus"],
+    "--p-mean nan": ["--p-mean", "nan"],
+    "--lora without --init": ["--lora", "4"],
+    "--lora 0": ["--lora", "0", "--init", "{uncond}"],
+    "--lora-alpha -1": ["--lora", "2", "--lora-alpha", "-1", "--init", "{uncond}"],
+    "--init missing": ["--init", "{root}/nothing-here"],
 }
 
 
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))
 def test_bad_train_settings_are_one_line_errors(case: str, folders, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
+    extra = [a.format(**{k: str(v) for k, v in folders.items()}) for a in TRAIN_CASES[case]]
     argv = ["train", "audio", "--data", str(folders["data"]), "--out", str(run), "--preset", "tiny",
-            "--device", "cpu", "--batch", "2", *TRAIN_CASES[case]]  # fmt: skip
+            "--device", "cpu", "--batch", "2", *extra]  # fmt: skip
+    if case == "--device tpu":
+        argv.remove("cpu"), argv.remove("--device")  # the case's own --device
     assert cli(argv) == 2
     err = capsys.readouterr().err.strip()
     option = case.split()[0] if case != "--batch 3 --accum 2" else "--batch"
     assert err.startswith("multidiff: error:") and option in err and len(err.splitlines()) == 1, err
-    assert "Traceback" not in err and train.latest_checkpoint(run) is None
+    assert "Traceback" not in err and not run.exists()  # refused before the run folder is made
 
 
 GENERATE_CASES = {
     "guidance on an unconditional model": (["--guidance", "3"], "guidance needs a class-conditional"),
     "a length that would need terabytes": (["--seconds", "1e9"], "GiB"),
+    "--device tpu": (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
+    "--threads -1": (["--threads", "-1"], "--threads must be >= 1"),
 }
 
 
@@ -89,6 +102,44 @@ def test_bad_generate_settings_are_one_line_errors(case: str, folders, tmp_path:
     err = capsys.readouterr().err.strip()
     assert err.startswith("multidiff: error:") and words in err and len(err.splitlines()) == 1, err
     assert not any(out.glob("*.wav"))
+
+
+def test_out_must_be_new_empty_or_a_run_of_the_same_recipe(folders, tmp_path: Path, capsys) -> None:
+    """``--out``: a folder of the user's files, a run of another recipe and a file are refused before any work,
+    each file left as it was; a run of the same recipe resumes."""
+    base = ["--data", str(folders["data"]), "--preset", "tiny", "--device", "cpu", "--batch", "2",
+            "--seconds", "0.25", "--steps", "1"]  # fmt: skip
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "log.jsonl").write_text("my notes\n")
+    (mine / "notes.txt").write_text("keep\n")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    video = ["--data", str(folders["data"]), "--preset", "tiny", "--device", "cpu"]
+    cases = [(["train", "audio", "--out", str(mine), *base], "not a multidiff run's (notes.txt)"),
+             (["train", "video", "--out", str(folders["uncond"]), *video], "is a run of `multidiff train audio`"),
+             (["train", "audio", "--out", str(afile), *base], "is a file")]  # fmt: skip
+    for argv, words in cases:
+        assert cli(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("multidiff: error:") and words in err and len(err.splitlines()) == 1, err
+    assert (mine / "log.jsonl").read_text() == "my notes\n" and sorted(p.name for p in mine.iterdir()) == [
+        "log.jsonl", "notes.txt"]  # fmt: skip
+    assert afile.read_text() == "x" and train.latest_checkpoint(folders["uncond"]).step == 1
+    assert cli(["train", "audio", "--out", str(folders["uncond"]), *base[:-1], "2"]) == 0  # resumes to step 2
+    assert train.latest_checkpoint(folders["uncond"]).step == 2
+
+
+def test_a_diverging_run_ends_with_one_line_and_exit_1(folders, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "audio", "--data", str(folders["data"]), "--out", str(run), "--preset", "tiny",
+            "--device", "cpu", "--batch", "2", "--seconds", "0.25", "--steps", "5", "--lr", "1e30",
+            "--warmup", "0", "--grad-clip", "0", "--max-nonfinite", "2", "--no-compile"]  # fmt: skip
+    assert cli(argv) == 1
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]  # after the progress bar's lines
+    assert last.startswith("multidiff: error: train audio: the loss or gradient was not finite"), err
+    assert "lower the learning rate" in last and "Traceback" not in err
 
 
 def test_unknown_options_and_direct_recipe_runs_are_one_line_errors(folders, tmp_path: Path, capsys) -> None:

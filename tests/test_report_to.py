@@ -4,6 +4,7 @@ the time estimate; bad names and missing packages are refused with the install h
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -58,7 +59,6 @@ class _FakeWandb(types.ModuleType):
     def __init__(self) -> None:
         super().__init__("wandb")
         self.calls: list[tuple] = []
-        self.util = types.SimpleNamespace(generate_id=lambda: "abc123")
         self.Audio = lambda data, sample_rate, caption: ("audio", len(data), sample_rate, caption)
         self.Image = lambda path, caption: ("image", path, caption)
         self.Video = lambda path, format, caption: ("video", path, format, caption)
@@ -82,16 +82,33 @@ def test_wandb_run_id_persists_and_media_are_sent(tmp_path, monkeypatch) -> None
     log.log_previews(4, _preview_folder(tmp_path))
     log.close()
     init = fake.calls[0][1]
-    assert init["id"] == "abc123" and init["resume"] == "allow" and init["config"] == {"lr": 0.1}
-    assert (tmp_path / "wandb-id.txt").read_text().strip() == "abc123"
+    run_id = (tmp_path / "wandb-id.txt").read_text().strip()
+    assert re.fullmatch(r"[0-9a-z]{8}", run_id)  # the characters wandb's run ids use
+    assert init["id"] == run_id and init["resume"] == "allow" and init["config"] == {"lr": 0.1}
     assert ("log", {"train/loss": 0.5}, 2) in fake.calls
     media = next(c for c in fake.calls if c[0] == "log" and "preview/grid" in c[1])
     assert media[2] == 4 and media[1]["preview/sample-00"] == ("audio", 8000, 8000, "sample-00")
     assert media[1]["preview/sample-0"][0] == "video" and media[1]["preview/sample-0"][2] == "gif"
     assert fake.calls[-1] == ("finish",)
-    fake.util.generate_id = lambda: "other"  # a resumed run keeps its W&B run
     RunLogger(tmp_path, 8, 4, progress=False, tensorboard=False, report_to="wandb").close()
-    assert [c[1]["id"] for c in fake.calls if c[0] == "init"] == ["abc123", "abc123"]
+    assert [c[1]["id"] for c in fake.calls if c[0] == "init"] == [run_id, run_id]  # a resumed run keeps it
+
+
+def test_wandb_offline_run_with_the_installed_package(tmp_path, monkeypatch) -> None:
+    """The real wandb (offline, nothing sent): the run starts, logs the loss and a preview, and resumes."""
+    pytest.importorskip("wandb", reason='wandb is the "log" extra')
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    log = RunLogger(tmp_path, 4, 0, progress=False, tensorboard=False, report_to="wandb", config={"lr": 0.1})
+    log.log(2, loss=0.5)
+    log.log_previews(4, _preview_folder(tmp_path))
+    log.close()
+    run_id = (tmp_path / "wandb-id.txt").read_text().strip()
+    runs = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), sorted(p.name for p in (tmp_path / "wandb").iterdir())
+    RunLogger(tmp_path, 8, 4, progress=False, tensorboard=False, report_to="wandb").close()
+    assert (tmp_path / "wandb-id.txt").read_text().strip() == run_id
 
 
 def test_report_to_names_and_missing_packages(tmp_path, monkeypatch) -> None:

@@ -41,6 +41,7 @@ from multidiff.train.distributed import (
     DistInfo,
     barrier,
     cleanup_distributed,
+    parse_device,
     setup_distributed,
     unwrap,
     wrap_ddp,
@@ -82,6 +83,7 @@ from multidiff.train.recipe import (
     start_training,
     stop_signals,
 )
+from multidiff.train.runlock import RUN_MARKER, claim_run
 from multidiff.train.step import (
     NonFiniteGuard,
     NonFiniteLossError,
@@ -108,6 +110,9 @@ __all__ = [
     "init_weights",
     "finetune",
     "LOCK_NAME",
+    "parse_device",
+    "RUN_MARKER",
+    "claim_run",
     "RunLockedError",
     "TrainingInterrupted",
     "interrupted",

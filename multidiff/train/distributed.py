@@ -22,6 +22,7 @@ from torch import nn
 
 __all__ = [
     "DistInfo",
+    "parse_device",
     "setup_distributed",
     "cleanup_distributed",
     "wrap_ddp",
@@ -78,6 +79,24 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
 
 
+def parse_device(device: str | torch.device | None, option: str = "--device") -> torch.device:
+    """``device`` as a torch device, CUDA when available if None; a ValueError naming ``option`` for a name
+    torch does not know, a kind other than cpu and cuda, or CUDA where torch sees none."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{option} must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{option} must be cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{option} {device}: torch sees no CUDA device here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
     """Join the process group described by the launcher's environment variables, if any.
 
@@ -94,13 +113,7 @@ def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", rank if world > 1 else 0)
-    kind = (
-        torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported training device {kind!r}; use 'cpu' or 'cuda'")
+    kind = parse_device(device).type
     if kind == "cuda":
         asked = torch.device(device).index if device is not None else None
         dev = torch.device("cuda", local if world > 1 else (asked or 0))

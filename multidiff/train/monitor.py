@@ -299,8 +299,12 @@ def _start_wandb(run: Path, config: Mapping[str, Any] | None) -> Any:
     if id_file.is_file():
         run_id = id_file.read_text(encoding="utf-8").strip()
     else:
-        run_id = wandb.util.generate_id()
-        id_file.write_text(run_id + "\n", encoding="utf-8")
+        import secrets
+
+        from multidiff.train.checkpoint import _atomic_text
+
+        run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], as wandb's own ids (not its private helper)
+        _atomic_text(id_file, run_id + "\n")
     return wandb.init(
         project=os.environ.get("WANDB_PROJECT", "multidiff"), name=run.resolve().name, id=run_id,
         resume="allow", dir=str(run), config=dict(config or {}),

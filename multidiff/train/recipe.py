@@ -216,6 +216,7 @@ def check_settings(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and not 0 <= value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1), got {value}")
+    _check_run_settings(args)
     from multidiff.train.monitor import parse_report_to
 
     parse_report_to(getattr(args, "report_to", None))  # a tracker name that does not exist
@@ -223,6 +224,41 @@ def check_settings(args: argparse.Namespace) -> None:
     batch, accum = getattr(args, "batch", None), getattr(args, "accum", None)
     if batch is not None and accum is not None and batch % accum:
         raise ValueError(f"--batch {batch} must be a multiple of --accum {accum}")
+
+
+def _check_run_settings(args: argparse.Namespace) -> None:
+    """The seed, device, sampler, objective, ``--init`` and ``--lora`` settings, before the data is read."""
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must lie in [0, 2^63), got {seed}")
+    if getattr(args, "device", None) is not None:
+        from multidiff.train.distributed import parse_device
+
+        parse_device(args.device)
+    if getattr(args, "sampler", None) is not None:
+        from multidiff.core.samplers import get_sampler
+
+        try:
+            get_sampler(args.sampler)
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"--sampler: {err.args[0] if err.args else err}") from None
+    p_mean = getattr(args, "p_mean", None)
+    if p_mean is not None and not math.isfinite(p_mean):
+        raise ValueError(f"--p-mean must be a finite number, got {p_mean}")
+    init, lora, alpha = getattr(args, "init", None), getattr(args, "lora", None), getattr(args, "lora_alpha", None)
+    resuming = getattr(args, "out", None) is not None and (Path(args.out) / "latest").exists()
+    if init is not None and not resuming and not Path(init).exists():
+        raise FileNotFoundError(f"--init: {init} does not exist (a multidiff run, checkpoint or pipeline folder)")
+    if lora is not None:
+        if lora < 1:
+            raise ValueError(f"--lora must be a rank >= 1, got {lora} (leave --lora out to train every weight)")
+        if init is None:
+            raise ValueError(
+                "--lora trains low-rank updates on top of a trained model: give that model with --init "
+                "(a LoRA on random weights learns nothing)"
+            )
+    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"--lora-alpha must be a positive number, got {alpha}")
 
 
 def _check_fp8(args: argparse.Namespace) -> None:

@@ -15,10 +15,65 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCK_NAME", "RunLockedError", "TrainingInterrupted", "interrupted", "run_lock", "stop_signals"]
+__all__ = [
+    "LOCK_NAME",
+    "RUN_MARKER",
+    "RunLockedError",
+    "TrainingInterrupted",
+    "claim_run",
+    "interrupted",
+    "run_lock",
+    "stop_signals",
+]
 
 
 LOCK_NAME = "lock"
+#: The file that marks a folder as a run of one train recipe (``{"recipe": "train audio"}``).
+RUN_MARKER = "run.json"
+# What a run folder may hold (besides ckpt-* and .tmp-*): an existing folder with anything else is refused.
+_RUN_NAMES = {
+    RUN_MARKER, LOCK_NAME, "latest", "log.jsonl", "loss.png", "skipped.txt", "previews", "pipeline", "lora",
+    "frame-cache", "latent-cache", "tensorboard", "wandb", "wandb-id.txt",
+}  # fmt: skip
+
+
+def claim_run(out: str | os.PathLike[str], recipe: str) -> Path:
+    """The run folder ``out`` for ``recipe`` (e.g. ``"train audio"``), checked before any work and marked.
+
+    A new or empty folder becomes a run of ``recipe`` (``run.json``); a run of the same recipe is resumed
+    by the caller. Refused (ValueError naming ``--out``): a file, a run of another recipe, and a folder
+    holding anything a run does not write, which training would mix its files into.
+    """
+    run = Path(out)
+    if run.exists() and not run.is_dir():
+        raise ValueError(f"--out {run} is a file; give a folder for the run (new, or a run to resume)")
+    marker = run / RUN_MARKER
+    if marker.is_file():
+        try:
+            owner = str(json.loads(marker.read_text(encoding="utf-8"))["recipe"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{marker} is unreadable ({err}); is --out {run} a multidiff run?") from None
+        if owner != recipe:
+            raise ValueError(
+                f"--out {run} is a run of `multidiff {owner}`, not of `multidiff {recipe}`: give another --out"
+            )
+        return run
+    if run.is_dir():
+        foreign = sorted(
+            p.name for p in run.iterdir() if p.name not in _RUN_NAMES and not p.name.startswith(("ckpt-", ".tmp-"))
+        )
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ValueError(
+                f"--out {run} already holds files that are not a multidiff run's ({listed}); give a new or "
+                "empty folder (training would write its checkpoints and logs among them)"
+            )
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer under torchrun; the others find it or an empty folder
+        from multidiff.train.checkpoint import _atomic_text
+
+        run.mkdir(parents=True, exist_ok=True)
+        _atomic_text(marker, json.dumps({"recipe": recipe}) + "\n")
+    return run
 
 
 class RunLockedError(ValueError):

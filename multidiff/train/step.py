@@ -79,7 +79,7 @@ class NonFiniteGuard:
                 f"the loss or gradient was not finite for {self.consecutive} consecutive steps (last at step "
                 f"{step}: loss={loss}, grad norm={grad_norm}; {self.skipped} steps skipped in all). Training "
                 "stopped; lower the learning rate, raise the warm-up, clip gradients, or check the data "
-                "for NaN/inf values. The last checkpoint is intact."
+                "for NaN/inf values. Checkpoints written before are intact."
             )
         return False
 
