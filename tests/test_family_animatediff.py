@@ -165,5 +165,12 @@ def test_ddim_with_linspace_spacing_is_refused_not_approximated(ad_folder, tmp_p
     gaps = set((sched.timesteps[:-1] - sched.timesteps[1:]).tolist())
     assert gaps != {sched.config.num_train_timesteps // STEPS}  # the reason for the refusal
     folder = _with_scheduler(ad_folder, tmp_path, "ddim_linspace")
-    with pytest.raises(ValueError, match="timestep_spacing='linspace'.*'leading' or 'trailing'"):
+    with pytest.raises(ValueError, match="timestep_spacing='linspace'.*'leading', or 'trailing' with a step"):
         load_family(folder)
+    # trailing spacing leaves its own timesteps the same way unless N divides T: refused when sampling
+    from multidiff.families._common import scheduler_grid
+
+    trailing = diffusers.DDIMScheduler(clip_sample=False, timestep_spacing="trailing")
+    assert scheduler_grid(trailing, 8)[0].shape == (9,)
+    with pytest.raises(ValueError, match="timestep_spacing='trailing' at 7 steps"):
+        scheduler_grid(trailing, 7)

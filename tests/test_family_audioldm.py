@@ -184,18 +184,32 @@ def _with_scheduler(folder, tmp_path, **changes):
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"timestep_spacing": "trailing"}, {"steps_offset": 0}, {"steps_offset": 3}],
-    ids=["leading-offset-1", "trailing", "leading-offset-0", "leading-offset-3"],
+    [{}, {"timestep_spacing": "trailing"}, {"steps_offset": 0}, {"set_alpha_to_one": False}],
+    ids=["leading-offset-1", "trailing", "leading-offset-0", "final-alpha"],
 )
 def test_audioldm_default_grid_is_the_schedulers(folder, tmp_path, changes):
     """Without ``sigmas=``, the pipeline's own grid is the σ grid of the folder's scheduler at each spacing
-    (AudioLDM's own: leading with offset 1). The fixture's DDIM has ``set_alpha_to_one``, so diffusers' grid
-    ends at σ = 0 as multidiff's does."""
+    (AudioLDM's own: leading with offset 1, no ``set_alpha_to_one``, its grid ending above σ = 0)."""
     path = _with_scheduler(folder, tmp_path, **changes)
     pipe = load_family(path)
     scheduler = diffusers.DDIMScheduler.from_pretrained(str(path / "scheduler"), local_files_only=True)
-    for steps in (4, 7):
-        torch.testing.assert_close(pipe.sigmas(steps), sigmas_from_scheduler(scheduler, steps), rtol=1e-5, atol=0)
+    steps = (4, 8) if changes.get("timestep_spacing") == "trailing" else (4, 7)
+    for n in steps:
+        want = sigmas_from_scheduler(scheduler, n)
+        torch.testing.assert_close(pipe.sigmas(n), want, rtol=1e-5, atol=0)
+        assert (want[-1] > 0) == (changes.get("set_alpha_to_one") is False)
+    assert not torch.equal(pipe.sigmas(4, grid="karras"), pipe.sigmas(4))  # multidiff's grids by name
+
+
+def test_ddim_steps_off_its_own_timesteps_are_refused(folder, tmp_path):
+    """diffusers' DDIM steps from t to t - T // N: with trailing spacing at N not dividing T (or linspace),
+    each step lands beside the next timestep, so no σ grid reproduces it, and it is refused, not approximated."""
+    pipe = load_family(_with_scheduler(folder, tmp_path, timestep_spacing="trailing"))
+    with pytest.raises(ValueError, match="timestep_spacing='trailing' at 7 steps"):
+        pipe.generate(1, Extent(seconds=0.16), prompt="x", steps=7, progress=False)
+    (tmp_path / "lin").mkdir()
+    with pytest.raises(ValueError, match="timestep_spacing='linspace'"):
+        load_family(_with_scheduler(folder, tmp_path / "lin", timestep_spacing="linspace"))
 
 
 def test_audioldm_trailing_waveform_matches_diffusers_on_its_own_grid(folder, tmp_path):

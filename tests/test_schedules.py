@@ -84,22 +84,6 @@ def test_vp_spacings_match_diffusers(spacing, n):
     assert torch.allclose(grid[:-1], expect, rtol=1e-9) and grid[-1] == 0
 
 
-@pytest.mark.parametrize("offset,n", [(1, 10), (1, 7), (3, 4)])
-def test_leading_default_grid_with_steps_offset_matches_diffusers(offset, n):
-    """``VPSchedule(grid="leading", steps_offset=k)``: the default grid of Stable Diffusion's and AudioLDM's
-    DDIM configs (leading spacing, ``steps_offset`` 1)."""
-    from diffusers import DDIMScheduler
-
-    sch = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=offset)
-    sch.set_timesteps(n)
-    vp = VPSchedule(grid="leading", steps_offset=offset)
-    grid = vp.default_grid(n)
-    assert torch.allclose(grid[:-1], vp.t_to_sigma(sch.timesteps.double()), rtol=1e-9) and grid[-1] == 0
-    assert not torch.equal(grid, VPSchedule(grid="leading").default_grid(n))
-    with pytest.raises(ValueError, match="steps_offset"):
-        VPSchedule(steps_offset=1000)
-
-
 def test_uniform_t_spans_the_table():
     vp = VPSchedule()
     g = schedules.uniform_t(vp, 5)

@@ -232,8 +232,6 @@ class VPSchedule(Schedule):
             "leading" or "uniform" (see the functions of those names). None picks "karras", or
             "trailing" with ``zero_terminal_snr`` (as Lin et al. 2023 do: a Karras grid from σ ≈ 4096
             spends its first steps where the sample hardly changes).
-        steps_offset: the "leading" grid's offset (diffusers' ``steps_offset``; 1 for Stable Diffusion
-            and AudioLDM).
     """
 
     num_train_timesteps: int = 1000
@@ -242,13 +240,10 @@ class VPSchedule(Schedule):
     beta_schedule: BetaSchedule = "scaled_linear"
     zero_terminal_snr: bool = False
     grid: Literal["karras", "trailing", "leading", "uniform"] | None = None
-    steps_offset: int = 0
 
     def __post_init__(self) -> None:
         if self.num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
-        if not 0 <= self.steps_offset < self.num_train_timesteps:
-            raise ValueError(f"need 0 <= steps_offset < num_train_timesteps, got {self.steps_offset}")
         if self.beta_schedule not in ("linear", "scaled_linear", "cosine"):
             raise ValueError(
                 f"unknown beta_schedule {self.beta_schedule!r}; use linear, scaled_linear or cosine"
@@ -338,7 +333,7 @@ class VPSchedule(Schedule):
         if grid == "trailing":
             return trailing(self, n)
         if grid == "leading":
-            return leading(self, n, self.steps_offset)
+            return leading(self, n)
         return uniform_t(self, n)
 
 

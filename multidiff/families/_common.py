@@ -124,9 +124,15 @@ def load_scheduler(folder: Path, allowed: Sequence[str] | None = None) -> Any:
         bad.append(("prediction_type", cfg.prediction_type))
     if bad:
         key, value = bad[0]
+        hint = (
+            "timestep_spacing 'leading', or 'trailing' with a step count that divides num_train_timesteps, or "
+            "EulerDiscreteScheduler, which follows any spacing; samples differ from this scheduler's"
+            if key == "timestep_spacing"
+            else "or use another scheduler"
+        )
         raise ValueError(
             f"{source}: {name} with {key}={value!r} is not reproduced by multidiff's samplers "
-            "(edit the setting in that file, e.g. timestep_spacing 'leading' or 'trailing', or use another scheduler)"
+            f"(edit the setting in that file: {hint})"
         )
     return sched
 
@@ -163,6 +169,9 @@ def scheduler_grid(scheduler: Any, steps: int, **set_timesteps: Any) -> tuple[Te
         sig = torch.unique_consecutive(scheduler.sigmas.to(torch.float64))
         return sig, float(scheduler.init_noise_sigma), 1.0
     if name == "DDIMScheduler":
+        from multidiff.interop.diffusers import check_ddim_steps
+
+        check_ddim_steps(scheduler)
         abar = scheduler.alphas_cumprod.to(torch.float64)
         sig = [math.sqrt((1 - abar[int(t)]) / abar[int(t)]) for t in scheduler.timesteps]
         final = float(scheduler.final_alpha_cumprod)

@@ -220,15 +220,30 @@ class ClapTextEncoder(nn.Module):
 
 
 class AudioLDMFamilyPipeline(Pipeline):
-    """AudioLDM's pipeline. On a σ grid that ends above 0 (``sigmas=`` from a DDIM scheduler without
-    ``set_alpha_to_one``, AudioLDM's own setting), diffusers' last step returns the VP-scaled state
-    ``x / √(1 + σ²)`` there and its VAE decodes that: so does this pipeline, giving diffusers' output."""
+    """AudioLDM's pipeline, sampling as diffusers' ``AudioLDMPipeline`` does: on the σ grid of the folder's
+    scheduler (:func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) unless ``grid=`` names a multidiff
+    grid; where that grid ends above σ = 0 (DDIM without ``set_alpha_to_one``, AudioLDM's own setting),
+    diffusers' last step returns the VP-scaled state ``x / √(1 + σ²)`` there and its VAE decodes that, and so
+    does this pipeline. The scheduler is read for its grid only."""
+
+    def __init__(self, *args: Any, scheduler: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scheduler = scheduler
+
+    def sigmas(self, steps: int | None = None, grid: str | None = None) -> torch.Tensor:
+        if grid not in (None, "default"):
+            return super().sigmas(steps, grid)
+        from multidiff.interop.diffusers import sigmas_from_scheduler
+
+        return sigmas_from_scheduler(self.scheduler, self.sampling.steps if steps is None else int(steps))
 
     def sample(  # type: ignore[override]
-        self, num: int, shape: Sequence[int], *, sigmas: Any = None, **kwargs: Any
-    ) -> Any:
+        self, num: int, shape: Sequence[int], *, sigmas: Any = None, steps: int | None = None,
+        grid: str | None = None, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        sigmas = self.sigmas(steps, grid) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
         latents = super().sample(num, shape, sigmas=sigmas, **kwargs)
-        last = 0.0 if sigmas is None else float(torch.as_tensor(sigmas)[-1])
+        last = float(sigmas[-1])
         return latents / math.sqrt(1 + last**2) if last > 0 else latents
 
 
@@ -237,10 +252,8 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
 
     ``pipe.generate(num, Extent(seconds=...), prompt=..., guidance=2.5, steps=..., seed=...)`` returns
     waveforms ``[B, 1, N]`` at ``pipe.adapter.sample_rate``. The sampler defaults to the multidiff sampler that
-    is the scheduler's algorithm (DDIM for AudioLDM), on the scheduler's own timestep spacing ("leading" with
-    its ``steps_offset``, or "trailing"; "linspace" takes the schedule's default Karras grid), ending at σ = 0
-    as every multidiff grid does; pass ``sigmas=`` (e.g.
-    :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) for diffusers' exact grid, its last σ included.
+    is the scheduler's algorithm (DDIM for AudioLDM), on the scheduler's own σ grid, as diffusers samples
+    (:class:`AudioLDMFamilyPipeline`); ``grid="karras"`` and the other multidiff grids stay available.
 
     Raises:
         ValueError: A component of another class than AudioLDM's, a missing folder, or a scheduler setting
@@ -268,12 +281,6 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
     name, sconfig = read_scheduler(folder)
     schedule = schedule_from_config(sconfig, name)
     prediction = prediction_from_config(sconfig, name)
-    spacing = sconfig.get("timestep_spacing", "leading")
-    if spacing in ("trailing", "leading"):  # the scheduler's own spacing (linspace: the default grid)
-        import dataclasses
-
-        offset = int(sconfig.get("steps_offset", 0)) if spacing == "leading" else 0
-        schedule = dataclasses.replace(schedule, grid=spacing, steps_offset=offset)
     kw = {"local_files_only": True}
     unet = diffusers.UNet2DConditionModel.from_pretrained(str(folder / "unet"), **kw).eval()
     if unet.config.class_embed_type != "simple_projection":
@@ -291,7 +298,14 @@ def load_audioldm(folder: str | Path, *, device: str | torch.device | None = Non
     sampling = SamplingConfig(
         sampler=SAMPLER_OF_SCHEDULER.get(name, "dpmpp_2m"), steps=10, guidance=2.5, precision="fp32"
     )
-    pipe = AudioLDMFamilyPipeline(denoiser, AudioLDMAdapter(vae, vocoder), sampling=sampling, text_encoder=text)
+    scheduler_class = getattr(diffusers, name, None)
+    if scheduler_class is None:
+        raise ValueError(f"{folder / 'scheduler'}: diffusers has no scheduler class {name!r}")
+    scheduler = scheduler_class.from_pretrained(str(folder / "scheduler"), **kw)
+    pipe = AudioLDMFamilyPipeline(
+        denoiser, AudioLDMAdapter(vae, vocoder), sampling=sampling, text_encoder=text, scheduler=scheduler
+    )
+    pipe.sigmas(2)  # a scheduler multidiff cannot step as diffusers does is refused here, naming it
     return pipe.to(device) if device is not None else pipe
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "sample_with_scheduler",
     "schedule_from_config",
     "sigmas_from_scheduler",
+    "check_ddim_steps",
 ]
 
 # How each scheduler's `sample` relates to unscaled x, and where its σ comes from:
@@ -441,14 +442,37 @@ def _vp_sigma(scheduler: Any, t: Tensor | int) -> float:
     return math.sqrt((1 - abar) / abar)
 
 
+def check_ddim_steps(scheduler: Any) -> None:
+    """Refuse a DDIM whose steps leave its own timesteps (call after ``set_timesteps``).
+
+    diffusers' DDIM steps from t to ``t - T // N`` (T training steps, N steps asked for), which is the next
+    of its timesteps only for "leading" spacing, or "trailing" when N divides T; elsewhere ("linspace", or
+    "trailing" at other N) each step lands beside the timestep the next model call is told, which no σ
+    grid describes. Raises a ValueError naming the spacing and N.
+    """
+    if type(scheduler).__name__ not in _FINAL_ALPHA:
+        return
+    t = [int(v) for v in scheduler.timesteps]
+    jump = scheduler.config.num_train_timesteps // len(t)
+    if [v - jump for v in t[:-1]] != t[1:] or t[-1] - jump >= 0:
+        spacing = scheduler.config.timestep_spacing
+        raise ValueError(
+            f"{type(scheduler).__name__} with timestep_spacing={spacing!r} at {len(t)} steps: each step goes "
+            f"from t to t - {jump}, off its own timesteps {t[:4]}..., which no σ grid reproduces; use "
+            "'leading' spacing, or a step count that divides num_train_timesteps"
+        )
+
+
 def sigmas_from_scheduler(scheduler: Any, steps: int) -> Tensor:
     """The σ grid (float64 [steps + 1]) that ``scheduler``'s loop with ``steps`` steps integrates over.
 
     Calls ``scheduler.set_timesteps(steps)``. For DDIM the last value is the σ of its final ᾱ (0 when
-    ``set_alpha_to_one``). Heun-type schedulers repeat σ values internally; the grid lists each once.
+    ``set_alpha_to_one``); a DDIM whose steps leave its own timesteps is refused (:func:`check_ddim_steps`).
+    Heun-type schedulers repeat σ values internally; the grid lists each once.
     """
     kind = _kind(scheduler)
     scheduler.set_timesteps(steps)
+    check_ddim_steps(scheduler)
     if kind == "vp_table":
         sig = [_vp_sigma(scheduler, t) for t in scheduler.timesteps]
         if type(scheduler).__name__ in _FINAL_ALPHA:
