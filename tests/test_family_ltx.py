@@ -32,6 +32,11 @@ def _tokenizer():
 def ltx_folder(tmp_path_factory):
     """A tiny LTX-Video (transformer, causal video VAE, T5 encoder, flow-matching Euler with dynamic
     shifting as in the released config), saved as a diffusers folder."""
+    return _make_ltx(tmp_path_factory.mktemp("ltx") / "ltx")
+
+
+def _make_ltx(folder, timestep_conditioning=False):
+    """The folder above; ``timestep_conditioning``: LTX 0.9.1's VAE, whose decoder takes a timestep."""
     d, t = diffusers, transformers
     torch.manual_seed(0)
     transformer = d.LTXVideoTransformer3DModel(
@@ -58,7 +63,7 @@ def ltx_folder(tmp_path_factory):
         decoder_inject_noise=(False, False, False, False, False),
         upsample_residual=(False, False, False, False),
         upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False,
+        timestep_conditioning=timestep_conditioning,
         patch_size=1,
         patch_size_t=1,
         encoder_causal=True,
@@ -85,7 +90,6 @@ def ltx_folder(tmp_path_factory):
         tokenizer=_tokenizer(),
         transformer=transformer,
     )
-    folder = tmp_path_factory.mktemp("ltx") / "ltx"
     pipe.save_pretrained(folder)
     return folder
 
@@ -121,6 +125,26 @@ def test_seeded_video_matches_diffusers_through_the_vae(ltx_folder):
     )  # (1, F, H, W, 3)
     got = ours.generate(1, FRAMES, SIZE, prompt="a cat runs in the park", seed=4, **_ours_kw())
     assert_frames_match(got, ref, (1, FRAMES, SIZE, SIZE, 3))
+
+
+@pytest.mark.parametrize("noise_scale", [None, 0.025, 0.0])
+def test_timestep_conditioned_vae_decodes_with_diffusers_decode_noise(tmp_path, noise_scale):
+    """LTX 0.9.1's VAE at diffusers' documented decode_timestep 0.03: the latents are mixed with noise drawn
+    next from each sample's generator, weighted decode_noise_scale (None: the decode timestep)."""
+    from multidiff.families.ltx import load_ltx
+
+    folder = _make_ltx(tmp_path / "ltx", timestep_conditioning=True)
+    ours = load_ltx(folder, decode_timestep=0.03, decode_noise_scale=noise_scale)
+    assert ours.adapter.decode_noise == (noise_scale != 0.0)
+    got = ours.generate(1, FRAMES, SIZE, prompt="a cat runs in the park", seed=4, **_ours_kw())
+    # (one video: diffusers 0.42 sizes the decode timestep by prompts, not videos, so 2 per prompt fail there)
+    ref = _theirs(folder, generator=[torch.Generator().manual_seed(4)], output_type="np", decode_timestep=0.03,
+                  decode_noise_scale=noise_scale)  # fmt: skip
+    assert_frames_match(got, ref, (1, FRAMES, SIZE, SIZE, 3))
+    if noise_scale != 0.0:  # the noise matters: without it the frames differ
+        plain = load_ltx(folder, decode_timestep=0.03, decode_noise_scale=0.0)
+        other = plain.generate(1, FRAMES, SIZE, prompt="a cat runs in the park", seed=4, **_ours_kw())
+        assert (other.float() - got.float()).abs().max() > 2
 
 
 def test_latent_mask_follows_the_causal_frame_grouping(ltx_folder):

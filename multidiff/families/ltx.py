@@ -18,11 +18,13 @@ What the diffusers pipeline does, reproduced here:
   noise scaled so the transformer sees exactly diffusers' input;
 * classifier-free guidance with the negative prompt (default ``""``) when ``guidance > 1``;
 * decoding by the VAE (:class:`~multidiff.modalities.temporal_vae.CausalVideoVAEAdapter`), at
-  ``decode_timestep`` for timestep-conditioned VAEs (with no decode noise: LTX's default).
+  ``decode_timestep`` for timestep-conditioned VAEs, with diffusers' decode noise ``(1 - s)·z + s·noise``
+  (``s = decode_noise_scale``, by default ``decode_timestep``), the noise drawn next from each sample's
+  generator as diffusers draws it.
 
-Refused rather than approximated: ``guidance_rescale`` (not offered), a scheduler with stochastic sampling,
-decode noise. Seeds: sample k's noise is drawn ``[C, F', h, w]`` from a generator seeded ``seed + k``,
-as diffusers draws it with a list of generators.
+Refused rather than approximated: ``guidance_rescale`` (not offered), a scheduler with stochastic sampling.
+Seeds: sample k's noise is drawn ``[C, F', h, w]`` from a generator seeded ``seed + k``, as diffusers draws
+it with a list of generators.
 """
 
 from __future__ import annotations
@@ -190,6 +192,33 @@ class LTXPipeline(TextToVideoPipeline):
             shape, cond, uncond, float(guidance), steps=steps, gens=gens, noise=noise, callback=callback
         )
 
+    def generate(  # type: ignore[override]
+        self,
+        num: int,
+        frames: int | None = None,
+        size: int | Sequence[int] | None = None,
+        *,
+        prompt: str | Sequence[str],
+        decode_chunk: int | None = None,
+        seed: int | Sequence[int] | None = None,
+        noise: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """uint8 frames ``[B, F, H, W, 3]``: :meth:`sample_latents` (same keywords), then the VAE, with the
+        decode noise of a timestep-conditioned VAE drawn from each sample's generator after its initial
+        noise (first, when ``noise=`` is given), as diffusers draws both from ``generator=``."""
+        if seed is None:
+            seed = self.seeds(1, None)[0]  # one base seed for the sampling noise and the decode noise
+        latents = self.sample_latents(prompt, frames, size, num=num, seed=seed, noise=noise, **kwargs)
+        a: CausalVideoVAEAdapter = self.adapter  # type: ignore[assignment]
+        decode_noise = None
+        if a.decode_noise:
+            gens = self.generators(latents.shape[0], seed)
+            if noise is None:
+                self.draw_noise(gens, latents.shape[1:])  # the initial noise, drawn again to advance them
+            decode_noise = self.draw_noise(gens, latents.shape[1:])
+        return a.decode(latents, chunk_frames=decode_chunk, out_device="cpu", noise=decode_noise)
+
     def image_to_video(self, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
         raise ValueError(
             "the LTX text-to-video pipeline does not animate images (LTXImageToVideoPipeline is not supported)"
@@ -199,12 +228,17 @@ class LTXPipeline(TextToVideoPipeline):
     interpolate = image_to_video  # type: ignore[assignment]
 
 
-def load_ltx(folder: str | Path, *, decode_timestep: float = 0.0) -> LTXPipeline:
+def load_ltx(
+    folder: str | Path, *, decode_timestep: float = 0.0, decode_noise_scale: float | None = None
+) -> LTXPipeline:
     """An :class:`LTXPipeline` from a local diffusers ``LTXPipeline`` folder; nothing is downloaded.
 
     Args:
         folder: The diffusers folder.
-        decode_timestep: Timestep a timestep-conditioned VAE decodes at (diffusers' default 0.0).
+        decode_timestep: Timestep a timestep-conditioned VAE decodes at (diffusers' default 0.0; its docs
+            use 0.03 with LTX 0.9.1).
+        decode_noise_scale: The decode noise's weight (diffusers' ``decode_noise_scale``); None takes
+            ``decode_timestep``, as diffusers.
 
     Raises:
         ValueError: A component is missing, of another class, incompletely saved, or uses a setting multidiff
@@ -218,7 +252,7 @@ def load_ltx(folder: str | Path, *, decode_timestep: float = 0.0) -> LTXPipeline
     scheduler = load_scheduler(folder, ("FlowMatchEulerDiscreteScheduler",))
     return LTXPipeline(
         family_denoiser(LTXBackbone(transformer), scheduler),
-        CausalVideoVAEAdapter(vae, decode_timestep=decode_timestep),
+        CausalVideoVAEAdapter(vae, decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         scheduler=scheduler,

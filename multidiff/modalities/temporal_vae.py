@@ -273,18 +273,35 @@ class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
 
     Latents are normalised with the VAE's ``latents_mean``, ``latents_std`` and ``scaling_factor`` as the
     LTX pipeline does. A VAE with ``timestep_conditioning`` decodes at ``decode_timestep`` (LTX's default
-    0.0, which adds no decode noise); decode noise is not reproduced, so only a zero noise scale is taken.
+    0.0), from latents mixed with noise as diffusers' LTX pipeline mixes them: ``(1 - s)·z + s·noise`` in the
+    VAE's own latent space, ``s = decode_noise_scale`` (default: ``decode_timestep``, as diffusers).
 
     Args:
         vae: The video VAE.
         decode_timestep: The timestep the decoder is conditioned on (timestep-conditioned VAEs only).
+        decode_noise_scale: s above; None takes ``decode_timestep``.
     """
 
     kind = "causal_video_vae"
 
-    def __init__(self, vae: nn.Module, chunk_frames: int | None = None, decode_timestep: float = 0.0) -> None:
+    def __init__(
+        self,
+        vae: nn.Module,
+        chunk_frames: int | None = None,
+        decode_timestep: float = 0.0,
+        decode_noise_scale: float | None = None,
+    ) -> None:
         super().__init__(vae, chunk_frames)
         self.decode_timestep = float(decode_timestep)
+        self.decode_noise_scale = float(decode_timestep if decode_noise_scale is None else decode_noise_scale)
+        for name in ("decode_timestep", "decode_noise_scale"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def decode_noise(self) -> bool:
+        """Whether decoding mixes in noise (a timestep-conditioned VAE and a positive noise scale)."""
+        return bool(getattr(self.vae.config, "timestep_conditioning", False)) and self.decode_noise_scale > 0
 
     @property
     def temporal_ratio(self) -> int:
@@ -353,10 +370,13 @@ class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
         return torch.cat([m[:, :1], rest], 1)[:, None, :, None, None]
 
     @torch.no_grad()
-    def decode_pixels(self, latents: torch.Tensor, *, chunk_frames: int | None = None) -> torch.Tensor:
+    def decode_pixels(
+        self, latents: torch.Tensor, *, chunk_frames: int | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Latents ``[B, C', F', h, w]`` -> float pixels ``[B, C, F, H, W]`` (not clamped), the whole clip in
         one decoder call: the causal VAE does not decode frame chunks independently, so ``chunk_frames``
-        must stay None."""
+        must stay None. ``noise`` (standard normal, the latents' shape) is the decode noise, needed when
+        :attr:`decode_noise` (the pipeline draws it from each sample's generator, as diffusers)."""
         if chunk_frames is not None:
             raise ValueError("the causal video VAE decodes whole clips; chunk_frames is not supported")
         self._check_latents(latents)
@@ -364,13 +384,44 @@ class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
         temb = None
         if getattr(self.vae.config, "timestep_conditioning", False):
             temb = torch.full((z.shape[0],), self.decode_timestep, device=z.device, dtype=z.dtype)
+        if self.decode_noise:
+            if noise is None or noise.shape != z.shape:
+                raise ValueError(
+                    f"decode_noise_scale {self.decode_noise_scale}: decoding needs noise= of the latents' shape "
+                    f"{tuple(z.shape)} (or decode_noise_scale=0)"
+                )
+            s = self.decode_noise_scale
+            z = (1 - s) * z + s * noise.to(z)
         return self.vae.decode(z, temb, return_dict=False)[0].float()
 
+    @torch.no_grad()
+    def decode(  # type: ignore[override]
+        self,
+        latents: torch.Tensor,
+        extent: Extent | None = None,
+        *,
+        chunk_frames: int | None = None,
+        out_device: torch.device | str | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As the base, with the decode ``noise`` (:meth:`decode_pixels`)."""
+        px = self.decode_pixels(latents, chunk_frames=chunk_frames, noise=noise)  # (B, C, F, H, W)
+        frames = to_uint8(rearrange(px, "B C F H W -> B F C H W"))  # (B, F, H, W, C)
+        return frames.to(out_device) if out_device is not None else frames
+
     def to_dict(self) -> dict[str, Any]:
-        """As the base, with ``decode_timestep``."""
-        return {**super().to_dict(), "decode_timestep": self.decode_timestep}
+        """As the base, with ``decode_timestep`` and ``decode_noise_scale``."""
+        return {
+            **super().to_dict(),
+            "decode_timestep": self.decode_timestep,
+            "decode_noise_scale": self.decode_noise_scale,
+        }
 
     @classmethod
     def _options(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """As the base, with ``decode_timestep``."""
-        return {**super()._options(config), "decode_timestep": float(config.get("decode_timestep", 0.0))}
+        """As the base, with ``decode_timestep`` and ``decode_noise_scale``."""
+        return {
+            **super()._options(config),
+            "decode_timestep": float(config.get("decode_timestep", 0.0)),
+            "decode_noise_scale": config.get("decode_noise_scale"),
+        }
