@@ -154,11 +154,11 @@ def run_config(args: argparse.Namespace, dataset: AudioFolder) -> dict[str, Any]
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
-    run = train.claim_run(args.out, "train audio")  # new, empty, or a run of this recipe; marked as one
     if train.is_family_folder(
         args.init
     ):  # a pretrained family: only the recipe of its modality fine-tunes it
         return train.finetune_family(args, modality="audio")
+    run = train.claim_run(args.out, "train audio")  # new, empty, or a run of this recipe; marked as one
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     spec = preset.mel

@@ -206,11 +206,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     """Train (or resume); returns the run folder."""
     args = parse_args(argv)
-    run = train.claim_run(args.out, "train video")  # new, empty, or a run of this recipe; marked as one
     if train.is_family_folder(
         args.init
     ):  # a pretrained family (diffusers folder): its own parts, its objective
         return train.finetune_family(args, modality="video")
+    run = train.claim_run(args.out, "train video")  # new, empty, or a run of this recipe; marked as one
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     try:
