@@ -131,6 +131,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(err))
     preset = PRESETS[args.preset]
     train.apply_defaults(args, preset.train, seconds=preset.seconds)
+    samples = round(args.seconds * preset.mel.sample_rate)
+    try:
+        preset.mel.check_samples(samples)
+    except ValueError as err:
+        raise ValueError(f"--seconds {args.seconds:g}: {err}") from None
+    train.check_batch_bytes(args.batch, samples, f"--seconds {args.seconds:g}")
     return args
 
 

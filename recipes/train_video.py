@@ -194,6 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lr = preset.dit_lr
     args.size_given = args.size is not None  # --init FAMILY: frames at the family's own size unless given
     train.apply_defaults(args, preset.train, frames=preset.frames, size=preset.size)
+    train.check_batch_bytes(args.batch, args.frames * 3 * args.size**2, f"--frames {args.frames} --size {args.size}")
     try:
         train.check_model_options(args)
     except ValueError as err:

@@ -67,6 +67,8 @@ TRAIN_CASES = {
     "--lora 0": ["--lora", "0", "--init", "{uncond}"],
     "--lora-alpha -1": ["--lora", "2", "--lora-alpha", "-1", "--init", "{uncond}"],
     "--init missing": ["--init", "{root}/nothing-here"],
+    "--seconds 0.01 (shorter than a mel frame)": ["--seconds", "0.01"],
+    "--seconds 1e5 (a batch over half the memory)": ["--seconds", "1e5"],
 }
 
 
@@ -90,7 +92,19 @@ GENERATE_CASES = {
     "a length that would need terabytes": (["--seconds", "1e9"], "GiB"),
     "--device tpu": (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
     "--threads -1": (["--threads", "-1"], "--threads must be >= 1"),
+    "a clip shorter than a mel frame": (["--seconds", "0.005"], "samples are too few for these mel settings"),
 }
+
+
+@pytest.mark.parametrize("modality", ["video", "image"])
+def test_a_frame_size_needing_terabytes_is_refused_before_the_data(modality, folders, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["train", modality, "--data", str(folders["data"]), "--out", str(run), "--preset", "tiny",
+            "--size", "100000"]  # fmt: skip
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("multidiff: error:") and "--size 100000" in err and "GiB" in err, err
+    assert len(err.splitlines()) == 1 and not run.exists()
 
 
 @pytest.mark.parametrize("case", sorted(GENERATE_CASES))

@@ -210,6 +210,7 @@ class MelAdapter(Adapter):
     def latent_shape(self, seconds: float | Extent) -> tuple[int, int, int]:
         """Latent shape ``(C, M, T)`` for a clip of ``seconds`` (or ``Extent(seconds=...)``)."""
         n = self.num_samples_of(seconds if isinstance(seconds, Extent) else Extent(seconds=seconds))
+        self.spec.check_samples(n)  # before sampling: the vocoder's STFT would fail on it after
         return (self.config.channels, self.spec.n_mels, self.spec.num_frames(n))
 
     def encode_known(self, media: torch.Tensor, extent: Extent) -> torch.Tensor:

@@ -116,6 +116,22 @@ class MelSpec:
         """Samples padded on each side before framing."""
         return self.n_fft // 2 if self.center else self.edge_pad
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest signal these settings take: one frame of n_fft after padding, more samples than a
+        reflected edge pads, and more than n_fft // 2 (Griffin-Lim's centred STFT reflects that many)."""
+        reflect = self.pad + 1 if self.pad_mode == "reflect" else 0
+        return max(self.n_fft - 2 * self.pad, reflect, self.n_fft // 2 + 1)
+
+    def check_samples(self, num_samples: int) -> None:
+        """Refuse (ValueError) a signal shorter than :attr:`min_samples`, which the STFT cannot frame."""
+        if num_samples < self.min_samples:
+            raise ValueError(
+                f"{num_samples} samples are too few for these mel settings: at least {self.min_samples} "
+                f"({self.min_samples / self.sample_rate:.3f} s at {self.sample_rate} Hz) for n_fft={self.n_fft} "
+                f"with {self.pad} samples of padding per side"
+            )
+
     def num_frames(self, num_samples: int) -> int:
         """Frames T produced from ``num_samples`` samples: ``1 + (N + 2 pad - n_fft) // hop``."""
         if num_samples + 2 * self.pad < self.n_fft:
@@ -210,11 +226,7 @@ class LogMel(nn.Module):
 
     def mel_linear(self, wave: torch.Tensor) -> torch.Tensor:
         """Mel spectrogram before the log: ``[..., N] -> [..., M, T]``."""
-        if wave.shape[-1] + 2 * self.spec.pad < self.spec.n_fft:
-            raise ValueError(
-                f"a signal of {wave.shape[-1]} samples is too short for n_fft={self.spec.n_fft} "
-                f"with {self.spec.pad} samples of padding per side"
-            )
+        self.spec.check_samples(wave.shape[-1])  # a signal too short for these settings: one line
         lead = wave.shape[:-1]
         x = wave.reshape(-1, wave.shape[-1])  # (B*C, N)
         if not self.spec.center and self.spec.edge_pad > 0:

@@ -84,6 +84,7 @@ from multidiff.train.recipe import (
     stop_signals,
 )
 from multidiff.train.runlock import RUN_MARKER, claim_run
+from multidiff.train.settings import check_batch_bytes
 from multidiff.train.step import (
     NonFiniteGuard,
     NonFiniteLossError,
@@ -112,6 +113,7 @@ __all__ = [
     "LOCK_NAME",
     "parse_device",
     "RUN_MARKER",
+    "check_batch_bytes",
     "claim_run",
     "RunLockedError",
     "TrainingInterrupted",
