@@ -16,7 +16,7 @@ import torch
 
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
-__all__ = ["Loaded", "add_generate_options", "load_for_generation"]
+__all__ = ["Loaded", "add_generate_options", "check_positive", "load_for_generation"]
 
 
 def add_generate_options(
@@ -65,6 +65,14 @@ def add_generate_options(
     p.add_argument(
         "--overwrite", action="store_true", help="replace files of the same name (default: new names)"
     )
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """Refuse (ValueError naming the option) any of ``names`` that is given and not > 0, before any work."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
 
 
 @dataclass(frozen=True)

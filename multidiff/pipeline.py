@@ -414,6 +414,18 @@ class Pipeline:
                 "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
                 "text encoder, so the scale would be ignored"
             )
+        if (
+            guidance is not None
+            and float(guidance) != 1.0
+            and label is None
+            and prompt is None
+            and not uncond
+            and not {"labels", "context"} & set(cond or {})
+        ):
+            raise ValueError(
+                f"guidance {float(guidance):g} needs a label or a prompt to guide towards; without one the model "
+                "samples unconditionally and the scale would be ignored"
+            )
         guidance = self.sampling.guidance if guidance is None else float(guidance)
         steps = self.sampling.steps if steps is None else steps
         sample_fn = get_sampler(sampler or self.sampling.sampler)

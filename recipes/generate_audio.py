@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--continue", dest="cont", help="continue this audio file to --seconds")
     p.add_argument("--init", help="audio-to-audio: vary this file (with --strength)")
-    p.add_argument("--strength", type=float, default=0.5, help="audio-to-audio strength in (0, 1]")
+    p.add_argument("--strength", type=float, help="audio-to-audio strength in (0, 1] (default 0.5; with --init)")
     p.add_argument(
         "--spectrogram",
         action="store_true",
@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     if args.cont and args.init:
         raise ValueError("use either --continue or --init, not both")
+    if args.strength is not None and not args.init:
+        raise ValueError("--strength applies to audio-to-audio: give the clip to vary with --init")
+    args.strength = 0.5 if args.strength is None else args.strength
+    if not 0 < args.strength <= 1:
+        raise ValueError(f"--strength must lie in (0, 1], got {args.strength}")
+    if args.seconds is not None and not args.seconds > 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     loaded = load_for_generation(args, AudioPipeline)  # threads, counts, device, pipeline, base seed
     pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     sr = pipe.sample_rate
@@ -61,6 +68,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
         seconds = clip.shape[-1] / sr if args.init else (pipe.window or 0) * pipe.adapter.spec.hop_length / sr
         if seconds <= 0:
             raise ValueError("pass --seconds")
+    if args.cont and seconds * sr <= clip.shape[-1]:
+        raise ValueError(
+            f"--continue: {args.cont} is already {clip.shape[-1] / sr:.2f} s long; ask for a longer total with "
+            f"--seconds (more than {clip.shape[-1] / sr:.2f})"
+        )
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +93,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         else:
             waves = pipe.generate(n, seconds, **common)
         for k in range(n):
-            path = free_path(out / f"sample-{start + k:03d}-seed{seed + start + k}.wav", args.overwrite)
+            also = (".png",) if args.spectrogram else ()  # the wav and its PNG share a free name
+            path = free_path(out / f"sample-{start + k:03d}-seed{seed + start + k}.wav", args.overwrite, also)
             paths.append(write_audio(path, waves[k].cpu(), sr))
             if args.spectrogram:  # sample-000-seed0.png beside sample-000-seed0.wav
                 spectrogram_png(waves[k].cpu(), sr, path.with_suffix(".png"), title=path.name)

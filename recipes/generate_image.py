@@ -15,7 +15,7 @@ from pathlib import Path
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
-from multidiff.generation import add_generate_options, load_for_generation
+from multidiff.generation import add_generate_options, check_positive, load_for_generation
 from multidiff.io import free_path, read_image, write_image
 from multidiff.pipeline import ImagePipeline
 
@@ -26,13 +26,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_generate_options(p, items="images", files="png", batch=8, prompt=False)
     p.add_argument("--size", type=int, help="height and width (default: the training size)")
     p.add_argument("--init", help="image-to-image: vary this image (with --strength)")
-    p.add_argument("--strength", type=float, default=0.5, help="image-to-image strength in (0, 1]")
+    p.add_argument("--strength", type=float, help="image-to-image strength in (0, 1] (default 0.5; with --init)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` pngs; returns their paths."""
     args = parse_args(argv)
+    check_positive(args, "size")
+    if args.strength is not None and not args.init:
+        raise ValueError("--strength applies to image-to-image: give the image to vary with --init")
+    args.strength = 0.5 if args.strength is None else args.strength
     loaded = load_for_generation(args, ImagePipeline)  # threads, counts, device, pipeline, base seed
     pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     size = (args.size, args.size) if args.size else pipe.size

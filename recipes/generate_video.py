@@ -20,7 +20,7 @@ import torch
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
-from multidiff.generation import add_generate_options, load_for_generation
+from multidiff.generation import add_generate_options, check_positive, load_for_generation
 from multidiff.io import free_path, read_image, read_video, write_video
 from multidiff.pipeline import VideoPipeline
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError("use either --continue or --first-frame, not both")
     if args.last_frame and not args.first_frame:
         raise ValueError("--last-frame needs --first-frame")
+    check_positive(args, "size", "frames", "fps", "decode_chunk")  # before sampling, not after it
     loaded = load_for_generation(args, VideoPipeline)  # threads, counts, device, pipeline, base seed
     pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     size = (args.size, args.size) if args.size else pipe.size

@@ -93,6 +93,9 @@ GENERATE_CASES = {
     "--device tpu": (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
     "--threads -1": (["--threads", "-1"], "--threads must be >= 1"),
     "a clip shorter than a mel frame": (["--seconds", "0.005"], "samples are too few for these mel settings"),
+    "--strength without --init": (["--strength", "0.3"], "--strength applies to audio-to-audio"),
+    "--continue to a length the clip already has": (["--continue", "{clip}", "--seconds", "0.25"],
+                                                    "is already 0.50 s long"),
 }
 
 
@@ -110,6 +113,9 @@ def test_a_frame_size_needing_terabytes_is_refused_before_the_data(modality, fol
 @pytest.mark.parametrize("case", sorted(GENERATE_CASES))
 def test_bad_generate_settings_are_one_line_errors(case: str, folders, tmp_path: Path, capsys) -> None:
     extra, words = GENERATE_CASES[case]
+    clip = tmp_path / "clip.wav"
+    write_audio(clip, torch.zeros(4000), 8000)  # 0.5 s
+    extra = [a.format(clip=clip) for a in extra]
     out = tmp_path / "gen"
     assert cli(["generate", "audio", "--ckpt", str(folders["uncond"]), "--num", "1", "--steps", "2",
                 "--out", str(out), "--quiet", *extra]) == 2  # fmt: skip

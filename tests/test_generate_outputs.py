@@ -20,6 +20,8 @@ def test_free_path_finds_the_first_free_name(tmp_path: Path) -> None:
     p.write_bytes(b"x")
     (tmp_path / "a-2.wav").write_bytes(b"x")
     assert free_path(p) == tmp_path / "a-3.wav" and free_path(p, overwrite=True) == p
+    (tmp_path / "a-3.png").write_bytes(b"")  # a companion file's name counts too when asked
+    assert free_path(p, also=(".png",)) == tmp_path / "a-4.wav" and free_path(p) == tmp_path / "a-3.wav"
 
 
 def test_a_second_generation_gets_new_names_and_overwrite_replaces(tmp_path: Path) -> None:

@@ -188,6 +188,8 @@ def test_guidance_uses_the_null_label() -> None:
     assert (c - u).abs().max() > 1e-3  # the label reaches the output, so the check below can fail
     torch.testing.assert_close(d(x, sigma, labels=labels), u + 3.0 * (c - u), rtol=1e-5, atol=1e-5)
     assert pipe.guided_denoiser({}, guidance=3.0) is pipe.denoiser  # nothing to guide without labels
+    with pytest.raises(ValueError, match="guidance 3 needs a label or a prompt"):  # not silently ignored
+        pipe.sample(1, (1, 16, 8), guidance=3.0, progress=False)
     with pytest.raises(ValueError, match="out of range"):
         pipe.label_tensor(3, 1)
     with pytest.raises(ValueError, match="without class labels"):

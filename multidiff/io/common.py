@@ -56,14 +56,19 @@ def temp_path(path: Path) -> Path:
     return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
 
 
-def free_path(path: Path, overwrite: bool = False) -> Path:
+def free_path(path: Path, overwrite: bool = False, also: tuple[str, ...] = ()) -> Path:
     """``path`` itself when it does not exist yet (or ``overwrite``), else the first free
-    ``NAME-2.EXT``, ``NAME-3.EXT``, ...: a writer that asks here never replaces an existing file."""
+    ``NAME-2.EXT``, ``NAME-3.EXT``, ...: a writer that asks here never replaces an existing file. ``also``:
+    suffixes of companion files written beside it (``(".png",)``), which must be free under the name too."""
     path = Path(path)
-    if overwrite or not path.exists():
+
+    def taken(p: Path) -> bool:
+        return any(q.exists() for q in (p, *(p.with_suffix(s) for s in also)))
+
+    if overwrite or not taken(path):
         return path
     k = 2
-    while (candidate := path.with_name(f"{path.stem}-{k}{path.suffix}")).exists():
+    while taken(candidate := path.with_name(f"{path.stem}-{k}{path.suffix}")):
         k += 1
     return candidate
 
