@@ -258,16 +258,24 @@ METADATA_FAULTS = {
         "path,label\nx.wav,bird\nx.wav,cat\n",
         "line 3: 'x.wav' is listed again (first on line 2)",
     ),
+    "a column named twice": ("path,label,label\nx.wav,bird,cat\n", "line 1: the header names 'label' twice"),
+    "labels that differ in a space": ("path,label\nx.wav,low\ny.wav, low\n", "' low' and 'low' differ only"),
+    "labels that differ in case": ("path,label\nx.wav,High\ny.wav,high\n", "'High' and 'high' differ only"),
+    "a JSON list as a label": (('{"path": "x.wav", "label": ["a"]}\n', "jsonl"), "line 1: the label ['a']"),
+    "a JSON true as a label": (('{"path": "x.wav", "label": true}\n', "jsonl"), "line 1: the label True"),
+    "a number as a caption": (('{"path": "x.wav", "caption": 3}\n', "jsonl"), "line 1: the caption 3 is not text"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(METADATA_FAULTS))
 def test_malformed_metadata_is_refused_naming_the_file_and_line(tmp_path, case) -> None:
     write_audio(tmp_path / "x.wav", tone(300.0, 0.3), SR)
+    write_audio(tmp_path / "y.wav", tone(400.0, 0.3), SR)
     text, message = METADATA_FAULTS[case]
-    path = tmp_path / "metadata.csv"
+    text, suffix = text if isinstance(text, tuple) else (text, "csv")
+    path = tmp_path / f"metadata.{suffix}"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    with pytest.raises(ValueError, match="metadata.csv, " if "line" in message else "metadata.csv") as err:
+    with pytest.raises(ValueError, match=f"metadata.{suffix}") as err:
         AudioFolder(tmp_path, sample_rate=SR)
     assert message in str(err.value)
 

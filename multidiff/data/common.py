@@ -186,11 +186,32 @@ def read_metadata(
             skipped.append((str(path), f"listed in {metadata.name} but not found"))
             continue
         pairs.append((path, rel))
-        if row.get("label") not in (None, ""):
-            labels[rel] = str(row["label"])
-        if row.get("caption") is not None:
-            captions[rel] = str(row["caption"])
+        label, caption = row.get("label"), row.get("caption")
+        if isinstance(label, (bool, list, dict)) or isinstance(caption, (bool, int, float, list, dict)):
+            bad = "label" if isinstance(label, (bool, list, dict)) else "caption"
+            raise ValueError(
+                f"{metadata}, line {line}: the {bad} {row[bad]!r} is not {'a name or number' if bad == 'label' else 'text'}"
+            )
+        if label not in (None, ""):
+            labels[rel] = str(label)
+        if caption is not None:
+            captions[rel] = str(caption)
+    _check_label_spelling(metadata, labels)
     return pairs, labels, captions
+
+
+def _check_label_spelling(metadata: Path, labels: dict[str, str]) -> None:
+    """Refuse two labels that differ only in case or surrounding spaces (``"low"``, ``" low"``, ``"Low"``),
+    which would silently become separate classes."""
+    seen: dict[str, str] = {}
+    for name in sorted(set(labels.values())):
+        key = name.strip().casefold()
+        if key in seen:
+            raise ValueError(
+                f"{metadata}: the labels {seen[key]!r} and {name!r} differ only in case or spaces and would be "
+                "two classes; write each class one way"
+            )
+        seen[key] = name
 
 
 def _metadata_rows(metadata: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -221,6 +242,9 @@ def _metadata_rows(metadata: Path) -> list[tuple[int, dict[str, Any]]]:
         try:
             header = next(reader, [])
             columns = set(header)
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise ValueError(f"{metadata}, line 1: the header names {', '.join(map(repr, twice))} twice")
             start = reader.line_num
             for fields in reader:
                 line = start + 1
