@@ -55,6 +55,23 @@ def test_changed_data_is_refused_unless_allowed(edit: str, tmp_path: Path, capsy
     assert any("changed data (--allow-data-change)" in str(r.get("event", "")) for r in train.read_log(run))
 
 
+def test_a_moved_data_folder_is_named_and_resumes_when_allowed(tmp_path: Path, capsys) -> None:
+    """The same files in another folder: the refusal names both folders, and --allow-data-change goes on
+    (before, that flag still refused the changed path, so a moved data folder could never be continued)."""
+    import shutil
+
+    data, run = make_data(tmp_path / "data"), tmp_path / "run"
+    assert cli(train_args(data, run, 2)) == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)  # copy2: same names, sizes and times
+    capsys.readouterr()
+    assert cli(train_args(moved, run, 4)) == 2
+    err = capsys.readouterr().err
+    assert f"it trained on {data.resolve()}" in err and str(moved.resolve()) in err and len(err.splitlines()) == 1
+    assert cli(train_args(moved, run, 4, "--allow-data-change")) == 0
+    assert train.latest_checkpoint(run).step == 4
+
+
 def test_a_run_inside_its_data_folder_resumes_with_previews(tmp_path: Path) -> None:
     data = make_data(tmp_path / "data")
     run = data / "runs" / "r1"  # previews (wavs) land inside the data folder

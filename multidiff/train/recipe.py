@@ -377,7 +377,13 @@ def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSetting
         ResumeConfigError: Naming what changed and what to do.
     """
     saved = ckpt.state["config"]
-    changed = [k for k in DATA_KEYS if k in config and saved.get(k) != config.get(k)]
+    changed = [k for k in (*DATA_KEYS, "data") if k in config and saved.get(k) != config.get(k)]
+    if changed == ["data"] and not getattr(args, "allow_data_change", False):  # the same files, elsewhere
+        raise ResumeConfigError(
+            f"cannot resume from {ckpt.path}: it trained on {saved.get('data')}, this command gives "
+            f"{config.get('data')} (the same files); rerun with --allow-data-change to continue on it, or use "
+            "a new --out"
+        )
     if changed and not getattr(args, "allow_data_change", False):
         counts = f"{saved.get('num_files')} files then, {config.get('num_files')} now"
         raise ResumeConfigError(
@@ -385,7 +391,7 @@ def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSetting
             f"({counts}; files added, removed, renamed or replaced); rerun with --allow-data-change to continue "
             "on the new data, or use a new --out"
         )
-    ignore = (*RESUME_MAY_CHANGE, "allow_data_change", *(DATA_KEYS if changed else ()))
+    ignore = (*RESUME_MAY_CHANGE, "allow_data_change", *(changed and (*DATA_KEYS, "data")))
     check_resume_config(saved, config, ignore=ignore, where=str(ckpt.path))
     if changed:
         from multidiff.train.monitor import LOG_NAME
