@@ -227,3 +227,23 @@ def test_unlisted_files_are_used_unlabelled_or_refused_when_labels_are_needed(
     assert "--labels: 1 file(s)" in err and "1.wav" in err and "have no label" in err
     assert cli([*base, "--out", str(tmp_path / "r2")]) == 0  # unconditional: both files are used
     assert "2 audio file(s) used" in capsys.readouterr().out
+
+
+def test_the_data_makers_never_write_into_a_folder_that_is_not_empty(tmp_path: Path, capsys) -> None:
+    from multidiff.cli import load_recipe
+
+    maker = load_recipe("data/make_digits_video.py")
+    out = tmp_path / "clips"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="is not empty; give a new folder, or add --overwrite"):
+        maker.main(["--out", str(out), "--num", "2", "--format", "gif", "--frames", "2"])
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert maker.main(["--out", str(out), "--num", "2", "--format", "gif", "--frames", "2", "--overwrite"]) == out
+    with pytest.raises(SystemExit):
+        maker.main(["--out", str(tmp_path / "new"), "--fps", "0"])
+    err = capsys.readouterr().err.strip()
+    assert err == "multidiff: error: make_digits_video: --fps must be > 0, got 0.0 (see make_digits_video --help)"
+    speech = load_recipe("data/make_speech.py")
+    with pytest.raises(ValueError, match="is not empty"):
+        speech.main(["--out", str(out), "--words", "one", "--per-word", "1"])

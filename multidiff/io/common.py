@@ -73,6 +73,17 @@ def free_path(path: Path, overwrite: bool = False, also: tuple[str, ...] = ()) -
     return candidate
 
 
+def check_empty_folder(path: str | os.PathLike[str], overwrite: bool = False, option: str = "--out") -> Path:
+    """``path`` if it is new or an empty folder (or ``overwrite``); else a ValueError naming ``option``, so
+    that a writer of many files never replaces those of an earlier run unasked."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; give a folder")
+    if not overwrite and path.is_dir() and any(path.iterdir()):
+        raise ValueError(f"{option} {path} is not empty; give a new folder, or add --overwrite to replace its files")
+    return path
+
+
 def write_error(err: BaseException, path: str | os.PathLike[str]) -> OSError:
     """An OSError that names ``path`` and the cause, for a failed write whose library said too little
     (safetensors' ``SafetensorError``, libsndfile's "System error."): a full disk is said as such."""

@@ -20,12 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from multidiff.cli import OneLineParser
 from multidiff.io import write_video
+from multidiff.io.common import check_empty_folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output folder")
+    p = OneLineParser(prog="make_digits_video", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
     p.add_argument("--num", type=int, default=1000, help="number of clips")
     p.add_argument("--frames", type=int, default=16, help="frames per clip")
     p.add_argument("--size", type=int, default=32, help="frame size in pixels (square; even for mp4)")
@@ -35,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.num < 1 or args.frames < 1:
         p.error("--num and --frames must be >= 1")
+    if not args.fps > 0:
+        p.error(f"--fps must be > 0, got {args.fps}")
     if args.size < 8:
         p.error("--size must be >= 8")
     if args.format != "gif" and args.size % 2:
@@ -76,7 +81,7 @@ def render_clip(glyph: np.ndarray, frames: int, size: int, rng: np.random.Genera
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
-    out = Path(args.out)
+    out = check_empty_folder(args.out, args.overwrite)
     glyphs, labels = load_glyphs(args.size // 2)
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
     for d in range(10):
@@ -92,4 +97,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "make_digits_video"))

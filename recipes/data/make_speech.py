@@ -38,6 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from multidiff.cli import OneLineParser
+from multidiff.io.common import check_empty_folder
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = (
@@ -190,8 +193,9 @@ def synthesize(espeak: str, utt: Utterance, sample_rate: int, seconds: float | N
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="output folder (train/ and heldout/ are made inside)")
+    p = OneLineParser(prog="make_speech", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output folder, new or empty (train/ and heldout/ are made inside)")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
     p.add_argument("--per-word", type=int, default=200, help="training utterances per word")
     p.add_argument("--heldout-per-word", type=int, default=50, help="held-out utterances per word")
     p.add_argument("--seed", type=int, default=0)
@@ -238,7 +242,7 @@ def main(argv: list[str] | None = None) -> Path:
     accents = tuple(a.strip() for a in args.accents.split(",") if a.strip())
     if not accents:
         raise ValueError(f"--accents needs comma-separated espeak-ng voices, got {args.accents!r}")
-    out = Path(args.out)
+    out = check_empty_folder(args.out, args.overwrite)
     utterances = plan(words, args.per_word, args.heldout_per_word, args.seed, args.format, accents)
     splits = ("train", "heldout") if args.heldout_per_word else ("train",)
     for split in splits:
@@ -283,4 +287,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from multidiff.cli import run_recipe
+
+    sys.exit(run_recipe(main, sys.argv[1:], "make_speech"))
