@@ -425,6 +425,9 @@ def validate(
 def main(argv: list[str] | None = None) -> Path:
     """Run the recipe; returns the run folder."""
     args = build_parser().parse_args(argv)
+    for name in ("steps", "lr"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
     from tqdm import tqdm
 
     out = Path(args.out)
