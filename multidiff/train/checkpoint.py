@@ -671,5 +671,5 @@ def resolve_pipeline_dir(path: str | os.PathLike[str]) -> Path:
             )
     raise ValueError(
         f"{p} holds no pipeline: expected {p}/config.json, {p}/pipeline/config.json or a checkpoint with a "
-        "pipeline/ folder (train with recipes/train_audio.py, which writes them)"
+        "pipeline/ folder (a run of multidiff train audio, video or image writes them)"
     )
