@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> Path:
         args.init
     ):  # a pretrained family: only the recipe of its modality fine-tunes it
         return train.finetune_family(args, modality="audio")
-    run = train.claim_run(args.out, "train audio")  # new, empty, or a run of this recipe; marked as one
+    run = train.check_run_folder(args.out, "train audio")  # new, empty, or a run of this recipe
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     spec = preset.mel

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> Path:
         args.init
     ):  # a pretrained family (diffusers folder): its own parts, its objective
         return train.finetune_family(args, modality="video")
-    run = train.claim_run(args.out, "train video")  # new, empty, or a run of this recipe; marked as one
+    run = train.check_run_folder(args.out, "train video")  # new, empty, or a run of this recipe
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     try:

@@ -83,7 +83,7 @@ from multidiff.train.recipe import (
     start_training,
     stop_signals,
 )
-from multidiff.train.runlock import RUN_MARKER, claim_run
+from multidiff.train.runlock import RUN_MARKER, check_run_folder, mark_run
 from multidiff.train.settings import check_batch_bytes
 from multidiff.train.step import (
     NonFiniteGuard,
@@ -114,7 +114,8 @@ __all__ = [
     "parse_device",
     "RUN_MARKER",
     "check_batch_bytes",
-    "claim_run",
+    "check_run_folder",
+    "mark_run",
     "RunLockedError",
     "TrainingInterrupted",
     "interrupted",

@@ -225,7 +225,7 @@ def finetune_family(args: Any, *, modality: str) -> Path:
     name = check_family_init(args, modality)
     settings = train.TrainSettings.from_args(args)
     dist, device, micro = train.start_processes(settings)
-    run, base = train.claim_run(args.out, f"train {modality}"), Path(args.init).resolve()
+    run, base = train.check_run_folder(args.out, f"train {modality}"), Path(args.init).resolve()
     train.require_caption_metadata(args.data)
     pipe = load_family(base)
     pipe.adapter.requires_grad_(False).to(device)  # frozen: the autoencoder and the text encoder

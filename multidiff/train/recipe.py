@@ -342,7 +342,9 @@ def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bo
         line += "; " + "; ".join(f"{n} {what}" for what, n in parts[:4]) + (" ..." if len(parts) > 4 else "")
     line += f"; training on {target}"
     if enabled:
-        run.mkdir(parents=True, exist_ok=True)
+        from multidiff.train.runlock import mark_run
+
+        mark_run(run, f"train {kind}")  # the run's first file: the folder is a run of this recipe from now
         if skipped:
             tmp = run / f".skipped.txt.{os.getpid()}.tmp"
             tmp.write_text("".join(f"{p}\t{r}\n" for p, r in skipped), encoding="utf-8")

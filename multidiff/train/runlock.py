@@ -20,7 +20,8 @@ __all__ = [
     "RUN_MARKER",
     "RunLockedError",
     "TrainingInterrupted",
-    "claim_run",
+    "check_run_folder",
+    "mark_run",
     "interrupted",
     "run_lock",
     "stop_signals",
@@ -37,12 +38,13 @@ _RUN_NAMES = {
 }  # fmt: skip
 
 
-def claim_run(out: str | os.PathLike[str], recipe: str) -> Path:
-    """The run folder ``out`` for ``recipe`` (e.g. ``"train audio"``), checked before any work and marked.
+def check_run_folder(out: str | os.PathLike[str], recipe: str) -> Path:
+    """The run folder ``out`` for ``recipe`` (e.g. ``"train audio"``), checked before any work; nothing is
+    written (:func:`mark_run` marks it when training writes its first file).
 
-    A new or empty folder becomes a run of ``recipe`` (``run.json``); a run of the same recipe is resumed
-    by the caller. Refused (ValueError naming ``--out``): a file, a run of another recipe, and a folder
-    holding anything a run does not write, which training would mix its files into.
+    New, empty, or a run of ``recipe`` is taken. Refused (ValueError naming ``--out``): a file, a run of
+    another recipe, and a folder holding anything a run does not write, which training would mix its
+    files into.
     """
     run = Path(out)
     if run.exists() and not run.is_dir():
@@ -68,12 +70,19 @@ def claim_run(out: str | os.PathLike[str], recipe: str) -> Path:
                 f"--out {run} already holds files that are not a multidiff run's ({listed}); give a new or "
                 "empty folder (training would write its checkpoints and logs among them)"
             )
-    if int(os.environ.get("RANK", "0")) == 0:  # one writer under torchrun; the others find it or an empty folder
-        from multidiff.train.checkpoint import _atomic_text
-
-        run.mkdir(parents=True, exist_ok=True)
-        _atomic_text(marker, json.dumps({"recipe": recipe}) + "\n")
     return run
+
+
+def mark_run(run: Path, recipe: str) -> None:
+    """Create ``run`` and mark it as a run of ``recipe`` (``run.json``), once; the main process calls it
+    when training writes its first file, so that a refused command leaves no folder behind."""
+    marker = Path(run) / RUN_MARKER
+    if marker.is_file():
+        return
+    from multidiff.train.checkpoint import _atomic_text
+
+    Path(run).mkdir(parents=True, exist_ok=True)
+    _atomic_text(marker, json.dumps({"recipe": recipe}) + "\n")
 
 
 class RunLockedError(ValueError):
