@@ -20,11 +20,10 @@ adapter may add its own weight files (e.g. ``vocoder.safetensors``), and a capti
 encoder (``text_encoder/``; a transformers encoder is referenced by its local path). Nothing is pickled.
 A prompt reaches the backbone as cross-attention ``context``, guided against the null caption.
 
-:class:`Pipeline` works on latents and subclasses add a modality (:class:`AudioPipeline`,
-:class:`VideoPipeline`, :class:`ImagePipeline`), overriding only the adapter (de)serialisation and the shape
-logic. A video model trained with frame-mask conditioning (:mod:`multidiff.train.masks`) also receives the
-known frames and their mask as extra input channels (:func:`frame_cond_channels`); an adapter's VAE is saved
-into the pipeline folder (``vae/``) so the folder stands alone.
+:class:`Pipeline` works on latents; subclasses add a modality (:class:`AudioPipeline`, :class:`VideoPipeline`,
+:class:`ImagePipeline`: the adapter's (de)serialisation and shapes). A video model trained with frame masks
+(:mod:`multidiff.train.masks`) also gets the known frames and their mask as input channels
+(:func:`frame_cond_channels`); an adapter's VAE is saved in the pipeline folder (``vae/``).
 """
 
 from __future__ import annotations
@@ -95,11 +94,7 @@ P = TypeVar("P", bound="Pipeline")
 
 
 def _subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_subclasses(sub))
-    return out
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]  # depth first
 
 
 class Pipeline:
@@ -336,6 +331,11 @@ class Pipeline:
             d = inpaint(d, known, mask)
         return d
 
+    def initial_scale(self, sigmas: Tensor) -> float:
+        """What the initial standard normal noise is multiplied by: the grid's first σ (a family pipeline
+        starts where its diffusers pipeline starts)."""
+        return float(sigmas[0])
+
     @torch.no_grad()
     def sample(
         self,
@@ -404,28 +404,17 @@ class Pipeline:
                 f"{num} sample(s) of latent shape {shape} need {size / 2**30:.1f} GiB for the latents alone "
                 f"(the limit is {MAX_LATENT_BYTES / 2**30:.0f} GiB): ask for less media or a smaller batch"
             )
-        if (
-            guidance is not None
-            and float(guidance) != 1.0
-            and self.num_classes is None
-            and self.text_encoder is None
-        ):
-            raise ValueError(
-                "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
-                "text encoder, so the scale would be ignored"
-            )
-        if (
-            guidance is not None
-            and float(guidance) != 1.0
-            and label is None
-            and prompt is None
-            and not uncond
-            and not {"labels", "context"} & set(cond or {})
-        ):
-            raise ValueError(
-                f"guidance {float(guidance):g} needs a label or a prompt to guide towards; without one the model "
-                "samples unconditionally and the scale would be ignored"
-            )
+        if guidance is not None and float(guidance) != 1.0:  # a scale that would be ignored is refused
+            if self.num_classes is None and self.text_encoder is None:
+                raise ValueError(
+                    "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
+                    "text encoder, so the scale would be ignored"
+                )
+            if label is None and prompt is None and not uncond and not {"labels", "context"} & set(cond or {}):
+                raise ValueError(
+                    f"guidance {float(guidance):g} needs a label or a prompt to guide towards; without one the "
+                    "model samples unconditionally and the scale would be ignored"
+                )
         guidance = self.sampling.guidance if guidance is None else float(guidance)
         steps = self.sampling.steps if steps is None else steps
         sample_fn = get_sampler(sampler or self.sampling.sampler)
@@ -450,7 +439,8 @@ class Pipeline:
                 raise ValueError(f"strength must lie in (0, 1], got {strength}")
             remaining = max(1, round(strength * steps))
             sigmas = sigmas[steps - remaining :]  # the last `remaining` steps of the grid
-        x = noise_like(torch.empty((num, *shape)), gens).to(device) * float(sigmas[0])  # (B, *shape)
+        scale = float(sigmas[0]) if strength is not None else self.initial_scale(sigmas)
+        x = noise_like(torch.empty((num, *shape)), gens).to(device) * scale  # (B, *shape)
         if strength is not None:
             x = known + x  # SDEdit: x0 = the input, noised to sigmas[0]
         cond = dict(cond or {})

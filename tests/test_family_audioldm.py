@@ -113,38 +113,41 @@ def folder(tmp_path_factory):
     return _audioldm_folder(tmp_path_factory.mktemp("audioldm") / "pipe")
 
 
-@pytest.mark.parametrize("guidance,alpha_to_one", [(1.0, True), (2.5, True), (2.5, False)])
-def test_audioldm_waveform_matches_diffusers(folder, tmp_path, guidance, alpha_to_one):
-    if not alpha_to_one:  # AudioLDM's own setting: DDIM's grid ends above σ = 0
-        folder = _with_scheduler(folder, tmp_path, set_alpha_to_one=False)
+@pytest.mark.parametrize(
+    "guidance,changes",
+    [(1.0, {}), (2.5, {}), (2.5, {"set_alpha_to_one": False}), (2.5, {"_class_name": "EulerDiscreteScheduler"}),
+     (2.5, {"_class_name": "DPMSolverMultistepScheduler"})],
+    ids=["ddim-unguided", "ddim", "ddim-final-alpha", "euler", "dpm-solver"],
+)  # fmt: skip
+def test_audioldm_waveform_matches_diffusers_for_the_same_seeds(folder, tmp_path, guidance, changes):
+    """The same seeds give diffusers' waveforms: multidiff draws sample k from seed + k and starts where the
+    scheduler starts (noise · init_noise_sigma in its own space), on its σ grid (DDIM's ending above σ = 0
+    without set_alpha_to_one, AudioLDM's own setting), for DDIM and for the other schedulers it takes."""
+    if changes:
+        folder = _with_scheduler(folder, tmp_path, **changes)
     pipe = load_family(folder)
-    assert family_of(folder) == "AudioLDMPipeline" and pipe.sampling.sampler == "ddim"
+    assert family_of(folder) == "AudioLDMPipeline"
     ref_pipe = reference(diffusers.AudioLDMPipeline, folder, local_files_only=True)
     steps, seconds, seed, prompt = 4, 0.16, 3, ["a hammer hits wood", "rain on a roof"]
-    grid = sigmas_from_scheduler(ref_pipe.scheduler, steps)
-    assert (grid[-1] == 0) == alpha_to_one  # set_alpha_to_one: DDIM's last step lands on x0
-    shape = pipe.adapter.latent_shape(Extent(seconds=seconds))
-    assert shape == (4, 8, 4)  # 16 mel frames of hop 160 at 16 kHz, 8 mel bins, VAE factor 2
-    # multidiff draws sample k from seed + k and starts at σ_0 in unscaled space; diffusers starts from the
-    # VP state x_T = x/√(1+σ_0²)
-    noise = noise_like(torch.empty(2, *shape), [torch.Generator().manual_seed(seed + k) for k in range(2)])
-    s0 = float(grid[0])
-    latents = noise * (s0 / math.sqrt(1 + s0**2))
+    assert pipe.adapter.latent_shape(Extent(seconds=seconds)) == (4, 8, 4)  # 16 frames, 8 mel bins, VAE 2
     with torch.no_grad():
         ref = ref_pipe(
             prompt,
             audio_length_in_s=seconds,
             num_inference_steps=steps,
             guidance_scale=guidance,
-            latents=latents,
+            generator=[torch.Generator().manual_seed(seed + k) for k in range(2)],
             output_type="pt",
         ).audios  # (B, N)
-    ours = pipe.generate(
-        2, Extent(seconds=seconds), prompt=prompt, guidance=guidance, seed=seed, sigmas=grid, progress=False
-    )
+    ours = pipe.generate(2, Extent(seconds=seconds), prompt=prompt, guidance=guidance, seed=seed, steps=steps,
+                         progress=False)  # fmt: skip
     assert ours.shape == (2, 1, 2560) and ref.shape == (2, 2560)
     rel = float((ours[:, 0] - ref).norm() / ref.norm())
     assert rel < 1e-4, rel
+    # diffusers' exact grid passed as sigmas= gives the same waveforms
+    again = pipe.generate(2, Extent(seconds=seconds), prompt=prompt, guidance=guidance, seed=seed,
+                          sigmas=sigmas_from_scheduler(ref_pipe.scheduler, steps), progress=False)  # fmt: skip
+    assert float((again[:, 0] - ref).norm() / ref.norm()) < 1e-4
 
 
 def test_audioldm_refusals(folder, tmp_path):
@@ -170,15 +173,20 @@ def test_audioldm_refusals(folder, tmp_path):
 
 
 def _with_scheduler(folder, tmp_path, **changes):
-    """The folder with its scheduler config changed (the other components linked)."""
+    """The folder with its scheduler config changed (the other components linked); a ``_class_name`` change
+    goes into ``model_index.json`` too, whose class is the one diffusers' pipeline loads."""
     out = tmp_path / "pipe"
     out.mkdir()
     for item in folder.iterdir():
-        if item.name != "scheduler":
+        if item.name not in ("scheduler", "model_index.json"):
             (out / item.name).symlink_to(item)
     (out / "scheduler").mkdir()
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config, **changes}))
+    index = json.loads((folder / "model_index.json").read_text())
+    if "_class_name" in changes:
+        index["scheduler"] = ["diffusers", changes["_class_name"]]
+    (out / "model_index.json").write_text(json.dumps(index))
     return out
 
 

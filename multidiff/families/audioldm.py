@@ -73,13 +73,17 @@ def read_index(folder: Path, pipeline: str, components: dict[str, tuple[str, ...
 
 
 def read_scheduler(folder: Path) -> tuple[str, dict[str, Any]]:
-    """The scheduler's class name and config from ``folder/scheduler/scheduler_config.json``."""
+    """The scheduler's class name and config: the class ``model_index.json`` names (the one diffusers'
+    pipeline instantiates, whatever the config's own ``_class_name`` says), with
+    ``folder/scheduler/scheduler_config.json``."""
     path = folder / "scheduler" / "scheduler_config.json"
     try:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} cannot be read ({e})") from None
-    return str(config.get("_class_name", "")), config
+    entry = _common.read_index(folder).get("scheduler")
+    name = entry[1] if isinstance(entry, list) and len(entry) == 2 else config.get("_class_name", "")
+    return str(name), {**config, "_class_name": str(name)}
 
 
 class SpeechT5Vocoder(nn.Module):
@@ -222,9 +226,10 @@ class ClapTextEncoder(nn.Module):
 class AudioLDMFamilyPipeline(Pipeline):
     """AudioLDM's pipeline, sampling as diffusers' ``AudioLDMPipeline`` does: on the σ grid of the folder's
     scheduler (:func:`~multidiff.interop.diffusers.sigmas_from_scheduler`) unless ``grid=`` names a multidiff
-    grid; where that grid ends above σ = 0 (DDIM without ``set_alpha_to_one``, AudioLDM's own setting),
-    diffusers' last step returns the VP-scaled state ``x / √(1 + σ²)`` there and its VAE decodes that, and so
-    does this pipeline. The scheduler is read for its grid only."""
+    grid, from the noise diffusers starts at for the same seeds (:meth:`initial_scale`); where the grid ends
+    above σ = 0 (DDIM without ``set_alpha_to_one``, AudioLDM's own setting), diffusers' last step returns the
+    VP-scaled state ``x / √(1 + σ²)`` there and its VAE decodes that, and so does this pipeline. The
+    scheduler is read for its grid and its kind only."""
 
     def __init__(self, *args: Any, scheduler: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,6 +241,20 @@ class AudioLDMFamilyPipeline(Pipeline):
         from multidiff.interop.diffusers import sigmas_from_scheduler
 
         return sigmas_from_scheduler(self.scheduler, self.sampling.steps if steps is None else int(steps))
+
+    def initial_scale(self, sigmas: torch.Tensor) -> float:
+        """diffusers' start for a seed: ``noise · init_noise_sigma`` in the scheduler's own space, i.e.
+        ``noise · √(1 + σ0²)`` in σ-space for the VP schedulers (DDIM's, DPM-Solver's), and for Euler's
+        σ0, or √(σ0² + 1) with "leading" spacing (its ``init_noise_sigma``)."""
+        from multidiff.interop.diffusers import SUPPORTED_SCHEDULERS
+
+        s0 = float(sigmas[0])
+        kind = SUPPORTED_SCHEDULERS.get(type(self.scheduler).__name__)
+        if kind in ("vp_table", "vp_sigmas"):
+            return math.sqrt(1 + s0**2)
+        if kind == "unscaled" and self.scheduler.config.timestep_spacing not in ("linspace", "trailing"):
+            return math.sqrt(1 + s0**2)
+        return s0
 
     def sample(  # type: ignore[override]
         self, num: int, shape: Sequence[int], *, sigmas: Any = None, steps: int | None = None,
