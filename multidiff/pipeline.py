@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -53,6 +53,7 @@ from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
 from multidiff.modalities.base import Adapter, Extent, load_adapter
 from multidiff.nn.graphs import CudaGraphed, replayer, use_graphs
+from multidiff.pipeline_checks import check_sample_request
 from multidiff.serialize import (
     CONFIG_NAME,
     FORMAT_VERSION,
@@ -87,8 +88,6 @@ __all__ = [
     "mel_frame_mask",
 ]
 
-#: Latents larger than this are refused before anything is allocated (a mistyped length, not a real request).
-MAX_LATENT_BYTES = 16 * 2**30
 
 P = TypeVar("P", bound="Pipeline")
 
@@ -175,6 +174,8 @@ class Pipeline:
     def to(self: P, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> P:
         """Move the denoiser, adapter and text encoder to ``device``; ``dtype`` (bf16 or fp32) casts the
         backbone's weights: bf16 halves their memory and reads; sampling then runs under bf16 autocast."""
+        if isinstance(device, torch.dtype):  # .to(torch.bfloat16), as torch's own .to takes it
+            device, dtype = None, device if dtype is None else dtype
         if dtype not in (None, torch.float32, torch.bfloat16):
             raise ValueError(f"Pipeline.to: dtype must be torch.bfloat16 or torch.float32, got {dtype}")
         before = (self.device, next(self.backbone.parameters()).dtype)
@@ -229,17 +230,20 @@ class Pipeline:
         n = self.num_classes
         if n is None:
             raise ValueError("this model was trained without class labels; do not pass label=")
-        items = label.tolist() if isinstance(label, Tensor) else label
+        items = label.tolist() if isinstance(label, (Tensor, np.ndarray, np.integer)) else label
         items = [items] * num if isinstance(items, (int, str)) else list(items)
         if len(items) != num:
             raise ValueError(f"got {len(items)} labels for {num} samples")
         out = []
         for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                raise ValueError(f"a label is a class name or an int index, got {item!r}")
             if isinstance(item, str):
-                if item.isdigit() and (self.labels is None or item not in self.labels):
+                if self.labels is None and item.isdigit():  # no names: a number typed as text is an index
                     item = int(item)
                 elif self.labels is None or item not in self.labels:
-                    raise ValueError(f"unknown label {item!r}; known labels: {self.labels}")
+                    hint = " (an index is an int, not text)" if item.isdigit() else ""
+                    raise ValueError(f"unknown label {item!r}; known labels: {self.labels}{hint}")
                 else:
                     item = self.labels.index(item)
             if not 0 <= int(item) < n:
@@ -271,7 +275,9 @@ class Pipeline:
 
         if self.text_encoder is None:
             raise ValueError("this model was trained without captions (no text encoder); do not pass prompt=")
-        prompts = [prompt] * num if isinstance(prompt, str) else [str(p) for p in prompt]
+        prompts = [prompt] * num if isinstance(prompt, str) else list(prompt)
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"a prompt is text, got {next(p for p in prompts if not isinstance(p, str))!r}")
         if len(prompts) != num:
             raise ValueError(f"got {len(prompts)} prompts for {num} samples")
         context, mask = self.text_encoder.encode([*prompts, NULL_CAPTION])  # (B+1, L, D), (B+1, L)
@@ -285,8 +291,8 @@ class Pipeline:
         """Per-sample seeds: ``seed + k`` for sample k (a fresh random base seed when None)."""
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
-        if isinstance(seed, int):
-            return [seed + k for k in range(num)]
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed) + k for k in range(num)]
         seeds = [int(s) for s in seed]
         if len(seeds) != num:
             raise ValueError(f"got {len(seeds)} seeds for {num} samples")
@@ -393,28 +399,10 @@ class Pipeline:
         """
         device = self.device
         graphs = use_graphs(graphs, device)
-        if num < 1:
-            raise ValueError(f"num must be >= 1, got {num}")
-        shape = tuple(int(s) for s in shape)
-        if any(s < 1 for s in shape):
-            raise ValueError(f"the latent shape {shape} is empty: ask for more seconds, frames or pixels")
-        size = num * math.prod(shape) * 4
-        if size > MAX_LATENT_BYTES:
-            raise ValueError(
-                f"{num} sample(s) of latent shape {shape} need {size / 2**30:.1f} GiB for the latents alone "
-                f"(the limit is {MAX_LATENT_BYTES / 2**30:.0f} GiB): ask for less media or a smaller batch"
-            )
-        if guidance is not None and float(guidance) != 1.0:  # a scale that would be ignored is refused
-            if self.num_classes is None and self.text_encoder is None:
-                raise ValueError(
-                    "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
-                    "text encoder, so the scale would be ignored"
-                )
-            if label is None and prompt is None and not uncond and not {"labels", "context"} & set(cond or {}):
-                raise ValueError(
-                    f"guidance {float(guidance):g} needs a label or a prompt to guide towards; without one the "
-                    "model samples unconditionally and the scale would be ignored"
-                )
+        shape = check_sample_request(
+            self, num, shape, steps=steps, sigmas=sigmas, guidance=guidance, label=label, prompt=prompt,
+            cond=cond, uncond=uncond, known=known, mask=mask, strength=strength,
+        )  # fmt: skip
         guidance = self.sampling.guidance if guidance is None else float(guidance)
         steps = self.sampling.steps if steps is None else steps
         sample_fn = get_sampler(sampler or self.sampling.sampler)
@@ -433,10 +421,6 @@ class Pipeline:
         if mask is not None:
             mask = torch.as_tensor(mask, device=device).float()
         if strength is not None:
-            if known is None:
-                raise ValueError("strength (SDEdit) needs known= input to start from")
-            if not 0.0 < strength <= 1.0:
-                raise ValueError(f"strength must lie in (0, 1], got {strength}")
             remaining = max(1, round(strength * steps))
             sigmas = sigmas[steps - remaining :]  # the last `remaining` steps of the grid
         scale = float(sigmas[0]) if strength is not None else self.initial_scale(sigmas)
@@ -535,6 +519,8 @@ class Pipeline:
             if shape is None:
                 raise ValueError("a pipeline without an adapter needs shape= (the latent shape)")
             return self.sample(num, shape, known=known, mask=mask, **kwargs)
+        if shape is not None:
+            raise ValueError("shape= is for a pipeline without an adapter; give the extent (seconds, frames, size)")
         base = self.default_extent()
         extent = Extent(
             *(getattr(extent, f) if extent is not None and getattr(extent, f) is not None else getattr(base, f)
@@ -556,8 +542,11 @@ class Pipeline:
                 cond["cond_channels"] = mask_channels(known_z.expand(num, *shape), mask_z)
             else:
                 cond["cond_channels"] = torch.zeros((num, shape[0] + 1, *shape[1:]), device=self.device)
+        if not replace_known and known_z is not None and "cond_channels" not in cond:
+            raise ValueError("replace_known=False leaves the known media to a mask-conditioned model; this one is not")
+        keep = replace_known or "strength" in kwargs  # else only the conditioning channels carry them
         latents = self.sample(
-            num, shape, known=known_z, mask=mask_z if replace_known else None, cond=cond, **kwargs
+            num, shape, known=known_z if keep else None, mask=mask_z if replace_known else None, cond=cond, **kwargs
         )
         return self.adapter.decode(latents, extent, **dict(decode or {}))
 

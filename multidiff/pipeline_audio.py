@@ -108,6 +108,10 @@ class AudioPipeline(Pipeline):
         The clip's frames are kept (inpainting of the rest); the output starts with the re-vocoded clip.
         """
         clip = torch.as_tensor(clip)
+        if self.num_samples(seconds) <= clip.shape[-1]:
+            raise ValueError(
+                f"the clip is already {clip.shape[-1] / self.sample_rate:.2f} s; continue it to more than that"
+            )
         mask = torch.zeros(self.num_samples(seconds))
         mask[: clip.shape[-1]] = 1
         num = kwargs.pop("num", clip.shape[0] if clip.ndim == 3 else 1)

@@ -116,9 +116,8 @@ class VideoPipeline(_FramePipeline):
         if size is None and self.size is None:
             raise ValueError("pass size= (this pipeline records no training size)")
         extent = Extent(frames=frames, size=None if size is None else _parse_size(size))
-        return super().generate(
-            num, extent, decode={"chunk_frames": decode_chunk, "out_device": "cpu"}, **kwargs
-        )
+        decode = {"chunk_frames": decode_chunk, "out_device": "cpu", **dict(kwargs.pop("decode", None) or {})}
+        return super().generate(num, extent, decode=decode, **kwargs)
 
     def image_to_video(self, image: Tensor, frames: int, **kwargs: Any) -> Tensor:
         """Animate ``image`` (``[H, W, C]`` or ``[B, H, W, C]``) as the first of ``frames`` frames."""
@@ -189,4 +188,5 @@ class ImagePipeline(_FramePipeline):
         if size is None and self.size is None:
             raise ValueError("pass size= (this pipeline records no training size)")
         extent = Extent(size=None if size is None else _parse_size(size))
-        return super().generate(num, extent, decode={"out_device": "cpu"}, **kwargs)
+        decode = {"out_device": "cpu", **dict(kwargs.pop("decode", None) or {})}
+        return super().generate(num, extent, decode=decode, **kwargs)

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from media_utils import tiny_vae
@@ -548,3 +549,38 @@ def test_image_pipeline_round_trip_and_latent_mask(tmp_path) -> None:
         from multidiff.pipeline import VideoPipeline
 
         VideoPipeline.from_pretrained(tmp_path / "p")
+
+
+def test_arguments_that_would_be_misread_or_ignored_are_refused() -> None:
+    """Python API: each of these was silently misread or ignored (or failed deep inside) before."""
+    pipe = tiny_audio_pipeline(num_classes=2)  # labels "class0", "class1"
+    x = torch.randn(1, 1, 16, 8)
+    with pytest.raises(ValueError, match=r"unknown label '1'.*an index is an int"):
+        pipe.label_tensor("1", 1)  # a named model: "1" is not taken as index 1
+    with pytest.raises(ValueError, match="class name or an int index, got True"):
+        pipe.label_tensor(True, 1)
+    assert pipe.label_tensor(np.int64(1), 1).tolist() == [1] and pipe.seeds(2, np.int64(3)) == [3, 4]
+    unnamed = Pipeline(tiny_denoiser(num_classes=3))
+    assert unnamed.label_tensor("2", 1).tolist() == [2]  # no names: a number typed as text is an index
+    with pytest.raises(ValueError, match="a mask of shape"):
+        pipe.sample(1, (1, 16, 8), known=x, mask=torch.ones(3, 1, 1, 8), progress=False)
+    with pytest.raises(ValueError, match="known= needs mask="):
+        pipe.sample(1, (1, 16, 8), known=x, progress=False)
+    with pytest.raises(ValueError, match="give steps= or sigmas=, not both"):
+        pipe.sample(1, (1, 16, 8), steps=3, sigmas=pipe.sigmas(4), progress=False)
+    with pytest.raises(ValueError, match="steps must be an int"):
+        pipe.sample(1, (1, 16, 8), steps=True, progress=False)
+    with pytest.raises(ValueError, match="shape= is for a pipeline without an adapter"):
+        pipe.generate(1, 0.1, shape=(1, 16, 8), progress=False)
+    with pytest.raises(ValueError, match="already 0.25 s"):
+        pipe.continue_audio(torch.zeros(1, 2000), 0.2, progress=False)
+    with pytest.raises(ValueError, match="dtype must be torch.bfloat16 or torch.float32"):
+        pipe.to(torch.float16)  # a dtype given where torch's .to takes it, not read as a device
+    assert pipe.to(torch.bfloat16) is pipe and next(pipe.backbone.parameters()).dtype == torch.bfloat16
+    assert pipe.adapter.mean.dtype == torch.float32  # only the backbone is cast
+
+
+def test_video_generate_takes_decode_keywords() -> None:
+    pipe = tiny_video_pipeline(cond=False)
+    frames = pipe.generate(1, 3, 8, decode={"out_device": "cpu"}, progress=False)
+    assert frames.shape[:2] == (1, 3) and frames.dtype == torch.uint8
