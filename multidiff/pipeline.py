@@ -12,8 +12,8 @@ adapter.decode -> media. The denoiser the sampler sees is built by composition, 
 
 Sample k of a call is drawn from its own generator seeded ``seed + k``, so its latents do not depend on the
 batch size (a Griffin-Lim waveform may: batched FFTs round differently, and its iterations amplify that
-into phase differences of a few percent; a neural vocoder adds no such drift). SDEdit (Meng et al. 2022) starts from the known input noised to the σ at which the fraction
-``strength`` of the grid remains.
+into phase differences of a few percent; a neural vocoder adds no such drift). SDEdit (Meng et al. 2022)
+starts from the known input noised to the σ at which the fraction ``strength`` of the grid remains.
 
 A pipeline folder holds ``config.json`` (backbone type and config, prediction, schedule, sigma_data,
 adapter settings, sampler defaults, label names, window settings) and ``denoiser.safetensors``; an
