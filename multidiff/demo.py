@@ -241,7 +241,22 @@ def run_demo(modality: str, argv: Sequence[str]) -> Path:
     args = _parser(modality).parse_args(list(argv))
     if args.steps < 1 or args.num < 1:
         raise ValueError("--steps and --num must be >= 1")
+    if not math.isfinite(args.guidance):
+        raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    from multidiff.train.distributed import parse_device
+    from multidiff.train.monitor import parse_report_to
+
+    parse_device(args.device)
+    parse_report_to(args.report_to)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the demo")
+    if out.is_dir() and (foreign := sorted({p.name for p in out.iterdir()} - {"data", "run", "samples"})):
+        raise ValueError(
+            f"--out {out} holds files that are not a demo's ({', '.join(foreign[:3])}); give a new or empty folder"
+        )
     data, run, samples = out / "data", out / "run", out / "samples"
     common = [*(["--device", args.device] if args.device else []),
               *(["--threads", str(args.threads)] if args.threads else [])]  # fmt: skip

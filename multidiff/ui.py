@@ -325,14 +325,15 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def load(source: str, device: str | None = None) -> tuple[Any, Path, str]:
     """The pipeline of a run, checkpoint or pipeline folder on ``device``, its folder and a one-line summary."""
-    import torch
 
     from multidiff.models import describe
     from multidiff.pipeline import load_pipeline
     from multidiff.train.checkpoint import resolve_pipeline_dir
 
     folder = resolve_pipeline_dir(source)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from multidiff.train.distributed import parse_device
+
+    dev = parse_device(device)
     pipe = load_pipeline(folder, device=dev)
     return pipe, folder, describe(folder).summary
 
@@ -347,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = _parse(sys.argv[1:] if argv is None else argv)
     source = resolve_source(args.ckpt, args.model)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must lie in 0..65535, got {args.port}")
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

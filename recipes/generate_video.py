@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     # Known frames (resized and centre-cropped to the frame size) and the mask of the ones kept.
     known = mask = None
+    if args.last_frame and frames < 2:
+        raise ValueError(f"--last-frame needs --frames >= 2 (a first and a last frame), got {frames}")
     if args.first_frame:
         first = resize_and_crop(read_image(args.first_frame)[None], size)  # (1, H, W, C)
         known, mask = torch.zeros((frames, *first.shape[1:]), dtype=torch.uint8), torch.zeros(frames)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         clip, _ = read_video(args.cont, max_frames=frames)
         if clip.shape[0] >= frames:
             raise ValueError(
-                f"--continue: {args.cont} already has {frames} frames; ask for more with --frames"
+                f"--continue: {args.cont} has {frames} frames or more; ask for more frames than it has with --frames"
             )
         known = resize_and_crop(clip, size)  # (F', H, W, C)
         mask = torch.ones(known.shape[0])

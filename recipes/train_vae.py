@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from multidiff import train
+from multidiff.cli import OneLineParser
 from multidiff.data.image import ImageFolder
 from multidiff.data.video import VideoFolder
 from multidiff.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -66,10 +68,13 @@ RESULT = "vae"  # the folder of each checkpoint holding the AutoencoderKL; its f
 SETTINGS = ("size", "batch", "preset", "latent_channels", "lr", "kl_weight", "loss", "seed")
 #: The files of the recipe's former format (weights at OUT, optimiser and step beside them).
 OLD_STATE = ("train_state.json", "train_state.safetensors")
+#: The VAE's files published into OUT (``diffusers`` AutoencoderKL), beside the run's own.
+VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors", *OLD_STATE)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
+        prog="train_vae",
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", required=True, help="folder of images and/or videos")
@@ -164,7 +169,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from diffusers import AutoencoderKL
 
-    out, device = Path(args.out), train.parse_device(args.device)
+    device = train.parse_device(args.device)
+    # a new or empty folder, or a run of this recipe (never another run's files: --no-resume deletes)
+    out = train.check_run_folder(args.out, "train vae", also=VAE_FILES)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("train_vae runs as one process; launch it without torchrun")
+    train.mark_run(out, "train vae")
     config = {k: getattr(args, k) for k in SETTINGS}
     dist = DistInfo(device=device)
     # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)
@@ -219,8 +229,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 kl = posterior.kl().mean() / x[0].numel()  # KL summed over latents, per pixel value
                 loss = rec + args.kl_weight * kl
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite loss at step {step_index}: rec={rec.item()}, kl={kl.item()}"
+                    raise train.NonFiniteLossError(
+                        f"non-finite loss at step {step_index} (rec={rec.item()}, kl={kl.item()}); lower --lr or "
+                        "--kl-weight, or check the data. Checkpoints written before are intact."
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from multidiff import train
+from multidiff.cli import OneLineParser
 from multidiff.data.audio import AudioFolder, AudioFolderConfig
 from multidiff.modalities.audio import PRESETS, LogMel, MelSpec
 from multidiff.modalities.discriminators import (
@@ -317,7 +319,8 @@ def refuse_old_run(out: Path) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
+        prog="train_vocoder",
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", required=True, help="folder of audio files (searched recursively)")
@@ -425,13 +428,16 @@ def validate(
 def main(argv: list[str] | None = None) -> Path:
     """Run the recipe; returns the run folder."""
     args = build_parser().parse_args(argv)
-    for name in ("steps", "lr"):
+    for name in ("steps", "lr", "save_every", "log_every"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
     from tqdm import tqdm
 
-    out = Path(args.out)
     device = train.parse_device(args.device)
+    out = train.check_run_folder(args.out, "train vocoder", also=("config.json", "generator.safetensors", "checkpoints"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("train_vocoder runs as one process; launch it without torchrun")
+    train.mark_run(out, "train vocoder")
     if device.type == "cuda":  # the recipe, not the library, owns backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -578,8 +584,9 @@ def main(argv: list[str] | None = None) -> Path:
                     file=sys.stderr,
                 )
                 if bad_in_a_row >= 10:
-                    raise RuntimeError(
-                        f"10 non-finite losses in a row up to step {step}; lower --lr or check the data"
+                    raise train.NonFiniteLossError(
+                        f"10 non-finite losses in a row up to step {step}; lower --lr or check the data. "
+                        "Checkpoints written before are intact."
                     )
             values = {
                 "loss_d": loss_d.item(),

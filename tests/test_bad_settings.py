@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,34 @@ def test_the_data_makers_never_write_into_a_folder_that_is_not_empty(tmp_path: P
     speech = load_recipe("data/make_speech.py")
     with pytest.raises(ValueError, match="is not empty"):
         speech.main(["--out", str(out), "--words", "one", "--per-word", "1"])
+
+
+def test_vae_demo_ui_and_launcher_settings_are_one_line_errors(folders, tmp_path: Path, capsys, monkeypatch) -> None:
+    """train_vae never writes into another recipe's run (--no-resume deleted its checkpoints), the demo never
+    into a folder of the user's files, ui checks its options, and a launcher rank outside the world is
+    refused before joining a process group that would never form (it hung)."""
+    from multidiff.cli import load_recipe
+    from multidiff.io import write_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(2):
+        write_image(images / f"{k}.png", np.full((16, 16, 3), 60 * k, np.uint8))
+    vae = load_recipe("train_vae.py")
+    with pytest.raises(ValueError, match="is a run of `multidiff train audio`, not of `multidiff train vae`"):
+        vae.main(["--data", str(images), "--out", str(folders["uncond"]), "--size", "16", "--preset", "micro",
+                  "--steps", "1", "--no-resume"])  # fmt: skip
+    assert train.latest_checkpoint(folders["uncond"]) is not None  # nothing deleted
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert cli(["demo", "image", "--out", str(mine), "--steps", "1"]) == 2
+    assert "holds files that are not a demo's (notes.txt)" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert cli(["ui", "--ckpt", str(folders["uncond"]), "--port", "99999"]) == 2
+    assert "--port must lie in 0..65535" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    assert cli(["train", "audio", "--data", str(folders["data"]), "--out", str(tmp_path / "w"), "--preset", "tiny",
+                "--device", "cpu", "--batch", "2", "--seconds", "0.25", "--steps", "1"]) == 2  # fmt: skip
+    assert "RANK=5, LOCAL_RANK=5 and WORLD_SIZE=2 do not fit" in capsys.readouterr().err

@@ -347,3 +347,23 @@ def test_images_of_every_bit_depth_and_mode_read_right(tmp_path) -> None:
     assert tuple(rgb[0, 0]) == (250, 250, 250) and tuple(rgb[1, 1]) == (0, 0, 0)  # transparent -> black
     assert abs(int(rgb[0, 1, 0]) - 126) <= 1  # half transparent: half way to black
     assert np.array_equal(read_image(tmp_path / "alpha.png", mode="RGBA").numpy(), rgba)
+
+
+def test_an_exif_orientation_is_applied_as_viewers_apply_it(tmp_path) -> None:
+    """A phone photo stored landscape with orientation 6 (turn 90° clockwise to view) reads as the portrait
+    picture people see, and its probe gives that size; the pixels land where a viewer shows them."""
+    from PIL import Image
+
+    from multidiff.io import probe_image
+
+    stored = np.zeros((16, 32, 3), np.uint8)  # 16 high, 32 wide as stored
+    stored[:, :16] = 255  # left half white
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    arr = read_image(tmp_path / "rot.jpg").numpy()
+    assert arr.shape == (32, 16, 3)  # as displayed: portrait
+    assert arr[:12].mean() > 200 and arr[20:].mean() < 50  # the white half is now on top
+    info = probe_image(tmp_path / "rot.jpg")
+    assert (info.height, info.width) == (32, 16)

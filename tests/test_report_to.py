@@ -133,3 +133,16 @@ def test_time_estimate_and_loss_curve(tmp_path, capsys) -> None:
     assert lines == ["step 2/100", "step 25/100"]  # the first estimate, then one at each quarter
     log.close()
     assert iio.imread(tmp_path / "loss.png").ndim == 3
+
+
+def test_wandb_that_cannot_start_is_one_line(tmp_path, monkeypatch) -> None:
+    """No API key (or no network): a ValueError saying to log in or go offline, not wandb's traceback."""
+    fake = _FakeWandb()
+
+    def refuse(**kwargs):
+        raise RuntimeError("No API key configured. Use `wandb login` to log in.\nmore lines")
+
+    fake.init = refuse
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    with pytest.raises(ValueError, match=r"wandb could not start a run \(No API key configured.*WANDB_MODE=offline"):
+        RunLogger(tmp_path, 4, 0, progress=False, tensorboard=False, report_to="wandb")

@@ -36,6 +36,10 @@ class ImageInfo:
     format: str
 
 
+#: The EXIF tag of a picture's orientation (1: as stored; 5-8: turned a quarter).
+_ORIENTATION = 0x0112
+
+
 def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
     """Read an image's header (size, mode, format) without decoding its pixels.
 
@@ -51,6 +55,8 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
         with Image.open(path) as im:
             width, height = im.size
             mode, fmt = str(im.mode), str(im.format)
+            if im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):  # displayed turned a quarter: as read_image
+                width, height = height, width
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # UnidentifiedImageError is an OSError
         raise ImageFileError(path, f"not a readable image ({err})") from err
     if width <= 0 or height <= 0:
@@ -65,7 +71,8 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
     (65535 -> 255), float greys in [0, 1] by 255. Palette images are expanded. Transparency (an alpha band or
     a palette's transparent entry) is composited on black for ``"RGB"`` and ``"L"`` (the rule: transparent
     pixels become black, as the background of the moving-digit and mask data sets), kept for ``"RGBA"``.
-    Animated files give their first frame.
+    Animated files give their first frame. An EXIF orientation is applied, so the array is the picture as
+    viewers show it.
 
     Args:
         path: The file.
@@ -78,7 +85,7 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
         MediaNotFoundError: If the file does not exist.
         ImageFileError: If it is empty, truncated or not an image.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if mode not in ("RGB", "RGBA", "L"):
         raise ValueError(f"mode must be 'RGB', 'RGBA' or 'L', got {mode!r}")
@@ -87,6 +94,7 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im) or im  # as displayed: a phone photo's EXIF orientation applied
             im = _to_8bit(im)
             if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")

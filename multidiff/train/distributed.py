@@ -113,6 +113,11 @@ def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local = _env_int("LOCAL_RANK", rank if world > 1 else 0)
+    if world < 1 or not 0 <= rank < world or local < 0:  # before joining a group that would never form
+        raise ValueError(
+            f"RANK={rank}, LOCAL_RANK={local} and WORLD_SIZE={world} do not fit (need 0 <= RANK < WORLD_SIZE); "
+            "launch with torchrun or accelerate launch"
+        )
     kind = parse_device(device).type
     if kind == "cuda":
         asked = torch.device(device).index if device is not None else None

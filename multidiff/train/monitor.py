@@ -305,10 +305,17 @@ def _start_wandb(run: Path, config: Mapping[str, Any] | None) -> Any:
 
         run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], as wandb's own ids (not its private helper)
         _atomic_text(id_file, run_id + "\n")
-    return wandb.init(
-        project=os.environ.get("WANDB_PROJECT", "multidiff"), name=run.resolve().name, id=run_id,
-        resume="allow", dir=str(run), config=dict(config or {}),
-    )  # fmt: skip
+    try:
+        return wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "multidiff"), name=run.resolve().name, id=run_id,
+            resume="allow", dir=str(run), config=dict(config or {}),
+        )  # fmt: skip
+    except Exception as err:  # no API key, no network: say what to do, in one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"--report-to wandb: wandb could not start a run ({first}); run `wandb login`, or set "
+            "WANDB_MODE=offline to keep the run on this machine"
+        ) from None
 
 
 def _tb_media(writer: Any, kind: str, tag: str, path: Path, step: int) -> None:

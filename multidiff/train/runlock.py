@@ -38,13 +38,13 @@ _RUN_NAMES = {
 }  # fmt: skip
 
 
-def check_run_folder(out: str | os.PathLike[str], recipe: str) -> Path:
+def check_run_folder(out: str | os.PathLike[str], recipe: str, also: tuple[str, ...] = ()) -> Path:
     """The run folder ``out`` for ``recipe`` (e.g. ``"train audio"``), checked before any work; nothing is
     written (:func:`mark_run` marks it when training writes its first file).
 
     New, empty, or a run of ``recipe`` is taken. Refused (ValueError naming ``--out``): a file, a run of
-    another recipe, and a folder holding anything a run does not write, which training would mix its
-    files into.
+    another recipe, and a folder holding anything a run does not write (``also``: the names a recipe adds,
+    e.g. the model files it publishes), which training would mix its files into or delete.
     """
     run = Path(out)
     if run.exists() and not run.is_dir():
@@ -62,7 +62,9 @@ def check_run_folder(out: str | os.PathLike[str], recipe: str) -> Path:
         return run
     if run.is_dir():
         foreign = sorted(
-            p.name for p in run.iterdir() if p.name not in _RUN_NAMES and not p.name.startswith(("ckpt-", ".tmp-"))
+            p.name
+            for p in run.iterdir()
+            if p.name not in _RUN_NAMES and p.name not in also and not p.name.startswith(("ckpt-", ".tmp-"))
         )
         if foreign:
             listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
