@@ -46,6 +46,13 @@ def test_uint8_pixel_conversion_is_exact() -> None:
     assert torch.equal(clamped, torch.tensor([[[0], [255]]], dtype=torch.uint8))  # [H, W, C]
 
 
+def test_float_pictures_outside_minus_one_to_one_are_refused() -> None:
+    pic = torch.full((4, 4, 3), 200.0)  # a 0..255 picture in a float tensor: white after a clamp before
+    with pytest.raises(ValueError, match="float pixels must lie in \\[-1, 1\\], got values up to 200"):
+        to_pixels(pic)
+    assert torch.equal(to_pixels(pic / 255 * 2 - 1), (pic / 255 * 2 - 1).movedim(-1, -3))
+
+
 def test_pixel_space_is_exact() -> None:
     adapter = ImageAdapter(ImageAdapterConfig())
     x = images(3, 10, 14)

@@ -55,7 +55,8 @@ _DTYPES: dict[str, torch.dtype] = {
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
     """Channels-last media ``[..., H, W, C]`` -> channels-first float32 pixels ``[..., C, H, W]`` in [-1, 1].
 
-    uint8 values map by ``u / 127.5 - 1``; floating-point input is taken to be in [-1, 1] already.
+    uint8 values map by ``u / 127.5 - 1``; floating-point input must be in [-1, 1] already (values of 0..255
+    in a float tensor are refused, not clamped to white).
     """
     if images.ndim < 3:
         raise ValueError(f"expected images [..., H, W, C], got shape {tuple(images.shape)}")
@@ -63,6 +64,11 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 127.5 - 1.0
     elif images.is_floating_point():
         x = images.float()
+        top = float(x.abs().amax()) if x.numel() else 0.0  # float input comes from a caller, not the loaders
+        if top > 1.001:
+            raise ValueError(
+                f"float pixels must lie in [-1, 1], got values up to {top:g}; pass uint8 for 0..255 pictures"
+            )
     else:
         raise ValueError(f"images must be uint8 or floating point in [-1, 1], got {images.dtype}")
     return x.movedim(-1, -3)  # (..., C, H, W)
