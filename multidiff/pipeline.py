@@ -617,7 +617,9 @@ class Pipeline:
             directory: Created if missing.
             state_dict: Denoiser weights to save instead of the current ones (e.g. EMA weights).
         """
-        folder = Path(directory)
+        folder, old = Path(directory), Path(directory) / CONFIG_NAME
+        if (folder / "model_index.json").is_file() or (old.is_file() and '"backbone"' not in old.read_text("utf-8")):
+            raise ValueError(f"{folder} holds another model (not a multidiff pipeline); save to a new folder")
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config_dict()
         (folder / CONFIG_NAME).write_text(

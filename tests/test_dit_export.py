@@ -79,3 +79,23 @@ def test_export_refuses_what_diffusers_cannot_express(override, message) -> None
 def test_export_refuses_a_sample_size_off_the_patch_grid() -> None:
     with pytest.raises(ValueError, match="sample_size"):
         dit_to_diffusers(_tiny_dit(), 7)
+
+
+def test_export_and_save_never_replace_another_models_config(tmp_path) -> None:
+    """A DiT exported over a multidiff pipeline folder, or a pipeline saved over a diffusers folder, would
+    have replaced its config.json and left neither loadable: both are refused, the files untouched."""
+    from multidiff.core.denoiser import Denoiser
+    from multidiff.pipeline import Pipeline, load_pipeline
+
+    dit = _tiny_dit()
+    pipe = Pipeline(Denoiser(dit, "edm"))
+    pipe.save_pretrained(tmp_path / "pipe")
+    with pytest.raises(ValueError, match="holds a pipeline"):
+        save_dit_as_diffusers(dit, tmp_path / "pipe", sample_size=8)
+    assert isinstance(load_pipeline(tmp_path / "pipe"), Pipeline)
+    exported = save_dit_as_diffusers(dit, tmp_path / "dit", sample_size=8)
+    before = (exported / "config.json").read_text()
+    with pytest.raises(ValueError, match="holds another model"):
+        pipe.save_pretrained(exported)
+    assert (exported / "config.json").read_text() == before
+    pipe.save_pretrained(tmp_path / "pipe")  # its own folder: saved again
