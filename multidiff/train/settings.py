@@ -109,6 +109,15 @@ def _check_run_settings(args: argparse.Namespace) -> None:
             )
     if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"--lora-alpha must be a positive number, got {alpha}")
+    encoder = getattr(args, "text_encoder", None)
+    if encoder is not None:  # read at model time, after the data: its folder is checked here
+        if not getattr(args, "captions", False):
+            raise ValueError("--text-encoder needs --captions")
+        if not (Path(encoder) / "config.json").is_file():
+            raise ValueError(
+                f"--text-encoder: {encoder} is not a transformers model folder (no config.json); give a local "
+                "CLIP or T5 folder, or leave it out for the trained byte encoder"
+            )
 
 
 def _check_fp8(args: argparse.Namespace) -> None:
