@@ -391,6 +391,15 @@ class TextToVideoPipeline(FamilyVideoPipeline):
         **kwargs: Any,
     ) -> Tensor:
         """uint8 frames ``[B, F, H, W, 3]``: :meth:`sample_latents` (same keywords), then the VAE
-        (``decode_chunk`` frames per call where the VAE decodes in chunks)."""
+        (``decode_chunk`` frames per call where the VAE decodes in chunks; :meth:`decode_latents`)."""
+        if kwargs.get("seed") is None:  # one base seed for the sampling noise and what decoding draws
+            kwargs["seed"] = self.seeds(1, None)[0]
         latents = self.sample_latents(prompt, frames, size, num=num, **kwargs)  # type: ignore[attr-defined]
+        return self.decode_latents(latents, decode_chunk, kwargs["seed"], kwargs.get("noise"))
+
+    def decode_latents(
+        self, latents: Tensor, decode_chunk: int | None, seed: int | Sequence[int], noise: Tensor | None
+    ) -> Tensor:
+        """The VAE's uint8 frames of ``latents``; ``seed`` and ``noise`` (the sampling's) are for a family
+        whose decoding draws noise too (LTX)."""
         return self.adapter.decode(latents, chunk_frames=decode_chunk, out_device="cpu")  # type: ignore[union-attr]

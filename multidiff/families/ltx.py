@@ -192,24 +192,12 @@ class LTXPipeline(TextToVideoPipeline):
             shape, cond, uncond, float(guidance), steps=steps, gens=gens, noise=noise, callback=callback
         )
 
-    def generate(  # type: ignore[override]
-        self,
-        num: int,
-        frames: int | None = None,
-        size: int | Sequence[int] | None = None,
-        *,
-        prompt: str | Sequence[str],
-        decode_chunk: int | None = None,
-        seed: int | Sequence[int] | None = None,
-        noise: Tensor | None = None,
-        **kwargs: Any,
+    def decode_latents(
+        self, latents: Tensor, decode_chunk: int | None, seed: int | Sequence[int], noise: Tensor | None
     ) -> Tensor:
-        """uint8 frames ``[B, F, H, W, 3]``: :meth:`sample_latents` (same keywords), then the VAE, with the
-        decode noise of a timestep-conditioned VAE drawn from each sample's generator after its initial
-        noise (first, when ``noise=`` is given), as diffusers draws both from ``generator=``."""
-        if seed is None:
-            seed = self.seeds(1, None)[0]  # one base seed for the sampling noise and the decode noise
-        latents = self.sample_latents(prompt, frames, size, num=num, seed=seed, noise=noise, **kwargs)
+        """The VAE's frames, with the decode noise of a timestep-conditioned VAE drawn from each sample's
+        generator after its initial noise (first, when ``noise=`` was given), as diffusers draws both from
+        ``generator=``."""
         a: CausalVideoVAEAdapter = self.adapter  # type: ignore[assignment]
         decode_noise = None
         if a.decode_noise:
