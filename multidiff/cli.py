@@ -154,13 +154,8 @@ def run_recipe(main_fn: Callable[[list[str]], Any], argv: Sequence[str], what: s
             raise
         print(f"multidiff: error: {what}: {err}", file=sys.stderr)
         return 2
-    except ImportError as err:  # an optional package this command needs is not installed
-        if debug:
-            raise
-        print(f"multidiff: error: {what}: {err}", file=sys.stderr)
-        return 1
-    except NonFiniteLossError as err:  # training diverged: the message says what to change
-        if debug:
+    except (ModuleNotFoundError, NonFiniteLossError) as err:  # a missing optional package; a diverged run
+        if debug or (isinstance(err, ModuleNotFoundError) and (err.name or "").startswith("multidiff")):
             raise
         print(f"multidiff: error: {what}: {err}", file=sys.stderr)
         return 1

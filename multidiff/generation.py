@@ -43,7 +43,7 @@ def add_generate_options(
     p.add_argument("--sampler", help="sampler name (euler, heun, dpmpp_2m, dpmpp_2m_sde, unipc, ...)")
     with_what = "--label or --prompt" if prompt else "--label"
     p.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (with {with_what})")
-    p.add_argument("--label", help="class name or index (class-conditional models)")
+    p.add_argument("--label", help="class name (an index only for a model without label names)")
     if prompt:
         p.add_argument("--prompt", help="caption (models trained with --captions)")
     p.add_argument("--seed", type=int, help="base seed (default: random, printed)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -237,7 +238,7 @@ class Pipeline:
             raise ValueError(f"got {len(items)} labels for {num} samples")
         out = []
         for item in items:
-            if isinstance(item, bool) or not isinstance(item, (int, str)):
+            if isinstance(item, (bool, np.bool_)) or not isinstance(item, (numbers.Integral, str)):
                 raise ValueError(f"a label is a class name or an int index, got {item!r}")
             if isinstance(item, str):
                 if self.labels is None and item.isdigit():  # no names: a number typed as text is an index

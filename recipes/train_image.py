@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(str(err))
     preset = PRESETS[args.preset]
     train.apply_defaults(args, preset.train, size=preset.size)
-    train.check_batch_bytes(args.batch, 3 * args.size**2, f"--size {args.size}")
+    train.check_batch_bytes(args.batch, 3 * args.size**2, f"--size {args.size}", 1)
     return args
 
 

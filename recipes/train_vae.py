@@ -174,11 +174,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = train.check_run_folder(args.out, "train vae", also=VAE_FILES)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("train_vae runs as one process; launch it without torchrun")
-    train.mark_run(out, "train vae")
     config = {k: getattr(args, k) for k in SETTINGS}
     dist = DistInfo(device=device)
     # one process trains in OUT at a time; Ctrl-C finishes the step and saves it (multidiff.train)
     with train.run_lock(out):
+        if args.no_resume and not (out / train.RUN_MARKER).is_file() and latest_checkpoint(out) is not None:
+            raise ValueError(  # start_over deletes: only in a folder marked as this recipe's run
+                f"--no-resume: {out} is not marked as a train_vae run (no {train.RUN_MARKER}); remove its "
+                "checkpoints yourself, or use a new --out"
+            )
+        train.mark_run(out, "train vae")
         if args.no_resume:
             start_over(out)
         refuse_old_run(out)

@@ -194,7 +194,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lr = preset.dit_lr
     args.size_given = args.size is not None  # --init FAMILY: frames at the family's own size unless given
     train.apply_defaults(args, preset.train, frames=preset.frames, size=preset.size)
-    train.check_batch_bytes(args.batch, args.frames * 3 * args.size**2, f"--frames {args.frames} --size {args.size}")
+    pixels = args.frames * 3 * args.size**2  # uint8 per clip, as the loader holds it
+    train.check_batch_bytes(args.batch, pixels, f"--frames {args.frames} --size {args.size}", 1)
     try:
         train.check_model_options(args)
     except ValueError as err:
@@ -227,8 +228,6 @@ def main(argv: list[str] | None = None) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # fixed shapes all run long: pick the fastest convolutions
-    if args.text_encoder and not args.captions:
-        raise ValueError("--text-encoder needs --captions")
     if args.patch is not None and (args.patch < 1 or args.backbone != "dit"):
         raise ValueError("--patch takes a positive size and goes with --backbone dit")
 

@@ -5,6 +5,7 @@ checkpoint."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,12 @@ def test_out_must_be_new_empty_or_a_run_of_the_same_recipe(folders, tmp_path: Pa
     assert afile.read_text() == "x" and train.latest_checkpoint(folders["uncond"]).step == 1
     assert cli(["train", "audio", "--out", str(folders["uncond"]), *base[:-1], "2"]) == 0  # resumes to step 2
     assert train.latest_checkpoint(folders["uncond"]).step == 2
+    # a run from before run.json (unmarked), with a viewer's dotfile and the user's samples beside it, resumes
+    (folders["uncond"] / train.RUN_MARKER).unlink()
+    (folders["uncond"] / ".DS_Store").write_bytes(b"")
+    (folders["uncond"] / "samples").mkdir()
+    assert cli(["train", "audio", "--out", str(folders["uncond"]), *base[:-1], "3"]) == 0
+    assert train.latest_checkpoint(folders["uncond"]).step == 3
 
 
 def test_a_diverging_run_ends_with_one_line_and_exit_1(folders, tmp_path: Path, capsys) -> None:
@@ -266,6 +273,13 @@ def test_vae_demo_ui_and_launcher_settings_are_one_line_errors(folders, tmp_path
         vae.main(["--data", str(images), "--out", str(folders["uncond"]), "--size", "16", "--preset", "micro",
                   "--steps", "1", "--no-resume"])  # fmt: skip
     assert train.latest_checkpoint(folders["uncond"]) is not None  # nothing deleted
+    unmarked = tmp_path / "unmarked"  # a checkpoint but no run.json: --no-resume, which deletes, is refused
+    shutil.copytree(folders["uncond"], unmarked)
+    (unmarked / train.RUN_MARKER).unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="is not marked as a train_vae run"):
+        vae.main(["--data", str(images), "--out", str(unmarked), "--size", "16", "--preset", "micro",
+                  "--steps", "1", "--no-resume"])  # fmt: skip
+    assert train.latest_checkpoint(unmarked) is not None
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")

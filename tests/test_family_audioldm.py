@@ -213,10 +213,12 @@ def test_ddim_steps_off_its_own_timesteps_are_refused(folder, tmp_path):
     """diffusers' DDIM steps from t to t - T // N: with trailing spacing at N not dividing T (or linspace),
     each step lands beside the next timestep, so no σ grid reproduces it, and it is refused, not approximated."""
     pipe = load_family(_with_scheduler(folder, tmp_path, timestep_spacing="trailing"))
-    with pytest.raises(ValueError, match="timestep_spacing='trailing' at 7 steps"):
+    with pytest.raises(ValueError, match="timestep_spacing='trailing' at 7 steps.*or a step count that divides"):
         pipe.generate(1, Extent(seconds=0.16), prompt="x", steps=7, progress=False)
+    with pytest.raises(ValueError, match="give steps= or sigmas=, not both"):  # as every pipeline
+        pipe.generate(1, Extent(seconds=0.16), prompt="x", steps=4, sigmas=pipe.sigmas(4), progress=False)
     (tmp_path / "lin").mkdir()
-    with pytest.raises(ValueError, match="timestep_spacing='linspace'"):
+    with pytest.raises(ValueError, match="timestep_spacing='linspace'.*use timestep_spacing 'leading' in its config"):
         load_family(_with_scheduler(folder, tmp_path / "lin", timestep_spacing="linspace"))
 
 

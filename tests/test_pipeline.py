@@ -560,6 +560,7 @@ def test_arguments_that_would_be_misread_or_ignored_are_refused() -> None:
     with pytest.raises(ValueError, match="class name or an int index, got True"):
         pipe.label_tensor(True, 1)
     assert pipe.label_tensor(np.int64(1), 1).tolist() == [1] and pipe.seeds(2, np.int64(3)) == [3, 4]
+    assert pipe.label_tensor(list(np.arange(2)), 2).tolist() == [0, 1]  # numpy ints in a list
     unnamed = Pipeline(tiny_denoiser(num_classes=3))
     assert unnamed.label_tensor("2", 1).tolist() == [2]  # no names: a number typed as text is an index
     with pytest.raises(ValueError, match="a mask of shape"):

@@ -260,6 +260,8 @@ class AudioLDMFamilyPipeline(Pipeline):
         self, num: int, shape: Sequence[int], *, sigmas: Any = None, steps: int | None = None,
         grid: str | None = None, **kwargs: Any,
     ) -> Any:  # fmt: skip
+        if sigmas is not None:  # the caller's grid: steps= and grid= are the base's to refuse
+            kwargs.update(steps=steps, grid=grid)
         sigmas = self.sigmas(steps, grid) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
         latents = super().sample(num, shape, sigmas=sigmas, **kwargs)
         last = float(sigmas[-1])

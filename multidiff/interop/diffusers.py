@@ -456,10 +456,11 @@ def check_ddim_steps(scheduler: Any) -> None:
     jump = scheduler.config.num_train_timesteps // len(t)
     if [v - jump for v in t[:-1]] != t[1:] or t[-1] - jump >= 0:
         spacing = scheduler.config.timestep_spacing
+        fix = "or a step count that divides num_train_timesteps" if spacing == "trailing" else "in its config"
         raise ValueError(
             f"{type(scheduler).__name__} with timestep_spacing={spacing!r} at {len(t)} steps: each step goes "
             f"from t to t - {jump}, off its own timesteps {t[:4]}..., which no σ grid reproduces; use "
-            "'leading' spacing, or a step count that divides num_train_timesteps"
+            f"timestep_spacing 'leading' {fix}"
         )
 
 

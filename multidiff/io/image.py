@@ -94,7 +94,7 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB") -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im.load()
-            im = ImageOps.exif_transpose(im) or im  # as displayed: a phone photo's EXIF orientation applied
+            ImageOps.exif_transpose(im, in_place=True)  # as displayed: a photo's EXIF orientation applied
             im = _to_8bit(im)
             if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")

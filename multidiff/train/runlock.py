@@ -31,18 +31,17 @@ __all__ = [
 LOCK_NAME = "lock"
 #: The file that marks a folder as a run of one train recipe (``{"recipe": "train audio"}``).
 RUN_MARKER = "run.json"
-# What a run folder may hold (besides ckpt-* and .tmp-*): an existing folder with anything else is refused.
-_RUN_NAMES = {
-    RUN_MARKER, LOCK_NAME, "latest", "log.jsonl", "loss.png", "skipped.txt", "previews", "pipeline", "lora",
-    "frame-cache", "latent-cache", "tensorboard", "wandb", "wandb-id.txt",
-}  # fmt: skip
+# What a new run's folder may already hold besides the names of checkpoint.py and monitor.py (a run killed
+# before its first checkpoint): an unmarked folder with anything else, and no checkpoint, is refused.
+_RUN_NAMES = {"skipped.txt", "previews", "pipeline", "lora", "frame-cache", "latent-cache", "tensorboard", "wandb"}
 
 
 def check_run_folder(out: str | os.PathLike[str], recipe: str, also: tuple[str, ...] = ()) -> Path:
     """The run folder ``out`` for ``recipe`` (e.g. ``"train audio"``), checked before any work; nothing is
     written (:func:`mark_run` marks it when training writes its first file).
 
-    New, empty, or a run of ``recipe`` is taken. Refused (ValueError naming ``--out``): a file, a run of
+    New, empty, a run of ``recipe``, or an unmarked folder holding a checkpoint (a run from before
+    ``run.json``, whose checkpoint's settings the recipe then checks) is taken. Refused (ValueError naming ``--out``): a file, a run of
     another recipe, and a folder holding anything a run does not write (``also``: the names a recipe adds,
     e.g. the model files it publishes), which training would mix its files into or delete.
     """
@@ -61,11 +60,14 @@ def check_run_folder(out: str | os.PathLike[str], recipe: str, also: tuple[str, 
             )
         return run
     if run.is_dir():
-        foreign = sorted(
-            p.name
-            for p in run.iterdir()
-            if p.name not in _RUN_NAMES and p.name not in also and not p.name.startswith(("ckpt-", ".tmp-"))
-        )
+        from multidiff.train.checkpoint import CKPT_PREFIX, LATEST_NAME
+        from multidiff.train.monitor import _WANDB_ID, LOG_NAME, LOSS_PNG
+
+        names = {p.name for p in run.iterdir() if not p.name.startswith(".")}  # dotfiles: temp files, .DS_Store
+        if LATEST_NAME in names or any(n.startswith(CKPT_PREFIX) for n in names):
+            return run  # a run from before run.json: its checkpoint's settings decide (check_resume)
+        known = {*_RUN_NAMES, RUN_MARKER, LOCK_NAME, LATEST_NAME, LOG_NAME, LOSS_PNG, _WANDB_ID, *also}
+        foreign = sorted(names - known)
         if foreign:
             listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise ValueError(

@@ -25,16 +25,16 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def check_batch_bytes(batch: int, per_item: int, options: str) -> None:
-    """Refuse a batch of ``batch`` items of ``per_item`` float32 values over :data:`MAX_BATCH_BYTES` or half
-    this machine's memory (the data loader holds a batch on the host whatever the device), naming
-    ``options`` (e.g. ``"--size 100000"``), before any data is read."""
-    need = batch * per_item * 4
+def check_batch_bytes(batch: int, per_item: int, options: str, value_bytes: int = 4) -> None:
+    """Refuse a batch of ``batch`` items of ``per_item`` values of ``value_bytes`` (float32 audio: 4; uint8
+    pixels: 1) over :data:`MAX_BATCH_BYTES` or half this machine's memory (the data loader holds a batch on
+    the host whatever the device), naming ``options`` (e.g. ``"--size 100000"``), before any data is read."""
+    need = batch * per_item * value_bytes
     memory = _memory_bytes()
     limit = MAX_BATCH_BYTES if memory is None else min(MAX_BATCH_BYTES, memory // 2)
     if need > limit:
         raise ValueError(
-            f"{options}: a batch of {batch} needs {need / 2**30:,.1f} GiB as float32 before the model sees it "
+            f"{options}: a batch of {batch} needs {need / 2**30:,.1f} GiB before the model sees it "
             f"(the limit is {limit / 2**30:.1f} GiB, half this machine's memory at most); ask for less, or a "
             "smaller --batch"
         )
