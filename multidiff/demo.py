@@ -243,8 +243,9 @@ def run_demo(modality: str, argv: Sequence[str]) -> Path:
         raise ValueError("--steps and --num must be >= 1")
     if not math.isfinite(args.guidance):
         raise ValueError(f"--guidance must be a finite number, got {args.guidance}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    from multidiff.generation import check_positive
+
+    check_positive(args, "threads")
     from multidiff.train.distributed import parse_device
     from multidiff.train.monitor import parse_report_to
 

@@ -94,8 +94,7 @@ def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loade
         ValueError: For a bad count, a folder without a pipeline, or ``--prompt`` for a model without
             captions (each names the option or the folder).
     """
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_positive(args, "threads")
     if args.num < 1 or args.batch < 1:
         raise ValueError("--num and --batch must be >= 1")
     from multidiff.train.distributed import parse_device

@@ -65,6 +65,7 @@ from multidiff.serialize import (
     SamplingConfig,
     backbones,
     denoiser_from_dict,
+    folder_kind,
     read_config,
     sampling_from_dict,
     save_tensors,
@@ -618,8 +619,8 @@ class Pipeline:
             directory: Created if missing.
             state_dict: Denoiser weights to save instead of the current ones (e.g. EMA weights).
         """
-        folder, old = Path(directory), Path(directory) / CONFIG_NAME
-        if (folder / "model_index.json").is_file() or (old.is_file() and '"backbone"' not in old.read_text("utf-8")):
+        folder = Path(directory)
+        if folder_kind(folder) not in (None, "multidiff"):  # never over a diffusers model's config.json
             raise ValueError(f"{folder} holds another model (not a multidiff pipeline); save to a new folder")
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config_dict()

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from multidiff.nn.io import config_from_dict, load_matching_state
 
 __all__ = [
     "CONFIG_NAME",
+    "folder_kind",
     "GRIDS",
     "SamplingConfig",
     "WEIGHTS_NAME",
@@ -188,6 +190,22 @@ def sampling_from_dict(d: Mapping[str, Any], source: str) -> SamplingConfig:
     if s.get("guidance_interval") is not None:
         s["guidance_interval"] = tuple(s["guidance_interval"])
     return SamplingConfig(**s)
+
+
+def folder_kind(folder: str | os.PathLike[str]) -> str | None:
+    """What a model folder holds, for writers that must not replace another model's ``config.json``:
+    ``"diffusers-pipeline"`` (``model_index.json``), ``"multidiff"`` (a pipeline config: a ``backbone``),
+    ``"other"`` (another ``config.json``, e.g. a diffusers model), or None (nothing of these)."""
+    folder = Path(folder)
+    if (folder / "model_index.json").is_file():
+        return "diffusers-pipeline"
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "other"
+    return "multidiff" if isinstance(config, dict) and "backbone" in config else "other"
 
 
 def read_config(folder: Path) -> dict[str, Any]:

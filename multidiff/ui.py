@@ -348,8 +348,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     args = _parse(sys.argv[1:] if argv is None else argv)
     source = resolve_source(args.ckpt, args.model)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    from multidiff.generation import check_positive
+
+    check_positive(args, "threads")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must lie in 0..65535, got {args.port}")
     if args.threads:

@@ -93,7 +93,7 @@ GENERATE_CASES = {
     "guidance on an unconditional model": (["--guidance", "3"], "guidance needs a class-conditional"),
     "a length that would need terabytes": (["--seconds", "1e9"], "GiB"),
     "--device tpu": (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
-    "--threads -1": (["--threads", "-1"], "--threads must be >= 1"),
+    "--threads -1": (["--threads", "-1"], "--threads must be > 0"),
     "a clip shorter than a mel frame": (["--seconds", "0.005"], "samples are too few for these mel settings"),
     "--strength without --init": (["--strength", "0.3"], "--strength applies to audio-to-audio"),
     "--continue to a length the clip already has": (["--continue", "{clip}", "--seconds", "0.25"],

@@ -325,9 +325,10 @@ def save_dit_as_diffusers(dit: DiT, folder: str | os.PathLike[str], sample_size:
         ValueError: As :func:`dit_to_diffusers`; and for a folder holding a multidiff pipeline or a diffusers
             pipeline, whose ``config.json`` this would replace.
     """
+    from multidiff.serialize import folder_kind
+
     out = Path(folder)
-    old = out / "config.json"
-    if (out / "model_index.json").is_file() or (old.is_file() and '"backbone"' in old.read_text("utf-8")):
+    if folder_kind(out) in ("diffusers-pipeline", "multidiff"):
         raise ValueError(f"{out} holds a pipeline; write the diffusers model into a new folder")
     dit_to_diffusers(dit, sample_size).save_pretrained(str(out), safe_serialization=True)
     return out

@@ -161,9 +161,11 @@ class _DiffusersVideoAdapter(Adapter):
         *,
         chunk_frames: int | None = None,
         out_device: torch.device | str | None = None,
+        **options: Any,
     ) -> torch.Tensor:
-        """Latents ``[B, C', F', h, w]`` -> uint8 frames ``[B, F, H, W, C]`` (:meth:`decode_pixels`)."""
-        px = self.decode_pixels(latents, chunk_frames=chunk_frames)  # (B, C, F, H, W)
+        """Latents ``[B, C', F', h, w]`` -> uint8 frames ``[B, F, H, W, C]`` (:meth:`decode_pixels`, which
+        takes ``options``, e.g. the causal VAE's decode ``noise``)."""
+        px = self.decode_pixels(latents, chunk_frames=chunk_frames, **options)  # (B, C, F, H, W)
         frames = to_uint8(rearrange(px, "B C F H W -> B F C H W"))  # (B, F, H, W, C)
         return frames.to(out_device) if out_device is not None else frames
 
@@ -393,21 +395,6 @@ class CausalVideoVAEAdapter(_DiffusersVideoAdapter):
             s = self.decode_noise_scale
             z = (1 - s) * z + s * noise.to(z)
         return self.vae.decode(z, temb, return_dict=False)[0].float()
-
-    @torch.no_grad()
-    def decode(  # type: ignore[override]
-        self,
-        latents: torch.Tensor,
-        extent: Extent | None = None,
-        *,
-        chunk_frames: int | None = None,
-        out_device: torch.device | str | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """As the base, with the decode ``noise`` (:meth:`decode_pixels`)."""
-        px = self.decode_pixels(latents, chunk_frames=chunk_frames, noise=noise)  # (B, C, F, H, W)
-        frames = to_uint8(rearrange(px, "B C F H W -> B F C H W"))  # (B, F, H, W, C)
-        return frames.to(out_device) if out_device is not None else frames
 
     def to_dict(self) -> dict[str, Any]:
         """As the base, with ``decode_timestep`` and ``decode_noise_scale``."""
