@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
     ):  # a pretrained family: only the recipe of its modality fine-tunes it
         return train.finetune_family(args, modality="image")
     run = train.check_run_folder(args.out, "train image")  # new, empty, or a run of this recipe
+    train.check_resume_early(run, args)  # a changed setting, before the data is read
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
 

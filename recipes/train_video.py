@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> Path:
     ):  # a pretrained family (diffusers folder): its own parts, its objective
         return train.finetune_family(args, modality="video")
     run = train.check_run_folder(args.out, "train video")  # new, empty, or a run of this recipe
+    train.check_resume_early(run, args)  # a changed setting, before the data is read
     settings = train.TrainSettings.from_args(args)  # what the library reads, typed
     preset = PRESETS[args.preset]
     try:

@@ -67,6 +67,12 @@ def test_tiny_video_recipe_trains_resumes_and_generates(tmp_path, capsys) -> Non
         assert iio.imread(gif, index=None).shape == (FRAMES, SIZE, SIZE, 3)
     with pytest.raises(train.ResumeConfigError, match=r"frames: 4 in the checkpoint, 6 now"):
         trainer.main([*common_args(data, tmp_path / "run", 6), "--frames", "6"])
+    caches = sorted(p.name for p in (tmp_path / "run").rglob("*") if "cache" in str(p))
+    (tmp_path / "nodata").mkdir()  # refused on the setting before any data is read (the cache stays as it was)
+    with pytest.raises(train.ResumeConfigError, match=r"frames: 4 in the checkpoint, 6 now") as err:
+        trainer.main([*common_args(tmp_path / "nodata", tmp_path / "run", 6), "--frames", "6"])
+    assert "\n" not in str(err.value)  # one line
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*") if "cache" in str(p)) == caches
 
     # The saved pipeline: EMA weights, training length and size, frame-mask conditioning.
     pipe = VideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")

@@ -517,17 +517,16 @@ def check_resume_config(
     """
     a = json.loads(json.dumps(dict(saved), sort_keys=True, default=str))
     b = json.loads(json.dumps(dict(current), sort_keys=True, default=str))
-    skip = set(ignore)
+    skip = set(ignore) | {k for k in (*a, *b) if k.startswith("_") or k.endswith("_given")}  # bookkeeping
     diffs = [
         f"{k}: {a.get(k, _MISSING)!r} in the checkpoint, {b.get(k, _MISSING)!r} now"
         for k in sorted(set(a) | set(b))
         if k not in skip and a.get(k, _MISSING) != b.get(k, _MISSING)
     ]
-    if diffs:
+    if diffs:  # one line, as every error of the command
         raise ResumeConfigError(
-            f"cannot resume from {where}: it was written with different settings:\n  "
-            + "\n  ".join(diffs)
-            + "\nRerun with the same settings to resume, or choose a new output folder to start a new run."
+            f"cannot resume from {where}: it was written with other settings ({'; '.join(diffs)}); rerun with "
+            "the same settings to resume, or give a new --out to start a new run"
         )
 
 

@@ -26,6 +26,7 @@ from multidiff.train.checkpoint import (
     Checkpoint,
     ResumeConfigError,
     check_resume_config,
+    latest_checkpoint,
     restore_training_state,
     save_training_state,
 )
@@ -369,6 +370,21 @@ def require_labels(dataset: Any, folder: str | os.PathLike[str]) -> None:
 
 #: Config keys that describe the data folder's content (compared by :func:`check_resume`).
 DATA_KEYS = ("num_files", "num_images", "data_fingerprint", "images_fingerprint")
+
+
+def check_resume_early(run: Path, args: Any) -> None:
+    """Before the data is read: refuse to resume ``run`` with a command-line setting that differs from its
+    checkpoint's (a new ``--size`` would otherwise rebuild the frame cache before :func:`check_resume`
+    refused). Only the options both name are compared, paths excepted (resolved later), so nothing is
+    refused here that :func:`check_resume` would take."""
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        return
+    saved = ckpt.state["config"]
+    paths = ("out", "data", "images", "text_encoder", "init", "vae", "vocoder")
+    now = {k: v for k, v in vars(args).items() if k in saved and k not in paths and not k.startswith("_")}
+    ignore = (*RESUME_MAY_CHANGE, "allow_data_change")
+    check_resume_config({k: saved[k] for k in now}, now, ignore=ignore, where=str(ckpt.path))
 
 
 def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSettings) -> None:
