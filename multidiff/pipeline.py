@@ -622,6 +622,9 @@ class Pipeline:
         folder = Path(directory)
         if folder_kind(folder) not in (None, "multidiff"):  # never over a diffusers model's config.json
             raise ValueError(f"{folder} holds another model (not a multidiff pipeline); save to a new folder")
+        own = {k: tuple(v.shape) for k, v in self.denoiser.state_dict().items()}
+        if state_dict is not None and {k: tuple(v.shape) for k, v in state_dict.items()} != own:
+            raise ValueError("state_dict must hold the denoiser's keys and shapes (merge LoRA layers first)")
         folder.mkdir(parents=True, exist_ok=True)
         config = self.config_dict()
         (folder / CONFIG_NAME).write_text(

@@ -130,6 +130,12 @@ def test_save_with_ema_weights(tmp_path) -> None:
     loaded = Pipeline.from_pretrained(tmp_path)
     for k, v in loaded.denoiser.state_dict().items():
         assert torch.equal(v, ema[k])
+    # weights that would not load back (a LoRA's prefixed keys, a part of the model) are refused at saving
+    prefixed = {f"base_model.{k}": v for k, v in ema.items()}
+    for bad in (prefixed, dict(list(ema.items())[:3])):
+        with pytest.raises(ValueError, match="state_dict must hold the denoiser's keys and shapes"):
+            pipe.save_pretrained(tmp_path / "bad", state_dict=bad)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_load_errors_name_the_folder_and_the_problem(tmp_path) -> None:
