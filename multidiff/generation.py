@@ -16,7 +16,7 @@ import torch
 
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
-__all__ = ["Loaded", "add_generate_options", "check_positive", "load_for_generation"]
+__all__ = ["Loaded", "add_generate_options", "check_positive", "check_strength", "load_for_generation"]
 
 
 def add_generate_options(
@@ -73,6 +73,15 @@ def check_positive(args: argparse.Namespace, *names: str) -> None:
         value = getattr(args, name, None)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def check_strength(args: argparse.Namespace, what: str) -> None:
+    """``--strength`` of ``what`` (e.g. ``"audio-to-audio"``): only with ``--init``, default 0.5, in (0, 1]."""
+    if args.strength is not None and not args.init:
+        raise ValueError(f"--strength applies to {what}: give the input to vary with --init")
+    args.strength = 0.5 if args.strength is None else args.strength
+    if not 0 < args.strength <= 1:
+        raise ValueError(f"--strength must lie in (0, 1], got {args.strength}")
 
 
 @dataclass(frozen=True)

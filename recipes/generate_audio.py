@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from multidiff.cli import OneLineParser
-from multidiff.generation import add_generate_options, load_for_generation
+from multidiff.generation import add_generate_options, check_strength, load_for_generation
 from multidiff.io import free_path, read_audio, write_audio
 from multidiff.pipeline import AudioPipeline
 from multidiff.plots import spectrogram_png
@@ -46,11 +46,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     if args.cont and args.init:
         raise ValueError("use either --continue or --init, not both")
-    if args.strength is not None and not args.init:
-        raise ValueError("--strength applies to audio-to-audio: give the clip to vary with --init")
-    args.strength = 0.5 if args.strength is None else args.strength
-    if not 0 < args.strength <= 1:
-        raise ValueError(f"--strength must lie in (0, 1], got {args.strength}")
+    check_strength(args, "audio-to-audio")
     if args.seconds is not None and not args.seconds > 0:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     loaded = load_for_generation(args, AudioPipeline)  # threads, counts, device, pipeline, base seed

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
-from multidiff.generation import add_generate_options, check_positive, load_for_generation
+from multidiff.generation import add_generate_options, check_positive, check_strength, load_for_generation
 from multidiff.io import free_path, read_image, write_image
 from multidiff.pipeline import ImagePipeline
 
@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     """Generate and write ``--num`` pngs; returns their paths."""
     args = parse_args(argv)
     check_positive(args, "size")
-    if args.strength is not None and not args.init:
-        raise ValueError("--strength applies to image-to-image: give the image to vary with --init")
-    args.strength = 0.5 if args.strength is None else args.strength
+    check_strength(args, "image-to-image")
     loaded = load_for_generation(args, ImagePipeline)  # threads, counts, device, pipeline, base seed
     pipe, folder, seed = loaded.pipe, loaded.folder, loaded.seed
     size = (args.size, args.size) if args.size else pipe.size
