@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generation_latency import TINY_DIT, Options, _bundled  # noqa: E402
-from train_throughput import _sync, compiled_copy  # noqa: E402
+from train_throughput import CUDNN_BENCHMARK_HELP, _sync, backend_settings, compiled_copy  # noqa: E402
 
 from multidiff.nn.dit import DIT_PRESETS, DiT  # noqa: E402
 
@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--compile", action="store_true", help="also the forward compiled (minutes)")
     ap.add_argument("--target", action="append", type=_target, default=[], help="CASE=SECONDS for the loop")
     ap.add_argument("--tiny", action="store_true", help="small models (CPU smoke test)")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help=CUDNN_BENCHMARK_HELP)
     ap.add_argument("--out", type=Path, help="folder for matmul_floor.json and .md")
     args = ap.parse_args(argv)
     if args.runs < 1:
@@ -283,10 +284,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     env = dict(date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                torch=torch.__version__, python=platform.python_version(), device=args.device,
                card=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-               command=" ".join(["python", *sys.argv]) if argv is None else " ".join(argv))  # fmt: skip
+               command=" ".join(["python", *sys.argv]) if argv is None else " ".join(argv),
+               cudnn_benchmark=args.cudnn_benchmark)  # fmt: skip
     rows = []
     for name in args.only or list(CASES):
-        rows.append(measure(CASES[name](args.tiny), device, args.runs, args.compile))
+        with backend_settings(args.cudnn_benchmark):
+            rows.append(measure(CASES[name](args.tiny), device, args.runs, args.compile))
         print(table(rows[-1:], targets), flush=True)
         if args.out is not None:  # after every case, so a run cut short keeps what it measured
             args.out.mkdir(parents=True, exist_ok=True)
