@@ -383,6 +383,7 @@ class AudioFolder(Dataset):
     def _full_mel(self, index: int) -> torch.Tensor:
         from safetensors.torch import load_file
 
+        from multidiff.atomic import replacing
         from multidiff.io.common import save_safetensors
 
         entry = self.entries[index]
@@ -396,9 +397,8 @@ class AudioFolder(Dataset):
         with torch.no_grad():
             mel = self._logmel(wave * gain).contiguous()  # type: ignore[misc]  # (C, M, T)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_safetensors({"mel": mel}, tmp, metadata={"path": entry.rel, "spec": self.spec.fingerprint()})  # type: ignore[union-attr]
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            save_safetensors({"mel": mel}, tmp, metadata={"path": entry.rel, "spec": self.spec.fingerprint()})  # type: ignore[union-attr]
         return mel
 
     def _mel_item(self, index: int, start: int) -> dict[str, torch.Tensor]:

@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -575,17 +574,13 @@ def load_or_build(
     """The tensor cached at ``path`` (safetensors, under ``key``), built and written atomically if missing."""
     from safetensors.torch import load_file
 
+    from multidiff.atomic import replacing
     from multidiff.io.common import save_safetensors
 
     if path.is_file():
         return load_file(str(path))[key]
     value = build().detach().cpu().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with replacing(path) as tmp:
         save_safetensors({key: value}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return value

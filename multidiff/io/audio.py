@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from multidiff.atomic import replacing
 from multidiff.io.common import (
     AudioFileError,
     check_exists,
@@ -172,14 +172,9 @@ def write_audio(
         arr = np.clip(arr, -1.0, 1.0)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with replacing(path) as tmp:
         try:
             sf.write(str(tmp), arr.T, sample_rate, subtype=subtype, format=fmt)  # soundfile wants (N, C)
         except (RuntimeError, OSError) as err:  # LibsndfileError says "System error." for a full disk
             raise write_error(err, path) from err
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

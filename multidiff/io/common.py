@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,6 @@ def check_media_file(path: Path, error: type[MediaFileError]) -> None:
         raise error(path, "not a regular file")
     if path.stat().st_size == 0:
         raise error(path, "empty file (0 bytes)")
-
-
-def temp_path(path: Path) -> Path:
-    # keep the extension last: ffmpeg and pillow pick the container from it
-    return path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
 
 
 def free_path(path: Path, overwrite: bool = False, also: tuple[str, ...] = ()) -> Path:

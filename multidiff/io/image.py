@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from multidiff.atomic import replacing
 from multidiff.io.common import (
     ImageFileError,
     check_media_file,
-    temp_path,
 )
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -162,11 +162,6 @@ def write_image(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, 
     if ext in (".jpg", ".jpeg", ".bmp") and arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
     kwargs: dict[str, Any] = {"quality": int(quality)} if ext in (".jpg", ".jpeg", ".webp") else {}
-    tmp = temp_path(path)
-    try:
+    with replacing(path) as tmp:
         iio.imwrite(str(tmp), np.ascontiguousarray(arr), plugin="pillow", extension=ext, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from multidiff.atomic import replacing, write_bytes
 from multidiff.io.common import (
     VideoFileError,
     check_media_file,
-    temp_path,
 )
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif")
@@ -439,15 +439,7 @@ def write_video(
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
     arr = _frames_array(frames, path)  # (F, H, W, 3)
     if ext == ".gif":
-        gif = _gif_bytes(arr, float(fps), path)
-        tmp = temp_path(path)
-        try:
-            tmp.write_bytes(gif)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return write_bytes(path, _gif_bytes(arr, float(fps), path))
 
     import imageio_ffmpeg
 
@@ -463,8 +455,7 @@ def write_video(
     params = list(extra)
     if codec in ("libx264", "libvpx-vp9"):
         params += ["-crf", str(int(crf))]
-    tmp = temp_path(path)
-    try:
+    with replacing(path) as tmp:
         # imageio-ffmpeg's engine directly, with the encoder, pixel format and arguments chosen above
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
@@ -484,8 +475,4 @@ def write_video(
                 writer.send(frame)
         finally:
             writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

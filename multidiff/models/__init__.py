@@ -134,9 +134,7 @@ def save_half(source: str | os.PathLike[str], destination: str | os.PathLike[str
     Raises:
         ValueError: If ``destination`` exists, or ``source`` is not a loadable pipeline folder.
     """
-    import shutil
-    import uuid
-
+    from multidiff.atomic import replacing
     from multidiff.pipeline import load_pipeline
 
     dst = Path(destination)
@@ -148,11 +146,6 @@ def save_half(source: str | os.PathLike[str], destination: str | os.PathLike[str
         k: v.half() if k in params and v.is_floating_point() else v
         for k, v in pipe.denoiser.state_dict().items()
     }
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")  # renamed into place once complete
-    try:
+    with replacing(dst) as tmp:  # renamed into place once complete
         pipe.save_pretrained(tmp, state_dict=state)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

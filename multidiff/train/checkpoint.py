@@ -17,7 +17,7 @@ A run folder looks like::
                                (:func:`publish_result`: a vocoder or VAE folder that loads from RUN itself)
 
 Writing is atomic: everything goes into a hidden temporary folder inside the run folder, every file is
-fsync'ed, and the folder is renamed into place with ``os.replace`` (atomic on POSIX within one file
+fsync'ed, and the folder is renamed into place (:func:`multidiff.atomic.replacing`, atomic on POSIX within one file
 system); the ``latest`` pointer is replaced the same way. A crash at any point leaves the previous
 checkpoint intact, and :func:`latest_checkpoint` falls back to the newest complete folder if the pointer is
 stale. Nothing is pickled: optimiser state is flattened into tensors plus a JSON structure.
@@ -30,7 +30,6 @@ import os
 import random
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from multidiff.atomic import TMP_PREFIX, replacing, write_text
 from multidiff.train.distributed import DistInfo, all_gather_objects, barrier, unwrap
 
 __all__ = [
@@ -67,7 +67,6 @@ CKPT_PREFIX = "ckpt-"
 LATEST_NAME = "latest"
 STATE_NAME = "state.json"
 _CKPT_RE = re.compile(rf"^{CKPT_PREFIX}(\d+)$")
-_TMP_PREFIX = ".tmp-"
 _OPT_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -80,49 +79,15 @@ class ResumeConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    from multidiff.serialize import save_tensors
-
-    save_tensors(path, tensors)
-    _fsync_file(path)
 
 
 def _step_of(name: str) -> int | None:
     m = _CKPT_RE.match(name)
     return int(m.group(1)) if m else None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 @dataclass
@@ -272,36 +237,20 @@ def save_checkpoint(
         raise ValueError(f"keep must be >= 1 or None, got {keep}")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    for stale in run.glob(f"{_TMP_PREFIX}{CKPT_PREFIX}*"):  # leftovers of a crashed write
+    for stale in run.glob(f"{TMP_PREFIX}{CKPT_PREFIX}*"):  # leftovers of a crashed write
         shutil.rmtree(stale, ignore_errors=True)
     name = f"{CKPT_PREFIX}{step:08d}"
-    tmp = run / f"{_TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    final = run / name
+    with replacing(final, durable=True) as tmp:  # the same step saved again replaces the old one whole
+        from multidiff.serialize import save_tensors
+
+        tmp.mkdir()
         for stem, tdict in tensors.items():
-            _write_tensors(tmp / f"{stem}.safetensors", tdict)
+            save_tensors(tmp / f"{stem}.safetensors", tdict)
         if extra is not None:
-            extra(tmp)
-            # what `extra` wrote (pipeline/, vocoder/, ...) is durable too
-            for folder, _, names in os.walk(tmp):
-                for n in names:
-                    _fsync_file(Path(folder) / n)
-                _fsync_dir(Path(folder))
+            extra(tmp)  # what it writes (pipeline/, vocoder/, ...) is fsync'ed with the rest
         _write_json(tmp / STATE_NAME, {**state, "step": int(step)})  # written last
-        _fsync_dir(tmp)
-        final = run / name
-        if final.exists():  # the same step saved again: move the old one aside first
-            old = run / f"{_TMP_PREFIX}{CKPT_PREFIX}old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(run)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _atomic_text(run / LATEST_NAME, name + "\n")
+    write_text(run / LATEST_NAME, name + "\n", durable=True)
     if keep is not None:
         for ckpt in list_checkpoints(run)[:-keep]:
             if ckpt.path.name != name:
@@ -320,22 +269,15 @@ def publish_result(result_dir: str | os.PathLike[str], run_dir: str | os.PathLik
         The files written.
     """
     src, run = Path(result_dir), Path(run_dir)
-    for stale in run.glob(f"{_TMP_PREFIX}*.*"):  # copies a killed publish left behind
+    for stale in run.glob(f"{TMP_PREFIX}*.*"):  # copies a killed publish left behind
         if stale.is_file():
             stale.unlink(missing_ok=True)
     files = sorted((p for p in src.iterdir() if p.is_file()), key=lambda p: (p.name == "config.json", p.name))
     written = []
     for f in files:
-        tmp = run / f"{_TMP_PREFIX}{f.name}.{uuid.uuid4().hex}"
-        try:
+        with replacing(run / f.name, durable=True) as tmp:
             shutil.copyfile(f, tmp)
-            _fsync_file(tmp)
-            os.replace(tmp, run / f.name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         written.append(run / f.name)
-    _fsync_dir(run)
     return written
 
 

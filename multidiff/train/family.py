@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -108,8 +107,9 @@ def save_family_folder(base: Path, components: dict[str, Any], dst: Path, drop: 
     place of its own and the components ``drop`` left out (e.g. a motion adapter merged into the U-Net),
     atomically: the folder is written beside ``dst`` under a hidden name and renamed into place (a previous
     ``dst``, the same run's earlier output, is replaced only once the new folder is complete)."""
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    from multidiff.atomic import replacing
+
+    with replacing(dst) as tmp:
         shutil.copytree(base, tmp, ignore=shutil.ignore_patterns(*components, *drop))
         index = json.loads((tmp / "model_index.json").read_text(encoding="utf-8"))
         for name, model in components.items():
@@ -118,14 +118,6 @@ def save_family_folder(base: Path, components: dict[str, Any], dst: Path, drop: 
         for name in drop:
             index.pop(name, None)
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
     return dst
 
 

@@ -76,9 +76,9 @@ def _truncate_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [r for r in read_log(path.parent) if isinstance(r.get("step"), int) and r["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    from multidiff.atomic import write_text
+
+    write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 class RunLogger:
@@ -301,10 +301,10 @@ def _start_wandb(run: Path, config: Mapping[str, Any] | None) -> Any:
     else:
         import secrets
 
-        from multidiff.train.checkpoint import _atomic_text
+        from multidiff.atomic import write_text
 
         run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], as wandb's own ids (not its private helper)
-        _atomic_text(id_file, run_id + "\n")
+        write_text(id_file, run_id + "\n", durable=True)
     try:
         return wandb.init(
             project=os.environ.get("WANDB_PROJECT", "multidiff"), name=run.resolve().name, id=run_id,

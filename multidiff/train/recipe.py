@@ -347,9 +347,9 @@ def data_summary(dataset: Any, run: Path, *, kind: str, target: str, enabled: bo
 
         mark_run(run, f"train {kind}")  # the run's first file: the folder is a run of this recipe from now
         if skipped:
-            tmp = run / f".skipped.txt.{os.getpid()}.tmp"
-            tmp.write_text("".join(f"{p}\t{r}\n" for p, r in skipped), encoding="utf-8")
-            os.replace(tmp, run / "skipped.txt")
+            from multidiff.atomic import write_text
+
+            write_text(run / "skipped.txt", "".join(f"{p}\t{r}\n" for p, r in skipped))
         print(line, flush=True)
     return line
 

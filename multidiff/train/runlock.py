@@ -83,10 +83,10 @@ def mark_run(run: Path, recipe: str) -> None:
     marker = Path(run) / RUN_MARKER
     if marker.is_file():
         return
-    from multidiff.train.checkpoint import _atomic_text
+    from multidiff.atomic import write_text
 
     Path(run).mkdir(parents=True, exist_ok=True)
-    _atomic_text(marker, json.dumps({"recipe": recipe}) + "\n")
+    write_text(marker, json.dumps({"recipe": recipe}) + "\n", durable=True)
 
 
 class RunLockedError(ValueError):

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multidiff.atomic import replacing
 from multidiff.cli import OneLineParser
 from multidiff.io.common import check_empty_folder
 
@@ -260,13 +261,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     for split in splits:
         rows = [u for u in utterances if u.split == split]
-        tmp = out / split / ".metadata.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with replacing(out / split / "metadata.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label", "caption", "voice", "speed", "pitch"])
             for u in rows:
                 writer.writerow([u.path, u.word, u.caption, u.voice, u.speed, u.pitch])
-        os.replace(tmp, out / split / "metadata.csv")
     record = {
         "espeak_ng": version,
         "words": list(words),

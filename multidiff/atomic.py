@@ -1,0 +1,106 @@
+"""The package's one atomic write.
+
+Every file or folder multidiff writes under its final name goes through :func:`replacing`: the writer fills
+a temporary path beside the destination (hidden, ``.tmp-`` first, the destination's extension last, since
+pillow, soundfile and ffmpeg pick the format from it), which then replaces the destination with
+``os.replace``, atomic on POSIX within one file system. A reader sees the old file or the new one, never a
+partial one; a writer that fails or is interrupted (Ctrl-C) removes its temporary path and leaves the
+destination as it was. A folder that exists at the destination is moved aside first and removed once the
+new one is in place.
+
+``durable=True`` also fsyncs the new file (every file of a new folder) and the parent folder, so the new
+content survives a power cut, not only a killed process: checkpoints and run markers ask for it; caches and
+media outputs, which can be written again, do not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["TMP_PREFIX", "fsync_dir", "fsync_file", "replacing", "temp_path", "write_bytes", "write_text"]
+
+TMP_PREFIX = ".tmp-"
+
+
+def temp_path(path: Path) -> Path:
+    """A free hidden name beside ``path`` for its temporary copy: ``.tmp-STEM.HEX.EXT``."""
+    return path.parent / f"{TMP_PREFIX}{path.stem}.{uuid.uuid4().hex[:12]}{path.suffix}"
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # folders cannot be opened for fsync elsewhere
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    if root.is_dir():
+        for folder, _, names in os.walk(root):
+            for n in names:
+                fsync_file(Path(folder) / n)
+            fsync_dir(Path(folder))
+    else:
+        fsync_file(root)
+
+
+@contextmanager
+def replacing(path: str | os.PathLike[str], *, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; write the new file (or create and fill the new folder) there.
+
+    On a clean exit the temporary path replaces ``path`` (a folder already at ``path`` is moved aside and
+    removed after); on an exception, KeyboardInterrupt included, the temporary path is removed, ``path`` is
+    untouched and the exception goes on. ``durable``: fsync the new content and the parent folder.
+    """
+    dst = Path(path)
+    tmp = temp_path(dst)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{dst}: the writer left nothing at {tmp.name}")
+        if durable:
+            _fsync_tree(tmp)
+        if tmp.is_dir() and dst.is_dir() and not dst.is_symlink():
+            old = dst.with_name(f"{TMP_PREFIX}{dst.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if durable:
+        fsync_dir(dst.parent)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`replacing`)."""
+    with replacing(path, durable=durable) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str, *, durable: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`replacing`)."""
+    return write_bytes(path, text.encode("utf-8"), durable=durable)
