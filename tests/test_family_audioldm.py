@@ -116,8 +116,9 @@ def folder(tmp_path_factory):
 @pytest.mark.parametrize(
     "guidance,changes",
     [(1.0, {}), (2.5, {}), (2.5, {"set_alpha_to_one": False}), (2.5, {"_class_name": "EulerDiscreteScheduler"}),
+     (2.5, {"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading"}),
      (2.5, {"_class_name": "DPMSolverMultistepScheduler"})],
-    ids=["ddim-unguided", "ddim", "ddim-final-alpha", "euler", "dpm-solver"],
+    ids=["ddim-unguided", "ddim", "ddim-final-alpha", "euler", "euler-leading", "dpm-solver"],
 )  # fmt: skip
 def test_audioldm_waveform_matches_diffusers_for_the_same_seeds(folder, tmp_path, guidance, changes):
     """The same seeds give diffusers' waveforms: multidiff draws sample k from seed + k and starts where the

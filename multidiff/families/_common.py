@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -145,8 +144,9 @@ def sampler_for(scheduler: Any) -> str:
 def scheduler_grid(scheduler: Any, steps: int, **set_timesteps: Any) -> tuple[Tensor, float, float]:
     """The σ grid ``scheduler`` steps through, and how its latents relate to multidiff's unscaled ones.
 
-    Calls ``scheduler.set_timesteps(steps, **set_timesteps)`` (diffusers' pipelines pass extra arguments,
-    e.g. LTX's ``sigmas`` and ``mu``).
+    The grid is :func:`~multidiff.interop.diffusers.sigmas_from_scheduler`'s (``set_timesteps``, when given,
+    is the pipeline's own call, e.g. LTX's ``sigmas`` and ``mu``), with a flow time of 1 at σ =
+    :data:`FLOW_T1_SIGMA`; the scaling is :func:`~multidiff.interop.diffusers.scheduler_scaling`'s.
 
     Returns:
         ``(sigmas, init, final)``: the float64 grid ``[steps + 1]`` in σ; ``init`` such that multidiff's
@@ -154,31 +154,13 @@ def scheduler_grid(scheduler: Any, steps: int, **set_timesteps: Any) -> tuple[Te
         such that diffusers' output latents are multidiff's times ``final`` (1 unless a VP grid ends above
         σ = 0, where diffusers returns the scaled state).
     """
-    name = type(scheduler).__name__
-    if set_timesteps:  # a pipeline's own call (e.g. LTX passes the sigmas, which fix the step count)
-        scheduler.set_timesteps(**set_timesteps)
-    else:
-        scheduler.set_timesteps(steps)
-    if name == "FlowMatchEulerDiscreteScheduler":
-        t = scheduler.sigmas.to(torch.float64)  # (steps + 1,) flow times, from 1 (or below) to 0
-        t1 = FLOW_T1_SIGMA / (1 + FLOW_T1_SIGMA)
-        t = t.clamp(max=t1)
-        sig = t / (1 - t)
-        return sig, 1.0 + float(sig[0]), 1.0  # x = x_t / (1 - t) at the first step
-    if name == "EulerDiscreteScheduler":
-        sig = torch.unique_consecutive(scheduler.sigmas.to(torch.float64))
-        return sig, float(scheduler.init_noise_sigma), 1.0
-    if name == "DDIMScheduler":
-        from multidiff.interop.diffusers import check_ddim_steps
+    from multidiff.interop.diffusers import scheduler_scaling, sigmas_from_scheduler
 
-        check_ddim_steps(scheduler)
-        abar = scheduler.alphas_cumprod.to(torch.float64)
-        sig = [math.sqrt((1 - abar[int(t)]) / abar[int(t)]) for t in scheduler.timesteps]
-        final = float(scheduler.final_alpha_cumprod)
-        sig.append(math.sqrt((1 - final) / final))
-        grid = torch.tensor(sig, dtype=torch.float64)
-        return grid, float(scheduler.init_noise_sigma) * math.sqrt(1 + sig[0] ** 2), math.sqrt(final)
-    raise ValueError(f"scheduler {name} has no multidiff grid here; supported: {', '.join(_SAMPLER_OF)}")
+    name = type(scheduler).__name__
+    if name not in _SAMPLER_OF:
+        raise ValueError(f"scheduler {name} has no multidiff grid here; supported: {', '.join(_SAMPLER_OF)}")
+    sigmas = sigmas_from_scheduler(scheduler, steps, flow_cap=FLOW_T1_SIGMA, **set_timesteps)
+    return (sigmas, *scheduler_scaling(scheduler, sigmas))
 
 
 def family_denoiser(backbone: nn.Module, scheduler: Any) -> Denoiser:

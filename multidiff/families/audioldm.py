@@ -243,18 +243,11 @@ class AudioLDMFamilyPipeline(Pipeline):
         return sigmas_from_scheduler(self.scheduler, self.sampling.steps if steps is None else int(steps))
 
     def initial_scale(self, sigmas: torch.Tensor) -> float:
-        """diffusers' start for a seed: ``noise · init_noise_sigma`` in the scheduler's own space, i.e.
-        ``noise · √(1 + σ0²)`` in σ-space for the VP schedulers (DDIM's, DPM-Solver's), and for Euler's
-        σ0, or √(σ0² + 1) with "leading" spacing (its ``init_noise_sigma``)."""
-        from multidiff.interop.diffusers import SUPPORTED_SCHEDULERS
+        """diffusers' start for a seed, ``noise · init_noise_sigma`` in the scheduler's own space, in σ-space
+        (:func:`~multidiff.interop.diffusers.scheduler_scaling`)."""
+        from multidiff.interop.diffusers import scheduler_scaling
 
-        s0 = float(sigmas[0])
-        kind = SUPPORTED_SCHEDULERS.get(type(self.scheduler).__name__)
-        if kind in ("vp_table", "vp_sigmas"):
-            return math.sqrt(1 + s0**2)
-        if kind == "unscaled" and self.scheduler.config.timestep_spacing not in ("linspace", "trailing"):
-            return math.sqrt(1 + s0**2)
-        return s0
+        return scheduler_scaling(self.scheduler, sigmas)[0]
 
     def sample(  # type: ignore[override]
         self, num: int, shape: Sequence[int], *, sigmas: Any = None, steps: int | None = None,
@@ -263,9 +256,11 @@ class AudioLDMFamilyPipeline(Pipeline):
         if sigmas is not None:  # the caller's grid: steps= and grid= are the base's to refuse
             kwargs.update(steps=steps, grid=grid)
         sigmas = self.sigmas(steps, grid) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
+        from multidiff.interop.diffusers import scheduler_scaling
+
         latents = super().sample(num, shape, sigmas=sigmas, **kwargs)
-        last = float(sigmas[-1])
-        return latents / math.sqrt(1 + last**2) if last > 0 else latents
+        final = scheduler_scaling(self.scheduler, sigmas)[1]
+        return latents * final if final != 1.0 else latents
 
 
 def load_audioldm(folder: str | Path, *, device: str | torch.device | None = None) -> Any:

@@ -52,6 +52,7 @@ __all__ = [
     "sample_with_scheduler",
     "schedule_from_config",
     "sigmas_from_scheduler",
+    "scheduler_scaling",
     "check_ddim_steps",
 ]
 
@@ -464,15 +465,22 @@ def check_ddim_steps(scheduler: Any) -> None:
         )
 
 
-def sigmas_from_scheduler(scheduler: Any, steps: int) -> Tensor:
+def sigmas_from_scheduler(
+    scheduler: Any, steps: int, *, flow_cap: float = SIGMA_CAP, **set_timesteps: Any
+) -> Tensor:
     """The σ grid (float64 [steps + 1]) that ``scheduler``'s loop with ``steps`` steps integrates over.
 
-    Calls ``scheduler.set_timesteps(steps)``. For DDIM the last value is the σ of its final ᾱ (0 when
-    ``set_alpha_to_one``); a DDIM whose steps leave its own timesteps is refused (:func:`check_ddim_steps`).
-    Heun-type schedulers repeat σ values internally; the grid lists each once.
+    Calls ``scheduler.set_timesteps(steps)``, or ``scheduler.set_timesteps(**set_timesteps)`` when given
+    (diffusers' pipelines pass their own arguments, e.g. LTX's ``sigmas`` and ``mu``, which fix the step
+    count). For DDIM the last value is the σ of its final ᾱ (0 when ``set_alpha_to_one``); a DDIM whose steps
+    leave its own timesteps is refused (:func:`check_ddim_steps`). Heun-type schedulers repeat σ values
+    internally; the grid lists each once. A flow time t becomes σ = t / (1 - t), at most ``flow_cap``.
     """
     kind = _kind(scheduler)
-    scheduler.set_timesteps(steps)
+    if set_timesteps:
+        scheduler.set_timesteps(**set_timesteps)
+    else:
+        scheduler.set_timesteps(steps)
     check_ddim_steps(scheduler)
     if kind == "vp_table":
         sig = [_vp_sigma(scheduler, t) for t in scheduler.timesteps]
@@ -485,9 +493,29 @@ def sigmas_from_scheduler(scheduler: Any, steps: int) -> Tensor:
     s = scheduler.sigmas.to(torch.float64)
     s = torch.unique_consecutive(s)
     if kind == "flow":
-        t = s.clamp(max=SIGMA_CAP / (1 + SIGMA_CAP))
+        t = s.clamp(max=flow_cap / (1 + flow_cap))
         s = t / (1 - t)
     return s
+
+
+def scheduler_scaling(scheduler: Any, sigmas: Tensor) -> tuple[float, float]:
+    """How ``scheduler``'s latents relate to multidiff's unscaled ones on its grid ``sigmas``
+    (:func:`sigmas_from_scheduler`).
+
+    Returns:
+        ``(init, final)``: multidiff's initial latents are ``noise · init`` when diffusers' are
+        ``noise · init_noise_sigma`` in the scheduler's own space (a VP state x / √(1 + σ²), a flow state
+        x / (1 + σ), or x itself); diffusers' last latents are multidiff's times ``final``, 1 unless the grid
+        ends above σ = 0 (DDIM without ``set_alpha_to_one``), where diffusers returns the scaled state.
+    """
+    kind = _kind(scheduler)
+    init_noise_sigma = float(getattr(scheduler, "init_noise_sigma", 1.0))
+    first, last = float(sigmas[0]), float(sigmas[-1])
+    if kind in ("vp_table", "vp_sigmas"):
+        return init_noise_sigma * math.sqrt(1 + first**2), 1 / math.sqrt(1 + last**2)
+    if kind == "flow":
+        return init_noise_sigma * (1 + first), 1 / (1 + last)
+    return init_noise_sigma, 1.0
 
 
 @torch.no_grad()
