@@ -53,8 +53,8 @@ class Request:
         sampler: Sampler name (None: the pipeline's default).
         guidance: Classifier-free guidance scale (None: the pipeline's default; only used with a label or
             a prompt).
-        length: Seconds (audio), frames (video) or pixels (image height and width); None: the training
-            length or size.
+        length: Seconds (audio), frames (video) or pixels (image: ``N`` or ``"N"`` for N x N, ``"HxW"``);
+            None: the training length or size.
         known: For continuation, an audio file path; for image-to-video, an image ``[H, W, C]`` uint8.
     """
 
@@ -64,7 +64,7 @@ class Request:
     steps: int | None = None
     sampler: str | None = None
     guidance: float | None = None
-    length: float | None = None
+    length: float | str | None = None
     known: Any = None
 
 
@@ -85,6 +85,26 @@ def _enlarge(frames: np.ndarray) -> np.ndarray:
     k = max(1, -(-DISPLAY_PX // h))
     out = frames.repeat(k, axis=-3).repeat(k, axis=-2)
     return out
+
+
+def image_size(value: float | str | None) -> tuple[int, int] | None:
+    """The image page's size field: None or empty (the training size), ``N`` (N x N) or ``HxW``.
+
+    Raises:
+        ValueError: For anything else, saying what to type.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    text = str(value).strip().lower().replace(" ", "").replace("×", "x")
+    parts = text.split("x")
+    try:
+        nums = [float(v) for v in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2) or not all(n >= 1 and n == int(n) for n in nums):
+        raise ValueError(f"size: give whole pixels as N or HxW (e.g. 64 or 64x96), got {value!r}")
+    h, w = int(nums[0]), int(nums[-1])
+    return (h, w)
 
 
 def render(pipe: Any, request: Request, out_dir: str | os.PathLike[str]) -> Result:
@@ -174,8 +194,7 @@ def render(pipe: Any, request: Request, out_dir: str | os.PathLike[str]) -> Resu
             )
             text = f"{frames} frames of {arr.shape[1]}x{arr.shape[2]}, {what}, seed {request.seed}"
         elif pipe.modality == "image":
-            size = int(request.length) if request.length else None
-            image = pipe.generate(1, size, **common)[0].cpu().numpy()
+            image = pipe.generate(1, image_size(request.length), **common)[0].cpu().numpy()
             media = write_image(out / f"{stem}.png", _enlarge(image))
             picture = None
             text = f"{image.shape[0]}x{image.shape[1]} px, {what}, seed {request.seed}"
@@ -217,7 +236,7 @@ def build_app(
     length_label, length_value, length_step = {
         "audio": ("length (seconds)", default.seconds or 2.0, 0.1),
         "video": ("length (frames)", pipe.window or 8, 1),
-        "image": ("size (pixels)", (getattr(pipe, "size", None) or (64, 64))[0], 1),
+        "image": ("size (pixels, N or HxW)", "{}x{}".format(*(getattr(pipe, "size", None) or (64, 64))), 1),
     }[modality]
     if modality == "audio":
         length_value = round(float(length_value), 2)
@@ -260,9 +279,12 @@ def build_app(
                 )  # fmt: skip
             with gr.Column():
                 with gr.Tab("generate"):
-                    length = gr.Number(
-                        value=length_value, step=length_step, label=length_label, elem_id="length"
-                    )
+                    if modality == "image":  # a height and width, not one number
+                        length = gr.Textbox(value=length_value, label=length_label, elem_id="length", lines=1)
+                    else:
+                        length = gr.Number(
+                            value=length_value, step=length_step, label=length_label, elem_id="length"
+                        )
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                     media = media_output("media")
                     picture = gr.Image(label=picture_label, type="filepath", elem_id="picture", interactive=False,
@@ -289,7 +311,7 @@ def build_app(
 
         settings = [label, prompt, seed, steps, sampler, guidance]
 
-        def plain(lab: str, pr: str, sd: float, st: float, sa: str, g: float, n: float) -> tuple:
+        def plain(lab: str, pr: str, sd: float, st: float, sa: str, g: float, n: float | str) -> tuple:
             return run(Request(lab, pr, int(sd or 0), None if st is None else int(st), sa, g, n or None))
 
         button.click(plain, [*settings, length], [media, picture, info])

@@ -84,6 +84,27 @@ def test_render_image_to_video_keeps_the_first_frame(tmp_path) -> None:
     assert np.abs(shown - first).mean() < 12  # the first frame is the picture (H.264 loses a little)
 
 
+def test_render_image_takes_the_training_size_or_h_x_w(tmp_path) -> None:
+    from multidiff.io import read_image
+    from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+    from multidiff.pipeline import ImagePipeline
+
+    pipe = ImagePipeline(Denoiser(_unet(3), "edm", sigma_data=0.5), ImageAdapter(ImageAdapterConfig()),
+                         sampling=SamplingConfig(sampler="euler", steps=2), size=(8, 12))  # fmt: skip
+
+    def made(length: object) -> tuple[str, tuple[int, int]]:
+        result = render(pipe, Request(seed=0, length=length), tmp_path)
+        return result.text.split(" px")[0], tuple(read_image(result.media).shape[:2])
+
+    k = 192 // 8  # enlarged for display: each pixel repeated until the picture is 192 tall
+    assert made(None) == made("") == ("8x12", (8 * k, 12 * k))  # the training size, not a square
+    assert made("16x8") == made(" 16 X 8 ") == ("16x8", (16 * 12, 8 * 12))
+    assert made(8) == made("8") == ("8x8", (8 * k, 8 * k))
+    for bad in ("8 by 12", "0x8", "8.5", "8x8x8"):
+        with pytest.raises(ValueError, match="HxW"):
+            render(pipe, Request(seed=0, length=bad), tmp_path)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
