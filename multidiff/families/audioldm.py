@@ -253,11 +253,11 @@ class AudioLDMFamilyPipeline(Pipeline):
         self, num: int, shape: Sequence[int], *, sigmas: Any = None, steps: int | None = None,
         grid: str | None = None, **kwargs: Any,
     ) -> Any:  # fmt: skip
+        from multidiff.interop.diffusers import scheduler_scaling
+
         if sigmas is not None:  # the caller's grid: steps= and grid= are the base's to refuse
             kwargs.update(steps=steps, grid=grid)
         sigmas = self.sigmas(steps, grid) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
-        from multidiff.interop.diffusers import scheduler_scaling
-
         latents = super().sample(num, shape, sigmas=sigmas, **kwargs)
         final = scheduler_scaling(self.scheduler, sigmas)[1]
         return latents * final if final != 1.0 else latents

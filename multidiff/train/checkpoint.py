@@ -17,8 +17,8 @@ A run folder looks like::
                                (:func:`publish_result`: a vocoder or VAE folder that loads from RUN itself)
 
 Writing is atomic: everything goes into a hidden temporary folder inside the run folder, every file is
-fsync'ed, and the folder is renamed into place (:func:`multidiff.atomic.replacing`, atomic on POSIX within one file
-system); the ``latest`` pointer is replaced the same way. A crash at any point leaves the previous
+fsync'ed, and the folder is renamed into place (:func:`multidiff.atomic.replacing`, atomic on POSIX within
+one file system); the ``latest`` pointer is replaced the same way. A crash at any point leaves the previous
 checkpoint intact, and :func:`latest_checkpoint` falls back to the newest complete folder if the pointer is
 stale. Nothing is pickled: optimiser state is flattened into tensors plus a JSON structure.
 """
@@ -241,9 +241,9 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     name = f"{CKPT_PREFIX}{step:08d}"
     final = run / name
-    with replacing(final, durable=True) as tmp:  # the same step saved again replaces the old one whole
-        from multidiff.serialize import save_tensors
+    from multidiff.serialize import save_tensors
 
+    with replacing(final, durable=True) as tmp:  # the same step saved again replaces the old one whole
         tmp.mkdir()
         for stem, tdict in tensors.items():
             save_tensors(tmp / f"{stem}.safetensors", tdict)
