@@ -5,8 +5,8 @@ a temporary path beside the destination (hidden, ``.tmp-`` first, the destinatio
 pillow, soundfile and ffmpeg pick the format from it), which then replaces the destination with
 ``os.replace``, atomic on POSIX within one file system. A reader sees the old file or the new one, never a
 partial one; a writer that fails or is interrupted (Ctrl-C) removes its temporary path and leaves the
-destination as it was. A folder that exists at the destination is moved aside first and removed once the
-new one is in place.
+destination as it was. When the new content is a folder, what is at the destination is moved aside first
+and removed once the new one is in place.
 
 ``durable=True`` also fsyncs the new file (every file of a new folder) and the parent folder, so the new
 content survives a power cut, not only a killed process: checkpoints and run markers ask for it; caches and
@@ -68,8 +68,8 @@ def _fsync_tree(root: Path) -> None:
 def replacing(path: str | os.PathLike[str], *, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write the new file (or create and fill the new folder) there.
 
-    On a clean exit the temporary path replaces ``path`` (a folder already at ``path`` is moved aside and
-    removed after); on an exception, KeyboardInterrupt included, the temporary path is removed, ``path`` is
+    On a clean exit the temporary path replaces ``path`` (a new folder moves whatever is at ``path``, a
+    folder, a file or a symbolic link, aside and removes it after; a link is removed, not its target); on an exception, KeyboardInterrupt included, the temporary path is removed, ``path`` is
     untouched and the exception goes on. ``durable``: fsync the new content and the parent folder.
     """
     dst = Path(path)
@@ -80,11 +80,11 @@ def replacing(path: str | os.PathLike[str], *, durable: bool = False) -> Iterato
             raise FileNotFoundError(f"{dst}: the writer left nothing at {tmp.name}")
         if durable:
             _fsync_tree(tmp)
-        if tmp.is_dir() and dst.is_dir() and not dst.is_symlink():
+        if tmp.is_dir() and (dst.exists() or dst.is_symlink()):  # a folder, a file or a link there
             old = dst.with_name(f"{TMP_PREFIX}{dst.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(dst, old)
             os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)  # a link goes, not what it points to
         else:
             os.replace(tmp, dst)
     except BaseException:

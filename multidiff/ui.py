@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -96,15 +97,12 @@ def image_size(value: float | str | None) -> tuple[int, int] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     text = str(value).strip().lower().replace(" ", "").replace("×", "x")
-    parts = text.split("x")
-    try:
-        nums = [float(v) for v in parts]
-    except ValueError:
-        nums = []
-    if len(nums) not in (1, 2) or not all(n >= 1 and n == int(n) for n in nums):
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))  # the number field's 64.0
+    match = re.fullmatch(r"(\d{1,5})(?:x(\d{1,5}))?", text)
+    if match is None or int(match[1]) < 1 or int(match[2] or match[1]) < 1:
         raise ValueError(f"size: give whole pixels as N or HxW (e.g. 64 or 64x96), got {value!r}")
-    h, w = int(nums[0]), int(nums[-1])
-    return (h, w)
+    return int(match[1]), int(match[2] or match[1])
 
 
 def render(pipe: Any, request: Request, out_dir: str | os.PathLike[str]) -> Result:

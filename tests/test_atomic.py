@@ -69,3 +69,54 @@ def test_a_failed_folder_write_keeps_the_old_folder(tmp_path: Path) -> None:
             raise ValueError("save failed")
     assert (dst / "config.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]
+
+
+@pytest.mark.parametrize("there", ["link", "file"])
+def test_a_folder_replaces_a_link_or_a_file_and_never_follows_the_link(tmp_path: Path, there: str) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "kept.bin").write_bytes(b"k")
+    dst = tmp_path / "pipeline"
+    if there == "link":
+        dst.symlink_to(target, target_is_directory=True)
+    else:
+        dst.write_text("an old file")
+    with replacing(dst) as tmp:
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}")
+    assert dst.is_dir() and not dst.is_symlink() and (dst / "config.json").read_text() == "{}"
+    assert (target / "kept.bin").read_bytes() == b"k"  # the link's target is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "pipeline"]
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_durable_writes_fsync_the_content_and_the_parent_and_plain_ones_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: bool
+) -> None:
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    dst = tmp_path / "run" / "ckpt"
+    dst.parent.mkdir()
+    for durable in (False, True):
+        synced.clear()
+        with replacing(dst, durable=durable) as tmp:
+            if folder:
+                (tmp / "sub").mkdir(parents=True)
+                (tmp / "sub" / "a.bin").write_bytes(b"1")
+            else:
+                tmp.write_bytes(b"1")
+        names = {Path(p).name for p in synced}
+        if not durable:
+            assert synced == []
+        elif folder:  # every file and folder of the new tree (under its temporary name), then the parent
+            assert {"a.bin", "sub", "run"} <= names and Path(synced[-1]) == dst.parent
+        else:
+            assert len(synced) == 2 and Path(synced[-1]) == dst.parent

@@ -71,6 +71,27 @@ def test_broken_files_are_skipped_with_warnings(tmp_path) -> None:
     assert sorted(e.rel for e in ds.entries) == ["cats/a.wav", "cats/b.flac", "dogs/c.ogg", "dogs/d.wav"]
 
 
+def test_hidden_files_are_not_data_unless_metadata_lists_them(tmp_path) -> None:
+    (tmp_path / "cats").mkdir()
+    write_audio(tmp_path / "cats" / "a.wav", tone(300.0, 0.5), SR)
+    leftover = ".tmp-b.3e656da6e933.wav"  # what a write killed mid-way leaves
+    write_audio(tmp_path / "cats" / leftover, tone(400.0, 0.5), SR)
+    (tmp_path / "cats" / "._a.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(200))  # macOS metadata, not audio
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    write_audio(tmp_path / ".ipynb_checkpoints" / "c.wav", tone(500.0, 0.5), SR)
+    with pytest.warns(SkippedFileWarning):
+        ds = AudioFolder(tmp_path, sample_rate=SR, clip_seconds=0.5)
+    assert [e.rel for e in ds.entries] == ["cats/a.wav"] and ds.classes == ["cats"]
+    hidden = sorted(Path(p).name for p, reason in ds.skipped if reason.startswith("hidden"))
+    assert hidden == sorted([leftover, "._a.wav", "c.wav"]) and len(ds.skipped) == 3
+    # a hidden file that metadata.csv lists is data
+    (tmp_path / "metadata.csv").write_text(f"path,label\ncats/a.wav,cat\ncats/{leftover},cat\n")
+    with pytest.warns(SkippedFileWarning):
+        ds = AudioFolder(tmp_path, sample_rate=SR, clip_seconds=0.5)
+    assert sorted(e.rel for e in ds.entries) == sorted(["cats/a.wav", f"cats/{leftover}"])
+    assert sorted(Path(p).name for p, _ in ds.skipped) == ["._a.wav", "c.wav"]
+
+
 def test_labels_from_subfolders(tmp_path) -> None:
     make_folder(tmp_path)
     with pytest.warns(SkippedFileWarning):

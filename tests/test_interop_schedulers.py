@@ -170,3 +170,35 @@ def test_pipeline_around_a_diffusers_model_saves_and_reloads(tmp_path):
     assert isinstance(again.denoiser.schedule, SNRShiftedVPSchedule)
     b = again.generate(2, shape=(2, 8, 8), seed=3, progress=False)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "name,config",
+    [("DDIMScheduler", {}), ("DDIMScheduler", {"set_alpha_to_one": False}), ("DPMSolverMultistepScheduler", {}),
+     ("EulerDiscreteScheduler", {}), ("EulerDiscreteScheduler", {"timestep_spacing": "leading"}),
+     ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}), ("HeunDiscreteScheduler", {}),
+     ("EDMEulerScheduler", {}), ("FlowMatchEulerDiscreteScheduler", {})],
+)  # fmt: skip
+def test_scheduler_scaling_is_the_schedulers_start_and_end_on_any_grid(name, config):
+    """On the scheduler's own grid, multidiff starts at noise · init (diffusers: noise · init_noise_sigma in its
+    own space) and diffusers ends at multidiff's output · final; the answer depends on the grid passed, not on
+    the scheduler's last set_timesteps (a caller's sigmas= or a multidiff grid)."""
+    from multidiff.interop.diffusers import scheduler_scaling
+
+    sch = getattr(diffusers, name)(**config)
+    grid = sigmas_from_scheduler(sch, 8)
+    init, final = scheduler_scaling(sch, grid)
+    first, last = float(grid[0]), float(grid[-1])
+    in_own_space = {  # multidiff's unscaled x in the scheduler's space, by where its σ comes from
+        "DDIMScheduler": 1 / math.sqrt(1 + first**2), "DPMSolverMultistepScheduler": 1 / math.sqrt(1 + first**2),
+        "FlowMatchEulerDiscreteScheduler": 1 / (1 + first),
+    }.get(name, 1.0)  # fmt: skip
+    # diffusers keeps its σ in float32; a flow scheduler has no init_noise_sigma (its pipelines start at noise)
+    assert init * in_own_space == pytest.approx(float(getattr(sch, "init_noise_sigma", 1.0)), rel=1e-6)
+    if name == "DDIMScheduler":  # diffusers returns the VP state at its final ᾱ
+        assert final == pytest.approx(math.sqrt(float(sch.final_alpha_cumprod)), rel=1e-12)
+        assert (final < 1) == (config.get("set_alpha_to_one") is False)
+    else:
+        assert final == pytest.approx(1.0 / (1 + last) if "Flow" in name else 1.0)
+    sch.set_timesteps(3)  # another step count since: the same grid, the same answer
+    assert scheduler_scaling(sch, grid) == (init, final)

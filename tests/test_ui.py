@@ -100,7 +100,8 @@ def test_render_image_takes_the_training_size_or_h_x_w(tmp_path) -> None:
     assert made(None) == made("") == ("8x12", (8 * k, 12 * k))  # the training size, not a square
     assert made("16x8") == made(" 16 X 8 ") == ("16x8", (16 * 12, 8 * 12))
     assert made(8) == made("8") == ("8x8", (8 * k, 8 * k))
-    for bad in ("8 by 12", "0x8", "8.5", "8x8x8"):
+    assert made(8.0) == ("8x8", (8 * k, 8 * k))  # the number a field gives
+    for bad in ("8 by 12", "0x8", "8.5", "8x8x8", "inf", "1e3", "8x1e309", float("inf"), 8.5, "-8"):
         with pytest.raises(ValueError, match="HxW"):
             render(pipe, Request(seed=0, length=bad), tmp_path)
 

@@ -70,7 +70,7 @@ def select_files(
             none), ``"folders"``, ``"metadata"`` or ``"none"``.
         extensions: Lower-case suffixes to consider (ignored for files listed in metadata.csv).
         skipped: Receives ``(path, reason)`` of files left out here (missing from disk, not in a label
-            subfolder).
+            subfolder, hidden: a name or folder starting with "." that metadata.csv does not list).
 
     Returns:
         ``(pairs, labels, captions)``: ``(path, path relative to root)`` sorted by path (metadata order for
@@ -94,9 +94,20 @@ def select_files(
         for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in extensions and not _in_run_folder(p, root)
     )
+    # hidden files and folders (".tmp-..." leftovers of a killed write, macOS "._x.wav", ".ipynb_checkpoints")
+    # are not data unless metadata.csv lists them
+    hidden = [p for p in files if any(part.startswith(".") for part in p.relative_to(root).parts)]
+    if hidden:
+        files = sorted(set(files) - set(hidden))
     if mode == "metadata":
         pairs, found, captions = read_metadata(root, metadata, skipped)
-        known = {rel for _, rel in pairs} | {Path(p).resolve().as_posix() for p, _ in skipped}
+        listed = {rel for _, rel in pairs}
+        skipped.extend(
+            (str(p), "hidden (its name or a folder's starts with '.')")
+            for p in hidden
+            if p.relative_to(root).as_posix() not in listed
+        )
+        known = listed | {Path(p).resolve().as_posix() for p, _ in skipped}
         unlisted = [
             (p, p.relative_to(root).as_posix())
             for p in files
@@ -111,6 +122,7 @@ def select_files(
                 stacklevel=3,
             )
         return pairs + unlisted, found, captions
+    skipped.extend((str(p), "hidden (its name or a folder's starts with '.')") for p in hidden)
     pairs = [(p, p.relative_to(root).as_posix()) for p in files]
     if mode == "auto":
         mode = "folders" if pairs and all("/" in rel for _, rel in pairs) else "none"

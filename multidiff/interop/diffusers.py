@@ -509,13 +509,16 @@ def scheduler_scaling(scheduler: Any, sigmas: Tensor) -> tuple[float, float]:
         ends above σ = 0 (DDIM without ``set_alpha_to_one``), where diffusers returns the scaled state.
     """
     kind = _kind(scheduler)
-    init_noise_sigma = float(getattr(scheduler, "init_noise_sigma", 1.0))
     first, last = float(sigmas[0]), float(sigmas[-1])
-    if kind in ("vp_table", "vp_sigmas"):
-        return init_noise_sigma * math.sqrt(1 + first**2), 1 / math.sqrt(1 + last**2)
-    if kind == "flow":
-        return init_noise_sigma * (1 + first), 1 / (1 + last)
-    return init_noise_sigma, 1.0
+    # init_noise_sigma from the grid's first σ, not read from the scheduler: it follows the scheduler's last
+    # set_timesteps, and the grid may be another (a caller's sigmas=, a multidiff grid)
+    if kind in ("vp_table", "vp_sigmas"):  # init_noise_sigma 1: the VP state x / √(1 + σ²)
+        return math.sqrt(1 + first**2), 1 / math.sqrt(1 + last**2)
+    if kind == "flow":  # init_noise_sigma 1: the flow state x / (1 + σ)
+        return 1 + first, 1 / (1 + last)
+    if kind == "unscaled" and scheduler.config.get("timestep_spacing", "linspace") in ("linspace", "trailing"):
+        return first, 1.0  # init_noise_sigma = σ_max
+    return math.sqrt(first**2 + 1), 1.0  # "leading" spacing and the EDM schedulers: √(σ_max² + 1)
 
 
 @torch.no_grad()

@@ -243,7 +243,11 @@ class RunLogger:
         self.plot_loss()
         if self._tb is None and self._wandb is None:
             return []
-        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".wav", ".png", ".gif"))
+        files = sorted(
+            p
+            for p in Path(folder).iterdir()
+            if p.suffix.lower() in (".wav", ".png", ".gif") and not p.name.startswith(".")  # no temporaries
+        )
         tags = []
         media: dict[str, Any] = {}
         for path in files:
