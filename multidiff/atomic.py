@@ -15,6 +15,7 @@ media outputs, which can be written again, do not.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -22,7 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["TMP_PREFIX", "fsync_dir", "fsync_file", "replacing", "temp_path", "write_bytes", "write_text"]
+__all__ = [
+    "TMP_PREFIX", "fsync_dir", "fsync_file", "replacing", "temp_path", "write_bytes", "write_error", "write_text",
+]  # fmt: skip
 
 TMP_PREFIX = ".tmp-"
 
@@ -45,6 +48,26 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_error(err: BaseException, path: str | os.PathLike[str]) -> OSError:
+    """An OSError that names ``path`` and the cause, for a failed write whose library said too little
+    (safetensors' ``SafetensorError``, libsndfile's "System error."): a full disk is said as such."""
+    if isinstance(err, OSError) and err.filename:
+        return err
+    folder = Path(path).parent
+    text = str(err)
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    if full or "code: 28" in text or "No space left" in text:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    if "code: 13" in text or "Permission denied" in text:
+        return OSError(errno.EACCES, "Permission denied", str(path))
+    if isinstance(err, OSError) and err.errno:
+        return OSError(err.errno, err.strerror or text, str(path))
+    return OSError(errno.EIO, f"could not write the file ({text})", str(path))
 
 
 def _remove(path: Path) -> None:
@@ -77,7 +100,7 @@ def replacing(path: str | os.PathLike[str], *, durable: bool = False) -> Iterato
     try:
         yield tmp
         if not tmp.exists():
-            raise FileNotFoundError(f"{dst}: the writer left nothing at {tmp.name}")
+            raise FileNotFoundError(errno.ENOENT, f"the writer left nothing at {tmp.name}", str(dst))
         if durable:
             _fsync_tree(tmp)
         if tmp.is_dir() and (dst.exists() or dst.is_symlink()):  # a folder, a file or a link there
@@ -87,6 +110,11 @@ def replacing(path: str | os.PathLike[str], *, durable: bool = False) -> Iterato
             _remove(old)  # a link goes, not what it points to
         else:
             os.replace(tmp, dst)
+    except OSError as err:
+        _remove(tmp)
+        if err.filename:
+            raise
+        raise write_error(err, dst) from err  # e.g. a full disk while writing bytes: say which file
     except BaseException:
         _remove(tmp)
         raise

@@ -120,3 +120,16 @@ def test_durable_writes_fsync_the_content_and_the_parent_and_plain_ones_do_not(
             assert {"a.bin", "sub", "run"} <= names and Path(synced[-1]) == dst.parent
         else:
             assert len(synced) == 2 and Path(synced[-1]) == dst.parent
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EIO"])
+def test_an_os_error_without_a_file_name_is_said_with_the_destination(tmp_path: Path, code: str) -> None:
+    import errno
+
+    dst = tmp_path / "clip.gif"
+    with pytest.raises(OSError) as caught:
+        with replacing(dst) as tmp:
+            tmp.write_bytes(b"GIF89a")
+            raise OSError(getattr(errno, code), "No space left on device" if code == "ENOSPC" else "I/O error")
+    assert caught.value.filename == str(dst) and caught.value.errno == getattr(errno, code)
+    assert list(tmp_path.iterdir()) == []

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from multidiff.atomic import replacing
+from multidiff.atomic import replacing, write_error
 from multidiff.io.common import (
     AudioFileError,
     check_exists,
-    write_error,
 )
 
 # extension -> (libsndfile format, default subtype)

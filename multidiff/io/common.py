@@ -1,10 +1,12 @@
-"""Errors about media files and the checks and temporary names every reader and writer shares."""
+"""Errors about media files and the checks every reader and writer shares."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+from multidiff.atomic import write_error
 
 
 class MediaFileError(ValueError):
@@ -76,27 +78,6 @@ def check_empty_folder(path: str | os.PathLike[str], overwrite: bool = False, op
     if not overwrite and path.is_dir() and any(path.iterdir()):
         raise ValueError(f"{option} {path} is not empty; give a new folder, or add --overwrite to replace its files")
     return path
-
-
-def write_error(err: BaseException, path: str | os.PathLike[str]) -> OSError:
-    """An OSError that names ``path`` and the cause, for a failed write whose library said too little
-    (safetensors' ``SafetensorError``, libsndfile's "System error."): a full disk is said as such."""
-    import errno
-    import shutil
-
-    if isinstance(err, OSError) and err.filename:
-        return err
-    folder = Path(path).parent
-    text = str(err)
-    try:
-        full = shutil.disk_usage(folder).free < 1 << 20
-    except OSError:
-        full = False
-    if full or "code: 28" in text or "No space left" in text:
-        return OSError(errno.ENOSPC, "No space left on device", str(path))
-    if "code: 13" in text or "Permission denied" in text:
-        return OSError(errno.EACCES, "Permission denied", str(path))
-    return OSError(errno.EIO, f"could not write the file ({text})", str(path))
 
 
 def save_safetensors(
