@@ -538,6 +538,9 @@ class Pipeline:
         )
         if mask_z is not None and known_z is None:
             raise ValueError("a mask needs known= media")
+        for what, z in (("known=", known_z), ("mask=", mask_z)):
+            if z is not None and z.ndim == len(shape) + 1 and z.shape[0] not in (1, num):
+                raise ValueError(f"{what} holds {z.shape[0]} samples for {num} asked for; give 1 (for all) or {num}")
         cond = dict(kwargs.pop("cond", None) or {})
         extra = int(getattr(getattr(self.backbone, "config", None), "cond_channels", 0) or 0)
         if extra and extra == shape[0] + 1:  # mask-conditioned: [known · mask, mask] as input channels

@@ -526,6 +526,11 @@ def test_video_pipeline_errors() -> None:
         pipe.generate(1, 3, known=torch.zeros(5, 8, 8, 3, dtype=torch.uint8), mask=torch.ones(3))
     with pytest.raises(ValueError, match="a mask needs known= media"):
         pipe.generate(1, 3, mask=torch.ones(3))
+    first = torch.zeros(1, 3, 8, 8, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"mask= holds 3 samples for 1 asked for; give 1 \(for all\) or 1"):
+        pipe.generate(1, 3, known=first, mask=torch.ones(3, 3))  # failed inside torch's expand before
+    with pytest.raises(ValueError, match="known= holds 2 samples for 3 asked for"):
+        pipe.generate(3, 3, known=first.expand(2, -1, -1, -1, -1), mask=torch.ones(3))
     with pytest.raises(ValueError, match="pass frames="):
         pipe.generate(1)
 
