@@ -103,9 +103,15 @@ def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loade
         ValueError: For a bad count, a folder without a pipeline, or ``--prompt`` for a model without
             captions (each names the option or the folder).
     """
-    check_positive(args, "threads")
+    check_positive(args, "threads", "steps")
     if args.num < 1 or args.batch < 1:
         raise ValueError("--num and --batch must be >= 1")
+    if args.seed is not None and not 0 <= args.seed <= 2**63 - args.num:  # sample k takes seed + k
+        raise ValueError(f"--seed must lie in [0, 2^63 - --num], got {args.seed}")
+    if args.sampler is not None:
+        from multidiff.core.samplers import get_sampler
+
+        get_sampler(args.sampler)  # an unknown name is refused with the names there are
     from multidiff.train.distributed import parse_device
 
     device = parse_device(args.device)
@@ -124,5 +130,10 @@ def load_for_generation(args: argparse.Namespace, pipeline_class: type) -> Loade
         pipe.backbone.compile()
     if getattr(args, "prompt", None) is not None and pipe.text_encoder is None:
         raise ValueError(f"{folder} was trained without captions; --prompt needs a caption model")
+    if args.label is not None:  # before anything is printed or written
+        pipe.label_tensor(args.label, 1)
+    from multidiff.pipeline_checks import check_guidance
+
+    check_guidance(pipe, args.guidance, args.label, getattr(args, "prompt", None))
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     return Loaded(pipe, folder, device, seed)

@@ -55,7 +55,7 @@ from multidiff.core.samplers import get_sampler, noise_like
 from multidiff.core.schedules import exponential, karras
 from multidiff.modalities.base import Adapter, Extent, load_adapter
 from multidiff.nn.graphs import CudaGraphed, replayer, use_graphs
-from multidiff.pipeline_checks import check_sample_request
+from multidiff.pipeline_checks import check_batch, check_sample_request
 from multidiff.serialize import (
     CONFIG_NAME,
     FORMAT_VERSION,
@@ -294,11 +294,12 @@ class Pipeline:
         """Per-sample seeds: ``seed + k`` for sample k (a fresh random base seed when None)."""
         if seed is None:
             seed = random.SystemRandom().randrange(2**31)
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            return [int(seed) + k for k in range(num)]
-        seeds = [int(s) for s in seed]
+        one = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+        seeds = [int(seed) + k for k in range(num)] if one else [int(s) for s in seed]
         if len(seeds) != num:
             raise ValueError(f"got {len(seeds)} seeds for {num} samples")
+        if seeds and not (0 <= min(seeds) and max(seeds) < 2**63):
+            raise ValueError(f"seeds must lie in [0, 2^63) (sample k takes seed + k), got {seed}")
         return seeds
 
     # ----------------------------------------------------------------------------------- sampling
@@ -538,9 +539,7 @@ class Pipeline:
         )
         if mask_z is not None and known_z is None:
             raise ValueError("a mask needs known= media")
-        for what, z in (("known=", known_z), ("mask=", mask_z)):
-            if z is not None and z.ndim == len(shape) + 1 and z.shape[0] not in (1, num):
-                raise ValueError(f"{what} holds {z.shape[0]} samples for {num} asked for; give 1 (for all) or {num}")
+        check_batch(num, shape, known=known_z, mask=mask_z)
         cond = dict(kwargs.pop("cond", None) or {})
         extra = int(getattr(getattr(self.backbone, "config", None), "cond_channels", 0) or 0)
         if extra and extra == shape[0] + 1:  # mask-conditioned: [known · mask, mask] as input channels

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MAX_LATENT_BYTES", "check_sample_request"]
+__all__ = ["MAX_LATENT_BYTES", "check_batch", "check_guidance", "check_sample_request"]
 
 #: Latents larger than this are refused before anything is allocated (a mistyped length, not a real request).
 MAX_LATENT_BYTES = 16 * 2**30
@@ -50,17 +50,7 @@ def check_sample_request(
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if steps is not None and sigmas is not None:
         raise ValueError("give steps= or sigmas=, not both (an explicit σ grid fixes the step count)")
-    if guidance is not None and float(guidance) != 1.0:  # a scale that would be ignored is refused
-        if pipe.num_classes is None and pipe.text_encoder is None:
-            raise ValueError(
-                "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
-                "text encoder, so the scale would be ignored"
-            )
-        if label is None and prompt is None and not uncond and not {"labels", "context"} & set(cond or {}):
-            raise ValueError(
-                f"guidance {float(guidance):g} needs a label or a prompt to guide towards; without one the "
-                "model samples unconditionally and the scale would be ignored"
-            )
+    check_guidance(pipe, guidance, label, prompt, cond, uncond)
     if known is not None and mask is None and strength is None:
         raise ValueError("known= needs mask= (what to keep) or strength= (SDEdit); alone it would be ignored")
     if strength is not None:
@@ -77,3 +67,35 @@ def check_sample_request(
         if not fits:
             raise ValueError(f"a mask of shape {tuple(m)} does not fit {num} sample(s) of latent shape {shape}")
     return shape
+
+
+def check_guidance(
+    pipe: Any,
+    guidance: Any,
+    label: Any,
+    prompt: Any,
+    cond: Mapping[str, Any] | None = None,
+    uncond: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse a guidance scale that would be ignored: a model with neither labels nor a text encoder, or
+    nothing (label, prompt, conditioning) to guide towards. A scale of 1 is plain sampling, always fine."""
+    if guidance is None or float(guidance) == 1.0:
+        return
+    if pipe.num_classes is None and pipe.text_encoder is None:
+        raise ValueError(
+            "guidance needs a class-conditional or captioned model; this one has neither labels nor a "
+            "text encoder, so the scale would be ignored"
+        )
+    if label is None and prompt is None and not uncond and not {"labels", "context"} & set(cond or {}):
+        raise ValueError(
+            f"guidance {float(guidance):g} needs a label or a prompt to guide towards; without one the "
+            "model samples unconditionally and the scale would be ignored"
+        )
+
+
+def check_batch(num: int, shape: Sequence[int], **tensors: torch.Tensor | None) -> None:
+    """Refuse latents (``known``, ``mask``: ``[B, *shape]``, B = 1 for all samples) made for another number of
+    samples than ``num``, naming the argument."""
+    for name, z in tensors.items():
+        if z is not None and z.ndim == len(shape) + 1 and z.shape[0] not in (1, num):
+            raise ValueError(f"{name}= holds {z.shape[0]} samples for {num} asked for; give 1 (for all) or {num}")

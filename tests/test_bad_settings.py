@@ -98,7 +98,14 @@ GENERATE_CASES = {
     "--strength without --init": (["--strength", "0.3"], "--strength applies to audio-to-audio"),
     "--continue to a length the clip already has": (["--continue", "{clip}", "--seconds", "0.25"],
                                                     "is already 0.50 s long"),
+    "--seed -5": (["--seed", "-5"], "--seed must lie in [0, 2^63 - --num], got -5"),
+    "--sampler nope": (["--sampler", "nope"], "unknown sampler 'nope'"),
+    "--steps 0": (["--steps", "0"], "--steps must be > 0, got 0"),
+    "--label on a model without labels": (["--label", "dog"], "trained without class labels"),
 }
+#: refused before the command prints or writes anything (the others after it says what it will make)
+GENERATE_EARLY = {"--seed -5", "--sampler nope", "--steps 0", "--label on a model without labels",
+                  "guidance on an unconditional model", "--device tpu", "--threads -1", "--strength without --init"}
 
 
 @pytest.mark.parametrize("modality", ["video", "image"])
@@ -119,11 +126,15 @@ def test_bad_generate_settings_are_one_line_errors(case: str, folders, tmp_path:
     write_audio(clip, torch.zeros(4000), 8000)  # 0.5 s
     extra = [a.format(clip=clip) for a in extra]
     out = tmp_path / "gen"
-    assert cli(["generate", "audio", "--ckpt", str(folders["uncond"]), "--num", "1", "--steps", "2",
+    steps = [] if "--steps" in extra else ["--steps", "2"]
+    assert cli(["generate", "audio", "--ckpt", str(folders["uncond"]), "--num", "1", *steps,
                 "--out", str(out), "--quiet", *extra]) == 2  # fmt: skip
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert err.startswith("multidiff: error:") and words in err and len(err.splitlines()) == 1, err
     assert not any(out.glob("*.wav"))
+    if case in GENERATE_EARLY:
+        assert captured.out == "" and not out.exists()
 
 
 def test_out_must_be_new_empty_or_a_run_of_the_same_recipe(folders, tmp_path: Path, capsys) -> None:

@@ -578,6 +578,10 @@ def test_arguments_that_would_be_misread_or_ignored_are_refused() -> None:
         pipe.sample(1, (1, 16, 8), known=x, mask=torch.ones(3, 1, 1, 8), progress=False)
     with pytest.raises(ValueError, match="known= needs mask="):
         pipe.sample(1, (1, 16, 8), known=x, progress=False)
+    with pytest.raises(ValueError, match=r"seeds must lie in \[0, 2\^63\)"):
+        pipe.seeds(2, -1)  # torch would take it, and -1 + 1 = 0 would repeat the next call's first seed
+    with pytest.raises(ValueError, match="seeds must lie"):
+        pipe.seeds(2, [0, 2**63])
     with pytest.raises(ValueError, match="give steps= or sigmas=, not both"):
         pipe.sample(1, (1, 16, 8), steps=3, sigmas=pipe.sigmas(4), progress=False)
     with pytest.raises(ValueError, match="steps must be an int"):
