@@ -247,7 +247,7 @@ def add_run_options(p: argparse.ArgumentParser, previews: str, items: str) -> No
     p.add_argument(
         "--max-minutes",
         type=float,
-        help="stop after this much training time, with a checkpoint (rerun the command to go on)",
+        help="stop after this much training time in this run, with a checkpoint (rerun the command to go on)",
     )
     p.add_argument(
         "--report-to",
