@@ -65,6 +65,26 @@ def test_init_from_another_preset_or_adapter_is_refused(tmp_path: Path, tone_fol
     assert not (tmp_path / "fam" / "pipeline").exists()
 
 
+def test_init_with_other_labels_or_captions_is_refused_naming_the_option(
+    tmp_path: Path, tone_folder, capsys
+) -> None:
+    data = tone_folder()
+    (data / "metadata.csv").write_text("path,label\n0.wav,low\n1.wav,low\n2.wav,high\n")
+    assert cli(args(data, tmp_path / "labelled", "--steps", "1", "--labels")) == 0
+    assert cli(args(data, tmp_path / "plain", "--steps", "1")) == 0
+    capsys.readouterr()
+    for init, extra, words in (
+        ("labelled", [], "was trained with --labels (2 classes: high, low); add --labels"),
+        ("plain", ["--labels"], "was trained without --labels; drop --labels"),
+    ):
+        out = tmp_path / f"ft-{init}"
+        assert cli(args(data, out, "--steps", "1", "--init", str(tmp_path / init), *extra)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("multidiff: error: train audio: --init:") and words in err, err
+        assert len(err.splitlines()) == 1 and not out.exists()  # refused before the data is read
+    assert cli(args(data, tmp_path / "ft", "--steps", "1", "--init", str(tmp_path / "labelled"), "--labels")) == 0
+
+
 def test_lora_trains_only_the_attention_updates_saves_them_small_and_loads_on_the_base(
     tmp_path: Path, tone_folder, capsys
 ) -> None:

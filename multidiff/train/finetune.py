@@ -20,7 +20,7 @@ from multidiff.nn.io import load_matching_state
 from multidiff.serialize import CONFIG_NAME, WEIGHTS_NAME
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
-__all__ = ["add_init_option", "finetune", "init_adapter_stats", "init_weights"]
+__all__ = ["add_init_option", "check_init_conditioning", "finetune", "init_adapter_stats", "init_weights"]
 
 
 def add_init_option(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,36 @@ def _init_config(init: str) -> tuple[Path, dict[str, Any]]:
         return folder, json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"--init: {folder / CONFIG_NAME} is unreadable ({err})") from None
+
+
+def check_init_conditioning(args: argparse.Namespace) -> None:
+    """Before the data is read: a multidiff ``--init`` model trained with class labels or captions needs
+    ``--labels`` / ``--captions`` here too, and one trained without them cannot take them (its weights have
+    no place for them). A diffusers family folder is the family fine-tuning's to check.
+
+    Raises:
+        ValueError: Naming the option to add or drop and what the model was trained with.
+    """
+    if (Path(args.init) / "model_index.json").is_file():
+        return
+    folder, config = _init_config(args.init)
+    classes = ((config.get("backbone") or {}).get("config") or {}).get("num_classes")
+    names = ", ".join(config.get("labels") or []) or "unnamed"
+    trained = {
+        "labels": (classes is not None, f" ({classes} classes: {names})"),
+        "captions": (config.get("text_encoder") is not None, ""),
+    }
+    for option, (theirs, detail) in trained.items():
+        if not hasattr(args, option):  # a recipe without the option
+            continue
+        ours = bool(getattr(args, option))
+        if theirs and not ours:
+            raise ValueError(f"--init: {folder} was trained with --{option}{detail}; add --{option} to fine-tune it")
+        if ours and not theirs:
+            raise ValueError(
+                f"--init: {folder} was trained without --{option}; drop --{option}, or train from scratch "
+                "without --init"
+            )
 
 
 def _without_stats(d: Any) -> Any:

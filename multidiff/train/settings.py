@@ -97,8 +97,12 @@ def _check_run_settings(args: argparse.Namespace) -> None:
         raise ValueError(f"--p-mean must be a finite number, got {p_mean}")
     init, lora, alpha = getattr(args, "init", None), getattr(args, "lora", None), getattr(args, "lora_alpha", None)
     resuming = getattr(args, "out", None) is not None and (Path(args.out) / "latest").exists()
-    if init is not None and not resuming and not Path(init).exists():
-        raise FileNotFoundError(f"--init: {init} does not exist (a multidiff run, checkpoint or pipeline folder)")
+    if init is not None and not resuming:
+        if not Path(init).exists():
+            raise FileNotFoundError(f"--init: {init} does not exist (a multidiff run, checkpoint or pipeline folder)")
+        from multidiff.train.finetune import check_init_conditioning
+
+        check_init_conditioning(args)
     if lora is not None:
         if lora < 1:
             raise ValueError(f"--lora must be a rank >= 1, got {lora} (leave --lora out to train every weight)")
