@@ -119,6 +119,18 @@ def test_report_to_names_and_missing_packages(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with pytest.raises(ValueError, match=r'pip install "multidiff\[log\]"'):
         RunLogger(tmp_path, 4, 0, progress=False, tensorboard=False, report_to="wandb")
+    assert parse_report_to("wandb") == ("wandb",)  # the name alone is fine
+    with pytest.raises(ValueError, match="--report-to wandb: the wandb package is not installed"):
+        parse_report_to("wandb", installed=True)
+    # the command refuses it with the other settings, before the data is read or the run folder made
+    from media_utils import write_tones
+
+    from multidiff.cli import main as cli
+
+    data, run = write_tones(tmp_path / "data", (300.0, 500.0)), tmp_path / "run"
+    assert cli(["train", "audio", "--data", str(data), "--out", str(run), "--preset", "tiny", "--steps", "1",
+                "--device", "cpu", "--report-to", "wandb"]) == 2  # fmt: skip
+    assert not run.exists()
 
 
 def test_time_estimate_and_loss_curve(tmp_path, capsys) -> None:

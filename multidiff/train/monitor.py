@@ -42,11 +42,16 @@ def format_duration(seconds: float) -> str:
     return f"{s} s"
 
 
-def parse_report_to(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"tensorboard"``, ``"wandb"``, ``"tensorboard,wandb"``, ``"none"`` or a sequence of them, checked.
+def _not_installed(name: str) -> str:
+    return f'--report-to {name}: the {name} package is not installed; pip install "multidiff[log]" (or pip install {name})'
+
+
+def parse_report_to(value: str | Sequence[str] | None, installed: bool = False) -> tuple[str, ...]:
+    """``"tensorboard"``, ``"wandb"``, ``"tensorboard,wandb"``, ``"none"`` or a sequence of them, checked;
+    with ``installed``, each must also be importable (checked without importing it).
 
     Raises:
-        ValueError: For a name not in :data:`REPORT_TO`.
+        ValueError: For a name not in :data:`REPORT_TO`, or (``installed``) a tracker not installed.
     """
     if value is None:
         return ()
@@ -55,6 +60,12 @@ def parse_report_to(value: str | Sequence[str] | None) -> tuple[str, ...]:
     bad = [n for n in names if n not in REPORT_TO]
     if bad:
         raise ValueError(f"--report-to {bad[0]!r}: choose from {', '.join(REPORT_TO)} or none")
+    if installed:
+        import importlib.util
+
+        for name in names:
+            if importlib.util.find_spec(name) is None:
+                raise ValueError(_not_installed(name))
     return names
 
 
@@ -144,10 +155,7 @@ class RunLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
                 if "tensorboard" in self.report_to:
-                    raise ValueError(
-                        "--report-to tensorboard: the tensorboard package is not installed; pip install "
-                        '"multidiff[log]" (or pip install tensorboard)'
-                    ) from None
+                    raise ValueError(_not_installed("tensorboard")) from None
                 SummaryWriter = None  # noqa: N806
             if SummaryWriter is not None:
                 self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=start_step)
@@ -295,10 +303,7 @@ def _start_wandb(run: Path, config: Mapping[str, Any] | None) -> Any:
     try:
         import wandb
     except ImportError:
-        raise ValueError(
-            '--report-to wandb: the wandb package is not installed; pip install "multidiff[log]" '
-            "(or pip install wandb)"
-        ) from None
+        raise ValueError(_not_installed("wandb")) from None
     id_file = run / _WANDB_ID
     if id_file.is_file():
         run_id = id_file.read_text(encoding="utf-8").strip()

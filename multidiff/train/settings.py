@@ -69,7 +69,7 @@ def check_settings(args: argparse.Namespace) -> None:
     _check_run_settings(args)
     from multidiff.train.monitor import parse_report_to
 
-    parse_report_to(getattr(args, "report_to", None))  # a tracker name that does not exist
+    parse_report_to(getattr(args, "report_to", None), installed=True)  # a tracker unknown or not installed
     _check_fp8(args)
     batch, accum = getattr(args, "batch", None), getattr(args, "accum", None)
     if batch is not None and accum is not None and batch % accum:
