@@ -70,6 +70,7 @@ def test_a_signal_checkpoints_and_the_rerun_is_bit_identical(data: Path, tmp_pat
     assert proc.returncode == 128 + sig, err
     assert "Traceback" not in err and "Traceback" not in out
     assert f"{signal.Signals(sig).name} at step" in err and "rerun the same command" in err
+    assert (out + err).count(f"{signal.Signals(sig).name} at step") == 1  # said once, by the command
     ckpt = train.latest_checkpoint(run)
     assert ckpt is not None and 3 <= ckpt.step < 400  # nothing after the last finished step is lost
     assert not (run / train.LOCK_NAME).exists()

@@ -632,9 +632,7 @@ class Session:
                 extra_files=self.extra_files, keep=a.keep,
             )  # fmt: skip
         if signum:
-            err = interrupted({"signum": signum}, step, self.run)
-            self.logger.write(str(err))
-            raise err
+            raise interrupted({"signum": signum}, step, self.run)  # the command prints its message once
         if out_of_time and step < a.steps:
             self.logger.write(f"--max-minutes {a.max_minutes:g} reached at step {step}; rerun to continue")
             return False
