@@ -92,6 +92,17 @@ def test_hidden_files_are_not_data_unless_metadata_lists_them(tmp_path) -> None:
     assert sorted(Path(p).name for p, _ in ds.skipped) == ["._a.wav", "c.wav"]
 
 
+def test_csv_labels_are_names_but_a_json_list_is_refused(tmp_path) -> None:
+    for k in range(3):
+        write_audio(tmp_path / f"{k}.wav", tone(300.0 + 100 * k, 0.3), SR)
+    (tmp_path / "metadata.csv").write_text('path,label\n0.wav,[laughter]\n1.wav,true\n2.wav,{noise\n')
+    ds = AudioFolder(tmp_path, sample_rate=SR)
+    assert ds.classes == ["[laughter]", "true", "{noise"]  # names with brackets, a word
+    (tmp_path / "metadata.csv").write_text('path,label\n0.wav,"[1, 2]"\n1.wav,a\n2.wav,b\n')
+    with pytest.raises(ValueError, match=r"metadata.csv, line 2: the label '\[1, 2\]' is not a name or number"):
+        AudioFolder(tmp_path, sample_rate=SR)
+
+
 def test_labels_from_subfolders(tmp_path) -> None:
     make_folder(tmp_path)
     with pytest.warns(SkippedFileWarning):

@@ -210,6 +210,7 @@ CSV_FAULTS = {
     "extra fields": "path,label\n0.wav,a,b\n",
     "a path outside": "path,label\n../../etc/passwd,a\n",
     "undecodable": b"path,label\n0.wav,\xff\n",
+    "a JSON list as a label": 'path,label\n0.wav,"[1, 2]"\n',
 }
 
 

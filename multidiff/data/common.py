@@ -198,6 +198,12 @@ def read_metadata(
             continue
         pairs.append((path, rel))
         label, caption = row.get("label"), row.get("caption")
+        if metadata.suffix != ".jsonl" and isinstance(label, str) and label.strip()[:1] in ("[", "{"):
+            try:  # a csv cell holding a JSON list or object: several labels, where a file has one
+                label = json.loads(label)
+            except json.JSONDecodeError:
+                pass  # "[laughter]": a name with brackets
+            label = row["label"] if not isinstance(label, (list, dict)) else label
         if isinstance(label, (bool, list, dict)) or isinstance(caption, (bool, int, float, list, dict)):
             bad = "label" if isinstance(label, (bool, list, dict)) else "caption"
             raise ValueError(
