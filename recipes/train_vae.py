@@ -183,7 +183,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"--no-resume: {out} is not marked as a train_vae run (no {train.RUN_MARKER}); remove its "
                 "checkpoints yourself, or use a new --out"
             )
-        train.mark_run(out, "train vae")
         if args.no_resume:
             start_over(out)
         refuse_old_run(out)
@@ -215,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {"step": step, "log": read_losses(out, step), "out": str(out)}
 
         data = build_dataset(Path(args.data), args.size, args.seed)
+        train.mark_run(out, "train vae")  # once the data has been read: a refused one leaves no marked run
         print(f"{len(data)} images/videos; {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters")
         batches = DataLoader(
             StepBatches(data, args.batch, args.seed),

@@ -437,7 +437,6 @@ def main(argv: list[str] | None = None) -> Path:
     out = train.check_run_folder(args.out, "train vocoder", also=("config.json", "generator.safetensors", "checkpoints"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("train_vocoder runs as one process; launch it without torchrun")
-    train.mark_run(out, "train vocoder")
     if device.type == "cuda":  # the recipe, not the library, owns backend flags
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -519,7 +518,7 @@ def main(argv: list[str] | None = None) -> Path:
     )  # full band, as HiFi-GAN
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     log_file = out / "log.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
+    train.mark_run(out, "train vocoder")  # the run's first file, once the data has been read
 
     step = start
     bad_in_a_row = 0

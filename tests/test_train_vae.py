@@ -148,6 +148,7 @@ def test_bad_arguments(data, tmp_path) -> None:
     empty.mkdir()
     with pytest.raises(ValueError, match="holds no image"):
         recipe.main(["--data", str(empty), "--out", str(tmp_path / "o"), "--steps", "1", *ARGS])
+    assert not (tmp_path / "o" / "run.json").exists()  # no run marked for data that was never read
 
 
 def test_ctrl_c_saves_the_step_and_a_second_run_in_the_folder_is_refused(data, tmp_path) -> None:

@@ -332,3 +332,12 @@ def test_old_run_folder_is_refused_with_what_to_do(tmp_path: Path) -> None:
     tuned = _run(data, tmp_path / "tuned", 1, "--init", str(newest), "--lr", "1e-30", "--save-every", "1")
     mel = torch.randn(1, 80, 8)
     torch.testing.assert_close(load_hifigan(tuned)(mel), load_hifigan(base)(mel), rtol=1e-5, atol=1e-6)
+
+
+def test_data_that_cannot_be_read_leaves_no_run_behind(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here")
+    with pytest.raises(ValueError, match="empty"):
+        _run(empty, tmp_path / "run", 2)
+    assert not (tmp_path / "run" / "run.json").exists()  # marked only once the data has been read
