@@ -177,7 +177,8 @@ def test_generate_compile_compiles_the_backbone_and_samples_as_eager(tmp_path) -
     loaded = []
     for compile in (False, True):
         args = argparse.Namespace(threads=None, num=1, batch=1, device="cpu", ckpt=str(folder), model=None,
-                                  dtype=None, compile=compile, seed=0)  # fmt: skip
+                                  dtype=None, compile=compile, seed=0, steps=None, sampler=None, label=None,
+                                  guidance=None)  # fmt: skip
         loaded.append(load_for_generation(args, AudioPipeline).pipe)
     eager, compiled = loaded
     assert compiled.backbone._compiled_call_impl is not None and eager.backbone._compiled_call_impl is None
