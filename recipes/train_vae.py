@@ -39,6 +39,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from multidiff import train
 from multidiff.cli import OneLineParser
+from multidiff.data.common import is_hidden
 from multidiff.data.image import ImageFolder
 from multidiff.data.video import VideoFolder
 from multidiff.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -106,7 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------- data
 def build_dataset(data: Path, size: int, seed: int) -> Dataset:
     """Images as they are, videos as random single frames; both randomly cropped to ``size``."""
-    files = [p for p in data.rglob("*") if p.is_file()]
+    files = [p for p in data.rglob("*") if p.is_file() and not is_hidden(p, data)]  # as the folders see them
     parts: list[Dataset] = []
     if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files):
         parts.append(ImageFolder(data, size=size, crop="random", labels="none", seed=seed))

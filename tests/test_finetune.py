@@ -83,6 +83,14 @@ def test_init_with_other_labels_or_captions_is_refused_naming_the_option(
         assert err.startswith("multidiff: error: train audio: --init:") and words in err, err
         assert len(err.splitlines()) == 1 and not out.exists()  # refused before the data is read
     assert cli(args(data, tmp_path / "ft", "--steps", "1", "--init", str(tmp_path / "labelled"), "--labels")) == 0
+    other = tmp_path / "hf-model"  # a config.json that is not a multidiff pipeline's: one line, no traceback
+    other.mkdir()
+    (other / "config.json").write_text('{"backbone": "resnet50"}')
+    capsys.readouterr()
+    assert cli(args(data, tmp_path / "ft-hf", "--steps", "1", "--init", str(other), "--labels")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("multidiff: error:") and "is not a multidiff pipeline's config" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ft-hf").exists()
 
 
 def test_lora_trains_only_the_attention_updates_saves_them_small_and_loads_on_the_base(

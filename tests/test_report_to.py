@@ -116,6 +116,10 @@ def test_report_to_names_and_missing_packages(tmp_path, monkeypatch) -> None:
     assert parse_report_to("none") == () and parse_report_to(None) == ()
     with pytest.raises(ValueError, match="--report-to 'mlflow': choose from tensorboard, wandb"):
         parse_report_to("mlflow")
+    import types
+
+    monkeypatch.setitem(sys.modules, "wandb", types.ModuleType("wandb"))  # a stand-in, as in the tests above
+    assert parse_report_to("wandb", installed=True) == ("wandb",)
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
     with pytest.raises(ValueError, match=r'pip install "multidiff\[log\]"'):
         RunLogger(tmp_path, 4, 0, progress=False, tensorboard=False, report_to="wandb")

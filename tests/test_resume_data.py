@@ -55,6 +55,26 @@ def test_changed_data_is_refused_unless_allowed(edit: str, tmp_path: Path, capsy
     assert any("changed data (--allow-data-change)" in str(r.get("event", "")) for r in train.read_log(run))
 
 
+def test_a_run_that_counted_hidden_files_is_told_why_its_data_changed(tmp_path: Path, capsys) -> None:
+    """Hidden files (a name or folder starting with '.') stopped being data: a run written when they were
+    counted sees another fingerprint, and the refusal says that hidden files are why."""
+    import json
+
+    data, run = make_data(tmp_path / "data"), tmp_path / "run"
+    (data / ".ipynb_checkpoints").mkdir()
+    tone(data / ".ipynb_checkpoints" / "0.wav", 200.0)
+    assert cli(train_args(data, run, 2)) == 0
+    state_file = train.latest_checkpoint(run).path / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["config"]["num_files"] == 3  # the hidden copy is not data
+    state["config"].update(num_files=4, data_fingerprint="0" * 32)  # as a run of the former rule saved it
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert cli(train_args(data, run, 4)) == 2
+    err = capsys.readouterr().err
+    assert "4 files then, 3 now; hidden files there" in err and "--allow-data-change" in err, err
+
+
 def test_a_moved_data_folder_is_named_and_resumes_when_allowed(tmp_path: Path, capsys) -> None:
     """The same files in another folder: the refusal names both folders, and --allow-data-change goes on
     (before, that flag still refused the changed path, so a moved data folder could never be continued)."""

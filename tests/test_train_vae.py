@@ -149,6 +149,15 @@ def test_bad_arguments(data, tmp_path) -> None:
     with pytest.raises(ValueError, match="holds no image"):
         recipe.main(["--data", str(empty), "--out", str(tmp_path / "o"), "--steps", "1", *ARGS])
     assert not (tmp_path / "o" / "run.json").exists()  # no run marked for data that was never read
+    # images beside a hidden video (a killed write's leftover) are images only, as the folders see them
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for f in sorted(data.glob("img*.png")):
+        shutil.copy(f, images / f.name)
+    shutil.copy(data / "clip.mp4", images / ".tmp-clip.0123456789ab.mp4")
+    assert len(recipe.build_dataset(images, 16, 0)) == 6
 
 
 def test_ctrl_c_saves_the_step_and_a_second_run_in_the_folder_is_refused(data, tmp_path) -> None:

@@ -338,6 +338,6 @@ def test_data_that_cannot_be_read_leaves_no_run_behind(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no audio here")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="has no usable audio file"):
         _run(empty, tmp_path / "run", 2)
     assert not (tmp_path / "run" / "run.json").exists()  # marked only once the data has been read

@@ -96,7 +96,7 @@ def select_files(
     )
     # hidden files and folders (".tmp-..." leftovers of a killed write, macOS "._x.wav", ".ipynb_checkpoints")
     # are not data unless metadata.csv lists them
-    hidden = [p for p in files if any(part.startswith(".") for part in p.relative_to(root).parts)]
+    hidden = [p for p in files if is_hidden(p, root)]
     if hidden:
         files = sorted(set(files) - set(hidden))
     if mode == "metadata":
@@ -137,6 +137,13 @@ def select_files(
                 skipped.append((str(p), "not inside a label subfolder"))
         pairs = kept
     return pairs, found, {}
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` (inside ``root``) is hidden there: its name or a folder's below ``root`` starts with
+    ``"."`` (a killed write's ``.tmp-*`` file, macOS ``._*``, ``.ipynb_checkpoints``). Hidden files are not
+    data unless metadata.csv lists them; a hidden folder above ``root`` does not count."""
+    return any(part.startswith(".") for part in Path(path).relative_to(root).parts)
 
 
 def _in_run_folder(path: Path, root: Path) -> bool:

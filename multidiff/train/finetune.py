@@ -57,7 +57,15 @@ def check_init_conditioning(args: argparse.Namespace) -> None:
     if (Path(args.init) / "model_index.json").is_file():
         return
     folder, config = _init_config(args.init)
-    classes = ((config.get("backbone") or {}).get("config") or {}).get("num_classes")
+    backbone = config.get("backbone")
+    if not isinstance(backbone, dict):
+        raise ValueError(
+            f"--init: {folder / CONFIG_NAME} is not a multidiff pipeline's config (no backbone settings); give a "
+            "multidiff run, checkpoint or pipeline folder"
+        )
+    if not isinstance(backbone.get("config"), dict):  # a backbone described otherwise: its weights are checked
+        return
+    classes = backbone["config"].get("num_classes")
     names = ", ".join(config.get("labels") or []) or "unnamed"
     trained = {
         "labels": (classes is not None, f" ({classes} classes: {names})"),

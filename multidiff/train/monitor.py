@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,6 +65,8 @@ def parse_report_to(value: str | Sequence[str] | None, installed: bool = False) 
         import importlib.util
 
         for name in names:
+            if sys.modules.get(name) is not None:  # imported already (or stood in for)
+                continue
             if importlib.util.find_spec(name) is None:
                 raise ValueError(_not_installed(name))
     return names

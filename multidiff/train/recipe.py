@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from multidiff.core.ema import EMA
+from multidiff.data.common import is_hidden
 from multidiff.train.checkpoint import (
     Checkpoint,
     ResumeConfigError,
@@ -404,6 +405,9 @@ def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSetting
         )
     if changed and not getattr(args, "allow_data_change", False):
         counts = f"{saved.get('num_files')} files then, {config.get('num_files')} now"
+        root = Path(str(config.get("data")))
+        if root.is_dir() and any(is_hidden(f, root) for f in root.rglob("*") if f.is_file()):
+            counts += "; hidden files there, whose name or folder starts with '.', are no longer data"
         raise ResumeConfigError(
             f"cannot resume from {ckpt.path}: the data folder {config.get('data')} changed since it was written "
             f"({counts}; files added, removed, renamed or replaced); rerun with --allow-data-change to continue "
