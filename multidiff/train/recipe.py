@@ -405,8 +405,7 @@ def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSetting
         )
     if changed and not getattr(args, "allow_data_change", False):
         counts = f"{saved.get('num_files')} files then, {config.get('num_files')} now"
-        root = Path(str(config.get("data")))
-        if root.is_dir() and any(is_hidden(f, root) for f in root.rglob("*") if f.is_file()):
+        if _hidden_media(Path(str(config.get("data")))):
             counts += "; hidden files there, whose name or folder starts with '.', are no longer data"
         raise ResumeConfigError(
             f"cannot resume from {ckpt.path}: the data folder {config.get('data')} changed since it was written "
@@ -422,6 +421,16 @@ def check_resume(ckpt: Checkpoint, config: Mapping[str, Any], args: TrainSetting
             note = f"resumed at step {ckpt.step} on changed data (--allow-data-change): {', '.join(changed)}"
             f.write(json.dumps({"step": ckpt.step, "event": note}) + "\n")
         print(note, flush=True)
+
+
+def _hidden_media(root: Path) -> bool:
+    """Whether the data folder ``root`` holds hidden media files (:func:`~multidiff.data.common.is_hidden`)."""
+    from multidiff.io import AUDIO_FORMATS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    media = {*AUDIO_FORMATS, *IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS}
+    return root.is_dir() and any(
+        f.suffix.lower() in media and f.is_file() and is_hidden(f, root) for f in root.rglob("*")
+    )
 
 
 class EmaToPipeline:
