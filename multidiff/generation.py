@@ -16,7 +16,9 @@ import torch
 
 from multidiff.train.checkpoint import resolve_pipeline_dir
 
-__all__ = ["Loaded", "add_generate_options", "check_positive", "check_strength", "load_for_generation"]
+__all__ = [
+    "Loaded", "add_generate_options", "check_extent", "check_positive", "check_strength", "load_for_generation",
+]  # fmt: skip
 
 
 def add_generate_options(
@@ -82,6 +84,14 @@ def check_strength(args: argparse.Namespace, what: str) -> None:
     args.strength = 0.5 if args.strength is None else args.strength
     if not 0 < args.strength <= 1:
         raise ValueError(f"--strength must lie in (0, 1], got {args.strength}")
+
+
+def check_extent(pipe: Any, args: argparse.Namespace, extent: Any) -> None:
+    """Refuse, before the command prints or writes anything, media of ``extent`` whose latents for one batch
+    would be empty or too large (the check :meth:`~multidiff.pipeline.Pipeline.sample` makes)."""
+    from multidiff.pipeline_checks import check_latent_size
+
+    check_latent_size(min(args.batch, args.num), pipe.adapter.latent_shape(extent))
 
 
 @dataclass(frozen=True)

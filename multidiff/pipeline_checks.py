@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MAX_LATENT_BYTES", "check_batch", "check_guidance", "check_sample_request"]
+__all__ = ["MAX_LATENT_BYTES", "check_batch", "check_guidance", "check_latent_size", "check_sample_request"]
 
 #: Latents larger than this are refused before anything is allocated (a mistyped length, not a real request).
 MAX_LATENT_BYTES = 16 * 2**30
@@ -35,17 +35,7 @@ def check_sample_request(
 ) -> tuple[int, ...]:
     """Refuse what :meth:`~multidiff.pipeline.Pipeline.sample` cannot do or would ignore; returns the shape
     as a tuple of ints."""
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be an int >= 1, got {num!r}")
-    shape = tuple(int(s) for s in shape)
-    if any(s < 1 for s in shape):
-        raise ValueError(f"the latent shape {shape} is empty: ask for more seconds, frames or pixels")
-    size = num * math.prod(shape) * 4
-    if size > MAX_LATENT_BYTES:
-        raise ValueError(
-            f"{num} sample(s) of latent shape {shape} need {size / 2**30:.1f} GiB for the latents alone "
-            f"(the limit is {MAX_LATENT_BYTES / 2**30:.0f} GiB): ask for less media or a smaller batch"
-        )
+    shape = check_latent_size(num, shape)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if steps is not None and sigmas is not None:
@@ -99,3 +89,20 @@ def check_batch(num: int, shape: Sequence[int], **tensors: torch.Tensor | None) 
     for name, z in tensors.items():
         if z is not None and z.ndim == len(shape) + 1 and z.shape[0] not in (1, num):
             raise ValueError(f"{name}= holds {z.shape[0]} samples for {num} asked for; give 1 (for all) or {num}")
+
+
+def check_latent_size(num: Any, shape: Sequence[int]) -> tuple[int, ...]:
+    """Refuse ``num`` samples of latent ``shape`` that are empty or would need more than
+    :data:`MAX_LATENT_BYTES` (a mistyped length, not a real request); returns the shape as ints."""
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be an int >= 1, got {num!r}")
+    shape = tuple(int(s) for s in shape)
+    if any(s < 1 for s in shape):
+        raise ValueError(f"the latent shape {shape} is empty: ask for more seconds, frames or pixels")
+    size = num * math.prod(shape) * 4
+    if size > MAX_LATENT_BYTES:
+        raise ValueError(
+            f"{num} sample(s) of latent shape {shape} need {size / 2**30:.1f} GiB for the latents alone "
+            f"(the limit is {MAX_LATENT_BYTES / 2**30:.0f} GiB): ask for less media or a smaller batch"
+        )
+    return shape

@@ -17,8 +17,9 @@ import argparse
 from pathlib import Path
 
 from multidiff.cli import OneLineParser
-from multidiff.generation import add_generate_options, check_strength, load_for_generation
+from multidiff.generation import add_generate_options, check_extent, check_strength, load_for_generation
 from multidiff.io import free_path, read_audio, write_audio
+from multidiff.modalities.base import Extent
 from multidiff.pipeline import AudioPipeline
 from multidiff.plots import spectrogram_png
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
             f"--seconds (more than {clip.shape[-1] / sr:.2f})"
         )
 
+    check_extent(pipe, args, Extent(seconds=seconds))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

@@ -15,8 +15,15 @@ from pathlib import Path
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
-from multidiff.generation import add_generate_options, check_positive, check_strength, load_for_generation
+from multidiff.generation import (
+    add_generate_options,
+    check_extent,
+    check_positive,
+    check_strength,
+    load_for_generation,
+)
 from multidiff.io import free_path, read_image, write_image
+from multidiff.modalities.base import Extent
 from multidiff.pipeline import ImagePipeline
 
 
@@ -40,6 +47,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     size = (args.size, args.size) if args.size else pipe.size
     if size is None:
         raise ValueError("pass --size (the pipeline records no training size)")
+    check_extent(pipe, args, Extent(size=size))
     init = None
     if args.init:
         init = resize_and_crop(read_image(args.init)[None], size)[0][..., : pipe.adapter.config.channels]

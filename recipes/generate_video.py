@@ -20,8 +20,9 @@ import torch
 
 from multidiff.cli import OneLineParser
 from multidiff.data.common import resize_and_crop
-from multidiff.generation import add_generate_options, check_positive, load_for_generation
+from multidiff.generation import add_generate_options, check_extent, check_positive, load_for_generation
 from multidiff.io import free_path, read_image, read_video, write_video
+from multidiff.modalities.base import Extent
 from multidiff.pipeline import VideoPipeline
 
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         raise ValueError(f"--frames must be >= 1, got {frames}")
     if not frames:
         raise ValueError("pass --frames")
+    check_extent(pipe, args, Extent(frames=frames, size=size))
 
     # Known frames (resized and centre-cropped to the frame size) and the mask of the ones kept.
     known = mask = None

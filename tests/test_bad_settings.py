@@ -105,7 +105,8 @@ GENERATE_CASES = {
 }
 #: refused before the command prints or writes anything (the others after it says what it will make)
 GENERATE_EARLY = {"--seed -5", "--sampler nope", "--steps 0", "--label on a model without labels",
-                  "guidance on an unconditional model", "--device tpu", "--threads -1", "--strength without --init"}
+                  "guidance on an unconditional model", "--device tpu", "--threads -1", "--strength without --init",
+                  "a length that would need terabytes", "a clip shorter than a mel frame"}
 
 
 @pytest.mark.parametrize("modality", ["video", "image"])
@@ -305,3 +306,26 @@ def test_vae_demo_ui_and_launcher_settings_are_one_line_errors(folders, tmp_path
     assert cli(["train", "audio", "--data", str(folders["data"]), "--out", str(tmp_path / "w"), "--preset", "tiny",
                 "--device", "cpu", "--batch", "2", "--seconds", "0.25", "--steps", "1"]) == 2  # fmt: skip
     assert "RANK=5, LOCAL_RANK=5 and WORLD_SIZE=2 do not fit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("modality", ["video", "image"])
+def test_generate_refuses_a_size_needing_terabytes_before_it_prints(modality, tmp_path: Path, capsys) -> None:
+    if modality == "video":
+        source = ["--model", "moving-digits"]
+    else:  # a tiny pixel-space image model
+        from multidiff.core.denoiser import Denoiser
+        from multidiff.modalities.image import ImageAdapter, ImageAdapterConfig
+        from multidiff.nn.unet import UNet, UNetConfig
+        from multidiff.pipeline import ImagePipeline
+
+        unet = UNet(UNetConfig(in_channels=3, channels=(8, 16), num_res_blocks=1, attention_levels=(), head_dim=8,
+                               norm_groups=4, emb_dim=32, noise_freq_dim=16))  # fmt: skip
+        pipe = ImagePipeline(Denoiser(unet, "edm", sigma_data=0.5), ImageAdapter(ImageAdapterConfig()), size=8)
+        source = ["--ckpt", str(pipe.save_pretrained(tmp_path / "pipe"))]
+    out = tmp_path / "gen"
+    assert cli(["generate", modality, *source, "--num", "1", "--size", "100000", "--out", str(out), "--quiet",
+                "--device", "cpu"]) == 2  # fmt: skip
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("multidiff: error:") and "GiB" in err and len(err.splitlines()) == 1, err
+    assert captured.out == "" and not out.exists()
