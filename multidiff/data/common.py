@@ -102,11 +102,7 @@ def select_files(
     if mode == "metadata":
         pairs, found, captions = read_metadata(root, metadata, skipped)
         listed = {rel for _, rel in pairs}
-        skipped.extend(
-            (str(p), "hidden (its name or a folder's starts with '.')")
-            for p in hidden
-            if p.relative_to(root).as_posix() not in listed
-        )
+        skipped.extend((str(p), _HIDDEN) for p in hidden if p.relative_to(root).as_posix() not in listed)
         known = listed | {Path(p).resolve().as_posix() for p, _ in skipped}
         unlisted = [
             (p, p.relative_to(root).as_posix())
@@ -122,7 +118,7 @@ def select_files(
                 stacklevel=3,
             )
         return pairs + unlisted, found, captions
-    skipped.extend((str(p), "hidden (its name or a folder's starts with '.')") for p in hidden)
+    skipped.extend((str(p), _HIDDEN) for p in hidden)
     pairs = [(p, p.relative_to(root).as_posix()) for p in files]
     if mode == "auto":
         mode = "folders" if pairs and all("/" in rel for _, rel in pairs) else "none"
@@ -137,6 +133,9 @@ def select_files(
                 skipped.append((str(p), "not inside a label subfolder"))
         pairs = kept
     return pairs, found, {}
+
+
+_HIDDEN = "hidden (its name or a folder's starts with '.')"  # the reason skipped.txt gives
 
 
 def is_hidden(path: Path, root: Path) -> bool:
@@ -205,12 +204,8 @@ def read_metadata(
             continue
         pairs.append((path, rel))
         label, caption = row.get("label"), row.get("caption")
-        if metadata.suffix != ".jsonl" and isinstance(label, str) and label.strip()[:1] in ("[", "{"):
-            try:  # a csv cell holding a JSON list or object: several labels, where a file has one
-                label = json.loads(label)
-            except json.JSONDecodeError:
-                pass  # "[laughter]": a name with brackets
-            label = row["label"] if not isinstance(label, (list, dict)) else label
+        if metadata.suffix != ".jsonl" and _json_container(label):  # several labels, where a file has one
+            label = json.loads(label)
         if isinstance(label, (bool, list, dict)) or isinstance(caption, (bool, int, float, list, dict)):
             bad = "label" if isinstance(label, (bool, list, dict)) else "caption"
             raise ValueError(
@@ -222,6 +217,16 @@ def read_metadata(
             captions[rel] = str(caption)
     _check_label_spelling(metadata, labels)
     return pairs, labels, captions
+
+
+def _json_container(text: Any) -> bool:
+    """Whether a csv cell holds a JSON list or object (``"[1, 2]"``; ``"[laughter]"`` is a name)."""
+    if not isinstance(text, str) or text.strip()[:1] not in ("[", "{"):
+        return False
+    try:
+        return isinstance(json.loads(text), (list, dict))
+    except json.JSONDecodeError:
+        return False
 
 
 def _check_label_spelling(metadata: Path, labels: dict[str, str]) -> None:
